@@ -1,0 +1,254 @@
+//! A rolling window of per-minute counts for one key, stored sparsely by hour.
+//!
+//! Only hours that saw a call (or an excluded minute) take memory: a key called
+//! a few times a week costs a few buckets of 24 bytes, a key busy every hour of
+//! a 7-day window costs 168 buckets (≈ 4 KiB). Zero-count minutes are implicit,
+//! so a closed minute with no calls costs nothing to record.
+//!
+//! The window is hour-aligned: for an evaluation at minute `now` with a window
+//! of `W` minutes it covers `[floor_hour(now − W), now)`, i.e. between `W` and
+//! `W + 59` minutes, never extending before the start of the history.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::MINUTES_PER_HOUR;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct HourBucket {
+    /// Hours since the Unix epoch.
+    hour: i64,
+    /// Calls in the hour's recorded minutes.
+    calls: u32,
+    /// Number of minutes of this hour excluded from the baseline (inside an Insight).
+    excluded: u32,
+    /// Sum over the hour's minutes of count², for the per-minute variance.
+    sum_sq: u64,
+}
+
+/// Baseline statistics of a per-minute rate over a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BaselineStats {
+    /// Plain average over the window, calls per minute (what Insights events report as `baseline.average`).
+    pub average: f64,
+    /// Prior-smoothed mean, calls per minute: the rate the tests use, never 0.
+    pub mean: f64,
+    /// Prior-smoothed per-minute variance, calls² per minute², never below `mean`.
+    pub variance: f64,
+    /// Minutes in the window that count (window span minus excluded minutes): `baselineDuration`.
+    pub minutes: u32,
+    /// Calls in the window.
+    pub calls: u64,
+}
+
+/// Pseudo-observations that keep a key with little or no history from having a zero rate.
+///
+/// The prior behaves like `calls` calls seen over `minutes` minutes of Poisson traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RatePrior {
+    /// Pseudo calls.
+    pub calls: f64,
+    /// Pseudo minutes.
+    pub minutes: f64,
+}
+
+impl Default for RatePrior {
+    /// One call per week: 1 / 10080 ≈ 9.9e-5 calls per minute, close to the
+    /// 8.8e-5 calls/minute baseline of AWS's published sparse example.
+    fn default() -> Self {
+        RatePrior {
+            calls: 1.0,
+            minutes: 10080.0,
+        }
+    }
+}
+
+/// Rolling per-minute counts of one key (calls per minute, UTC minute buckets).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RollingRate {
+    buckets: VecDeque<HourBucket>,
+    calls: u64,
+    sum_sq: u64,
+    excluded: u64,
+}
+
+impl RollingRate {
+    /// An empty window.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn bucket_mut(&mut self, minute: i64) -> &mut HourBucket {
+        let hour = minute.div_euclid(MINUTES_PER_HOUR);
+        let pos = match self.buckets.back() {
+            Some(last) if last.hour == hour => self.buckets.len() - 1,
+            Some(last) if last.hour < hour => {
+                self.buckets.push_back(HourBucket { hour, calls: 0, excluded: 0, sum_sq: 0 });
+                self.buckets.len() - 1
+            }
+            None => {
+                self.buckets.push_back(HourBucket { hour, calls: 0, excluded: 0, sum_sq: 0 });
+                0
+            }
+            Some(_) => match self.buckets.binary_search_by_key(&hour, |b| b.hour) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.buckets.insert(i, HourBucket { hour, calls: 0, excluded: 0, sum_sq: 0 });
+                    i
+                }
+            },
+        };
+        &mut self.buckets[pos]
+    }
+
+    /// Records the closed minute `minute` with `count` calls. Zero counts need not be recorded.
+    pub fn record(&mut self, minute: i64, count: u32) {
+        if count == 0 {
+            return;
+        }
+        let sq = u64::from(count) * u64::from(count);
+        let b = self.bucket_mut(minute);
+        b.calls = b.calls.saturating_add(count);
+        b.sum_sq = b.sum_sq.saturating_add(sq);
+        self.calls = self.calls.saturating_add(u64::from(count));
+        self.sum_sq = self.sum_sq.saturating_add(sq);
+    }
+
+    /// Marks the closed minute `minute` as excluded from the baseline (it lies
+    /// inside an Insight). Its calls must not also be [`record`](Self::record)ed.
+    pub fn exclude(&mut self, minute: i64) {
+        let b = self.bucket_mut(minute);
+        b.excluded = b.excluded.saturating_add(1);
+        self.excluded += 1;
+    }
+
+    /// Drops every hour that ends at or before `cutoff_minute`'s hour start.
+    pub fn evict_before(&mut self, cutoff_minute: i64) {
+        let cutoff_hour = cutoff_minute.div_euclid(MINUTES_PER_HOUR);
+        while let Some(first) = self.buckets.front() {
+            if first.hour >= cutoff_hour {
+                break;
+            }
+            self.calls -= u64::from(first.calls);
+            self.sum_sq -= first.sum_sq;
+            self.excluded -= u64::from(first.excluded);
+            self.buckets.pop_front();
+        }
+    }
+
+    /// Baseline statistics for an evaluation at minute `now` (the window ends
+    /// just before `now`), with a window of `window_minutes` minutes, a history
+    /// that starts at minute `history_start` and the given prior.
+    ///
+    /// Evicts hours that fell out of the window.
+    pub fn stats(&mut self, now: i64, history_start: i64, window_minutes: u32, prior: RatePrior) -> BaselineStats {
+        let aligned_start = (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
+        self.evict_before(aligned_start);
+        let start = aligned_start.max(history_start);
+        let span = (now - start).max(0) as u64;
+        let n = span.saturating_sub(self.excluded);
+        let nf = n as f64;
+        let calls = self.calls as f64;
+        let average = if n == 0 { 0.0 } else { calls / nf };
+        let denom = nf + prior.minutes;
+        let (mean, variance) = if denom > 0.0 {
+            let mean = (calls + prior.calls) / denom;
+            let second = (self.sum_sq as f64 + prior.calls) / denom;
+            (mean, (second - mean * mean).max(mean))
+        } else {
+            (f64::MIN_POSITIVE, f64::MIN_POSITIVE)
+        };
+        BaselineStats {
+            average,
+            mean,
+            variance,
+            minutes: u32::try_from(n).unwrap_or(u32::MAX),
+            calls: self.calls,
+        }
+    }
+
+    /// Calls currently held (all retained hours).
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// Heap bytes used by the retained hours.
+    pub fn heap_bytes(&self) -> usize {
+        self.buckets.capacity() * std::mem::size_of::<HourBucket>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NO_PRIOR: RatePrior = RatePrior { calls: 0.0, minutes: 0.0 };
+
+    #[test]
+    fn average_counts_zero_minutes() {
+        let mut r = RollingRate::new();
+        r.record(100, 3);
+        r.record(200, 1);
+        // history starts at minute 0, evaluate at 1000 with a long window: 4 calls / 1000 minutes
+        let s = r.stats(1000, 0, 10080, NO_PRIOR);
+        assert_eq!(s.minutes, 1000);
+        assert!((s.average - 0.004).abs() < 1e-12);
+        // E[X²] = (9 + 1) / 1000, var = 0.01 - 0.004²
+        assert!((s.variance - (0.01 - 0.004f64.powi(2))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn old_hours_leave_the_window() {
+        let mut r = RollingRate::new();
+        r.record(0, 50);
+        r.record(20_000, 2);
+        let s = r.stats(20_060, 0, 10080, NO_PRIOR);
+        assert_eq!(s.calls, 2);
+        assert!(s.minutes >= 10080 && s.minutes < 10080 + 60);
+    }
+
+    #[test]
+    fn excluded_minutes_do_not_count() {
+        let mut r = RollingRate::new();
+        for m in 0..10 {
+            r.exclude(500 + m);
+        }
+        let s = r.stats(1000, 0, 10080, NO_PRIOR);
+        assert_eq!(s.minutes, 990);
+    }
+
+    #[test]
+    fn prior_keeps_new_keys_above_zero() {
+        let mut r = RollingRate::new();
+        let s = r.stats(10, 0, 10080, RatePrior::default());
+        assert_eq!(s.average, 0.0);
+        assert!(s.mean > 0.0 && s.mean < 1e-3);
+    }
+
+    #[test]
+    fn late_minutes_insert_in_order() {
+        let mut r = RollingRate::new();
+        r.record(600, 1);
+        r.record(60, 1);
+        r.record(300, 1);
+        r.evict_before(120);
+        assert_eq!(r.calls(), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn totals_equal_sum_of_window(counts in proptest::collection::vec((0i64..30_000, 1u32..50), 0..200), now in 20_000i64..40_000) {
+            let mut r = RollingRate::new();
+            for &(m, c) in &counts {
+                if m < now { r.record(m, c); }
+            }
+            let s = r.stats(now, 0, 10080, NO_PRIOR);
+            let aligned = (now - 10080).div_euclid(60) * 60;
+            let expected: u64 = counts.iter().filter(|&&(m, _)| m >= aligned && m < now).map(|&(_, c)| u64::from(c)).sum();
+            prop_assert_eq!(s.calls, expected);
+            prop_assert!(s.variance >= s.mean);
+        }
+    }
+}
