@@ -1,1 +1,8 @@
-pub fn x(){}
+//! Detection for trailsight: the CloudTrail record model, per-minute
+//! aggregation, the Insight state machine and the Insights event builder.
+//!
+//! Pure and synchronous: no I/O, no async. Callers feed parsed log files in
+//! delivery order and get back Insights events (schema: CloudTrail Insights
+//! event, eventVersion 1.09).
+
+pub mod record;
