@@ -6,3 +6,5 @@
 //! event, eventVersion 1.09).
 
 pub mod record;
+pub mod batch;
+pub mod time;
