@@ -17,7 +17,7 @@ pub mod topk;
 
 pub use rolling::{BaselineStats, RatePrior, RollingRate};
 pub use tail::{CountModel, count_tail_probability};
-pub use topk::SpaceSaving;
+pub use topk::{SpaceSaving, WindowedTopK};
 
 /// Minutes in one hour; the rolling window's bucket width.
 pub const MINUTES_PER_HOUR: i64 = 60;

@@ -123,6 +123,32 @@ impl RollingRate {
         self.excluded += 1;
     }
 
+    /// Takes back `count` calls recorded at `minute` (they turned out to belong to an Insight).
+    pub fn retract(&mut self, minute: i64, count: u32) {
+        let hour = minute.div_euclid(MINUTES_PER_HOUR);
+        if let Ok(i) = self.buckets.binary_search_by_key(&hour, |b| b.hour) {
+            let b = &mut self.buckets[i];
+            let c = count.min(b.calls);
+            let sq = (u64::from(c) * u64::from(c)).min(b.sum_sq);
+            b.calls -= c;
+            b.sum_sq -= sq;
+            self.calls -= u64::from(c);
+            self.sum_sq -= sq;
+        }
+    }
+
+    /// Undoes one [`exclude`](Self::exclude) of `minute` (the minute turned out to be normal).
+    pub fn include(&mut self, minute: i64) {
+        let hour = minute.div_euclid(MINUTES_PER_HOUR);
+        if let Ok(i) = self.buckets.binary_search_by_key(&hour, |b| b.hour) {
+            let b = &mut self.buckets[i];
+            if b.excluded > 0 {
+                b.excluded -= 1;
+                self.excluded -= 1;
+            }
+        }
+    }
+
     /// Drops every hour that ends at or before `cutoff_minute`'s hour start.
     pub fn evict_before(&mut self, cutoff_minute: i64) {
         let cutoff_hour = cutoff_minute.div_euclid(MINUTES_PER_HOUR);

@@ -107,3 +107,54 @@ mod tests {
         }
     }
 }
+
+/// Heavy hitters over a rolling window, one [`SpaceSaving`] summary per UTC day.
+///
+/// Memory: at most `window_days + 1` summaries of `capacity` entries each,
+/// allocated only for days with traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowedTopK<T> {
+    capacity: usize,
+    days: std::collections::VecDeque<(i64, SpaceSaving<T>)>,
+}
+
+impl<T: Copy + Ord> WindowedTopK<T> {
+    /// Empty, with `capacity` entries per day.
+    pub fn new(capacity: usize) -> Self {
+        WindowedTopK { capacity, days: std::collections::VecDeque::new() }
+    }
+
+    /// Counts `n` occurrences of `item` at `minute` (minutes since the epoch).
+    pub fn offer(&mut self, minute: i64, item: T, n: u64) {
+        let day = minute.div_euclid(1440);
+        let pos = match self.days.iter().position(|d| d.0 == day) {
+            Some(p) => p,
+            None => {
+                let at = self.days.iter().position(|d| d.0 > day).unwrap_or(self.days.len());
+                self.days.insert(at, (day, SpaceSaving::new(self.capacity)));
+                at
+            }
+        };
+        self.days[pos].1.offer(item, n);
+    }
+
+    /// The `n` largest `(item, count)` over the days that overlap `[from_minute, ∞)`,
+    /// dropping older days.
+    pub fn top_since(&mut self, from_minute: i64, n: usize) -> Vec<(T, u64)> {
+        let first_day = from_minute.div_euclid(1440);
+        while self.days.front().is_some_and(|d| d.0 < first_day) {
+            self.days.pop_front();
+        }
+        let mut all = SpaceSaving::new(self.capacity * 2);
+        for (_, s) in &self.days {
+            all.merge(s);
+        }
+        all.top(n)
+    }
+
+    /// Heap bytes used.
+    pub fn heap_bytes(&self) -> usize {
+        self.days.capacity() * std::mem::size_of::<(i64, SpaceSaving<T>)>()
+            + self.days.iter().map(|d| d.1.heap_bytes()).sum::<usize>()
+    }
+}

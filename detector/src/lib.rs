@@ -8,3 +8,13 @@
 pub mod record;
 pub mod batch;
 pub mod time;
+pub mod insight;
+pub mod aggregate;
+pub mod config;
+pub mod detect;
+pub mod engine;
+
+pub use batch::{BatchBuilder, BatchStats, FileBatch};
+pub use config::DetectorConfig;
+pub use engine::{EmittedInsight, Engine, OpenInsightReport};
+pub use insight::InsightRecord;

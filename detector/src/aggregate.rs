@@ -1,0 +1,376 @@
+//! Per-minute aggregation with a watermark, deduplication and late records.
+//!
+//! Batches arrive in delivery order. Each counted event goes to the open minute
+//! of its `eventTime` (UTC minute bucket) under its rate key. The watermark is
+//! the newest minute seen (capped by the file's delivery time when known) minus
+//! the allowed lateness; every minute before it is closed and handed to the
+//! detector, in order, including minutes with no calls. An event for a closed
+//! minute is late: it is counted and returned separately, never dropped
+//! silently. A repeated `eventID` in the same minute counts once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::batch::FileBatch;
+
+/// Global symbol: an index into the [`SymbolTable`].
+pub type Sym = u32;
+/// Index of a rate key in the aggregator's key table.
+pub type KeyId = u32;
+
+/// Interned strings, numbered in order of first appearance (deterministic for a given input order).
+#[derive(Debug, Clone, Default)]
+pub struct SymbolTable {
+    index: HashMap<Box<str>, Sym>,
+    strings: Vec<Box<str>>,
+}
+
+impl SymbolTable {
+    /// The symbol of `s`, interning it if new.
+    pub fn intern(&mut self, s: &str) -> Sym {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.strings.len() as Sym;
+        self.strings.push(s.into());
+        self.index.insert(s.into(), i);
+        i
+    }
+
+    /// The string of a symbol (empty for an unknown symbol).
+    pub fn resolve(&self, sym: Sym) -> &str {
+        self.strings.get(sym as usize).map_or("", |s| s)
+    }
+
+    /// Number of strings.
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
+    }
+}
+
+/// What a rate is counted over: account, Region, API and, for error rates, the `errorCode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RateKey {
+    /// Account (`recipientAccountId`).
+    pub account: Sym,
+    /// `awsRegion`.
+    pub region: Sym,
+    /// `eventSource`.
+    pub event_source: Sym,
+    /// `eventName`.
+    pub event_name: Sym,
+    /// `None`: call rate; `Some(errorCode)`: error rate of that error code.
+    pub error_code: Option<Sym>,
+}
+
+/// Per-value counts of one attribute in one minute.
+pub type ValueCounts = Vec<(Sym, u32)>;
+
+/// Counts of the attribution values (`userIdentityArn`, `userAgent`, `errorCode`) in one minute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttributionCounts {
+    /// `userIdentityArn` values.
+    pub principal: ValueCounts,
+    /// `userAgent` values.
+    pub user_agent: ValueCounts,
+    /// `errorCode` values (`"null"` for success).
+    pub error_code: ValueCounts,
+}
+
+fn bump(v: &mut ValueCounts, s: Sym, n: u32) {
+    match v.iter_mut().find(|e| e.0 == s) {
+        Some(e) => e.1 += n,
+        None => v.push((s, n)),
+    }
+}
+
+impl AttributionCounts {
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &AttributionCounts) {
+        for &(s, n) in &other.principal {
+            bump(&mut self.principal, s, n);
+        }
+        for &(s, n) in &other.user_agent {
+            bump(&mut self.user_agent, s, n);
+        }
+        for &(s, n) in &other.error_code {
+            bump(&mut self.error_code, s, n);
+        }
+    }
+}
+
+/// Calls of one key in one closed minute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MinuteSample {
+    /// Calls (or errors) in the minute.
+    pub count: u32,
+    /// Who and what made them.
+    pub attributions: AttributionCounts,
+}
+
+/// A closed minute: every key with calls in it, ordered by key id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClosedMinute {
+    /// The minute (minutes since the epoch).
+    pub minute: i64,
+    /// Keys with at least one call, ascending [`KeyId`].
+    pub samples: Vec<(KeyId, MinuteSample)>,
+}
+
+/// A counted event that arrived after its minute closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LateCall {
+    /// Its key.
+    pub key: KeyId,
+    /// Its minute.
+    pub minute: i64,
+}
+
+/// Aggregation counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AggregateCounters {
+    /// Counted events whose minute had already closed.
+    pub late: u64,
+    /// Counted events whose `eventID` was already counted.
+    pub duplicates: u64,
+}
+
+/// Minutes a closed minute's `eventID`s are remembered to recognise duplicates among late records.
+const DEDUP_AFTER_CLOSE_MINUTES: i64 = 60;
+
+/// The per-minute aggregator.
+#[derive(Debug, Clone)]
+pub struct Aggregator {
+    /// Interned strings of every key and attribution value.
+    pub symbols: SymbolTable,
+    keys: Vec<RateKey>,
+    key_index: HashMap<RateKey, KeyId>,
+    open: BTreeMap<i64, HashMap<KeyId, MinuteSample>>,
+    seen: BTreeMap<i64, HashSet<u128>>,
+    /// Every minute before this one is closed.
+    closed_before: Option<i64>,
+    newest: Option<i64>,
+    lateness: i64,
+    streams: BTreeMap<(Sym, Sym), i64>,
+    counters: AggregateCounters,
+    error_rate: bool,
+    call_rate: bool,
+}
+
+impl Aggregator {
+    /// A new aggregator keeping minutes open `allowed_lateness_minutes` after the newest record.
+    pub fn new(allowed_lateness_minutes: u32, call_rate: bool, error_rate: bool) -> Self {
+        Aggregator {
+            symbols: SymbolTable::default(),
+            keys: Vec::new(),
+            key_index: HashMap::new(),
+            open: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            closed_before: None,
+            newest: None,
+            lateness: i64::from(allowed_lateness_minutes),
+            streams: BTreeMap::new(),
+            counters: AggregateCounters::default(),
+            error_rate,
+            call_rate,
+        }
+    }
+
+    fn key_id(&mut self, key: RateKey) -> KeyId {
+        if let Some(&id) = self.key_index.get(&key) {
+            return id;
+        }
+        let id = self.keys.len() as KeyId;
+        self.keys.push(key);
+        self.key_index.insert(key, id);
+        id
+    }
+
+    /// The key behind an id.
+    pub fn key(&self, id: KeyId) -> RateKey {
+        self.keys[id as usize]
+    }
+
+    /// Number of rate keys seen.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// First minute seen for an account and Region (the start of its history).
+    pub fn history_start(&self, account: Sym, region: Sym) -> Option<i64> {
+        self.streams.get(&(account, region)).copied()
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> AggregateCounters {
+        self.counters
+    }
+
+    /// Every minute before this is closed (`None` before the first record).
+    pub fn closed_before(&self) -> Option<i64> {
+        self.closed_before
+    }
+
+    /// Adds one file's events. `delivered_minute` (from the file name, when known)
+    /// caps how far this file can move the watermark, so one record with a
+    /// skewed clock cannot close minutes early. Late events are appended to `late`.
+    pub fn push(&mut self, batch: &FileBatch, delivered_minute: Option<i64>, late: &mut Vec<LateCall>) {
+        let syms: Vec<Sym> = batch.strings.iter().map(|s| self.symbols.intern(s)).collect();
+        let mut newest = self.newest;
+        for s in &batch.streams {
+            let key = (syms[s.account as usize], syms[s.region as usize]);
+            let first = self.streams.entry(key).or_insert(s.first_minute);
+            *first = (*first).min(s.first_minute);
+            let last = delivered_minute.map_or(s.last_minute, |d| s.last_minute.min(d));
+            newest = Some(newest.map_or(last, |n: i64| n.max(last)));
+        }
+        if self.closed_before.is_none() {
+            self.closed_before = batch.streams.iter().map(|s| s.first_minute).min();
+        }
+        self.newest = newest;
+        for e in &batch.events {
+            let closed = self.closed_before.is_some_and(|c| e.minute < c);
+            if e.event_id != 0 {
+                let fresh = self.seen.entry(e.minute).or_default().insert(e.event_id);
+                if !fresh {
+                    self.counters.duplicates += 1;
+                    continue;
+                }
+            }
+            let base = RateKey {
+                account: syms[e.account as usize],
+                region: syms[e.region as usize],
+                event_source: syms[e.event_source as usize],
+                event_name: syms[e.event_name as usize],
+                error_code: None,
+            };
+            let principal = syms[e.principal as usize];
+            let user_agent = syms[e.user_agent as usize];
+            let error_code = syms[e.error_code as usize];
+            let mut targets = [None, None];
+            if e.call && self.call_rate {
+                targets[0] = Some(self.key_id(base));
+            }
+            if e.error && self.error_rate {
+                targets[1] = Some(self.key_id(RateKey { error_code: Some(error_code), ..base }));
+            }
+            for key in targets.into_iter().flatten() {
+                if closed {
+                    self.counters.late += 1;
+                    late.push(LateCall { key, minute: e.minute });
+                    continue;
+                }
+                let sample = self.open.entry(e.minute).or_default().entry(key).or_default();
+                sample.count += 1;
+                bump(&mut sample.attributions.principal, principal, 1);
+                bump(&mut sample.attributions.user_agent, user_agent, 1);
+                if targets[1] != Some(key) {
+                    bump(&mut sample.attributions.error_code, error_code, 1);
+                }
+            }
+        }
+    }
+
+    /// Closes every minute before `newest − allowed_lateness` and returns them in order.
+    pub fn close_ready(&mut self) -> Vec<ClosedMinute> {
+        match self.newest {
+            Some(n) => self.close_until(n - self.lateness),
+            None => Vec::new(),
+        }
+    }
+
+    /// Closes every open minute (end of input) and returns them in order.
+    pub fn close_all(&mut self) -> Vec<ClosedMinute> {
+        let end = self.open.keys().next_back().map(|m| m + 1);
+        match (end, self.newest) {
+            (Some(e), Some(n)) => self.close_until(e.max(n + 1)),
+            (Some(e), None) => self.close_until(e),
+            (None, Some(n)) => self.close_until(n + 1),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    fn close_until(&mut self, until: i64) -> Vec<ClosedMinute> {
+        let Some(from) = self.closed_before else {
+            return Vec::new();
+        };
+        if until <= from {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity((until - from) as usize);
+        for minute in from..until {
+            let mut samples: Vec<(KeyId, MinuteSample)> =
+                self.open.remove(&minute).map(|m| m.into_iter().collect()).unwrap_or_default();
+            samples.sort_unstable_by_key(|s| s.0);
+            for (_, s) in &mut samples {
+                for v in [&mut s.attributions.principal, &mut s.attributions.user_agent, &mut s.attributions.error_code] {
+                    v.sort_unstable();
+                }
+            }
+            out.push(ClosedMinute { minute, samples });
+        }
+        self.closed_before = Some(until);
+        let horizon = until - DEDUP_AFTER_CLOSE_MINUTES;
+        while self.seen.first_key_value().is_some_and(|(&m, _)| m < horizon) {
+            self.seen.pop_first();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::BatchBuilder;
+    use crate::record::parse_log;
+
+    fn batch(lines: &[(&str, &str, &str)]) -> FileBatch {
+        let mut b = BatchBuilder::new();
+        for (time, name, id) in lines {
+            let json = format!(
+                r#"{{"eventTime":"{time}","eventSource":"iam.amazonaws.com","eventName":"{name}","awsRegion":"us-east-1","recipientAccountId":"1","managementEvent":true,"readOnly":false,"eventID":"{id}","userIdentity":{{"arn":"arn:aws:iam::1:user/a"}}}}"#
+            );
+            parse_log(json.as_bytes(), |r| b.push(&r));
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn watermark_dedup_and_late() {
+        let mut a = Aggregator::new(15, true, true);
+        let mut late = Vec::new();
+        a.push(
+            &batch(&[("2024-01-01T00:00:10Z", "A", "id1"), ("2024-01-01T00:00:20Z", "A", "id1"), ("2024-01-01T00:03:00Z", "A", "id2")]),
+            None,
+            &mut late,
+        );
+        assert_eq!(a.counters().duplicates, 1);
+        assert!(a.close_ready().is_empty(), "nothing closes within the lateness");
+        a.push(&batch(&[("2024-01-01T00:20:00Z", "A", "id3")]), None, &mut late);
+        let closed = a.close_ready();
+        // newest minute 20, lateness 15: minutes 0..=4 closed
+        assert_eq!(closed.len(), 5);
+        assert_eq!(closed[0].samples[0].1.count, 1);
+        assert_eq!(closed[3].samples[0].1.count, 1);
+        assert!(closed[1].samples.is_empty());
+        a.push(&batch(&[("2024-01-01T00:01:00Z", "A", "id4"), ("2024-01-01T00:00:30Z", "A", "id1")]), None, &mut late);
+        assert_eq!(late.len(), 1);
+        assert_eq!(a.counters().late, 1);
+        assert_eq!(a.counters().duplicates, 2);
+        let rest = a.close_all();
+        assert_eq!(rest.last().map(|c| c.minute), closed[0].minute.checked_add(20));
+    }
+
+    #[test]
+    fn delivery_time_caps_the_watermark() {
+        let mut a = Aggregator::new(15, true, true);
+        let mut late = Vec::new();
+        let b = batch(&[("2024-01-01T00:00:10Z", "A", "x1"), ("2030-01-01T00:00:00Z", "A", "x2")]);
+        a.push(&b, crate::time::parse_event_minute("2024-01-01T00:05:00Z"), &mut late);
+        assert!(a.close_ready().is_empty());
+    }
+}

@@ -1,0 +1,111 @@
+//! Detection settings (the `[detector]` table of the config file).
+
+use serde::{Deserialize, Serialize};
+
+/// How trailsight aggregates, baselines and decides. Every field has a default;
+/// unknown keys are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Minutes a minute stays open for late records after the newest `eventTime`
+    /// seen (the watermark). Records for a closed minute are counted as late,
+    /// reported, and added to the baseline only. Default 15.
+    pub allowed_lateness_minutes: u32,
+    /// Baseline window, minutes. Default 10080 (7 days, as AWS's `baselineDuration`).
+    pub baseline_window_minutes: u32,
+    /// History an account and Region must have before any of its keys can raise
+    /// an Insight, minutes. Default 2160 (36 hours, as AWS).
+    pub warmup_minutes: u32,
+    /// Trailing test windows, minutes. Default `[1, 5, 15, 60]`.
+    pub windows_minutes: Vec<u32>,
+    /// Tail probability below which a closed minute is significant, for all
+    /// windows together (each window is tested at this value divided by the
+    /// number of windows: Bonferroni). Default 1e-6.
+    pub tail_probability: f64,
+    /// Minimum calls (or errors) in the triggering window. Default 3.
+    pub min_count: u32,
+    /// Minimum ratio of the window's rate to the baseline rate. Default 3.0.
+    pub min_ratio: f64,
+    /// Tail probability under which a minute still counts as unusual while an
+    /// Insight is open (1- and 5-minute windows). Default 0.01.
+    pub end_tail_probability: f64,
+    /// An Insight ends after this many consecutive minutes back at baseline. Default 5.
+    pub end_after_quiet_minutes: u32,
+    /// An Insight open this long is a level shift: it ends and its minutes join
+    /// the baseline, which becomes the new normal. Minutes; default 1440.
+    pub max_insight_minutes: u32,
+    /// Prior pseudo-calls for sparse keys (see `prior_minutes`). Default 1.
+    pub prior_calls: f64,
+    /// Prior pseudo-minutes: a key with no history behaves as if it had seen
+    /// `prior_calls` calls in `prior_minutes` minutes. Default 10080.
+    pub prior_minutes: f64,
+    /// Raise `ApiCallRateInsight`. Default true.
+    pub call_rate: bool,
+    /// Raise `ApiErrorRateInsight`. Default true.
+    pub error_rate: bool,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            allowed_lateness_minutes: 15,
+            baseline_window_minutes: 10080,
+            warmup_minutes: 2160,
+            windows_minutes: vec![1, 5, 15, 60],
+            tail_probability: 1e-6,
+            min_count: 3,
+            min_ratio: 3.0,
+            end_tail_probability: 0.01,
+            end_after_quiet_minutes: 5,
+            max_insight_minutes: 1440,
+            prior_calls: 1.0,
+            prior_minutes: 10080.0,
+            call_rate: true,
+            error_rate: true,
+        }
+    }
+}
+
+/// A setting out of its range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("detector.{field}: {reason}")]
+pub struct ConfigError {
+    /// The offending key.
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl DetectorConfig {
+    /// Checks ranges; returns `Err(ConfigError)` naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason| Err(ConfigError { field, reason });
+        if self.windows_minutes.is_empty() || self.windows_minutes.iter().any(|&w| w == 0 || w > 1440) {
+            return bad("windows_minutes", "needs at least one window, each 1..=1440 minutes");
+        }
+        if !(self.tail_probability > 0.0 && self.tail_probability < 1.0) {
+            return bad("tail_probability", "must be in (0, 1)");
+        }
+        if !(self.end_tail_probability > 0.0 && self.end_tail_probability < 1.0) {
+            return bad("end_tail_probability", "must be in (0, 1)");
+        }
+        if self.baseline_window_minutes < 60 {
+            return bad("baseline_window_minutes", "must be at least 60");
+        }
+        if self.min_ratio < 1.0 || !self.min_ratio.is_finite() {
+            return bad("min_ratio", "must be a finite number >= 1");
+        }
+        if self.end_after_quiet_minutes == 0 || self.max_insight_minutes == 0 {
+            return bad("end_after_quiet_minutes", "end_after_quiet_minutes and max_insight_minutes must be > 0");
+        }
+        if self.prior_calls < 0.0 || self.prior_minutes <= 0.0 {
+            return bad("prior_minutes", "prior_calls must be >= 0 and prior_minutes > 0");
+        }
+        Ok(())
+    }
+
+    /// The longest test window, minutes.
+    pub fn max_window(&self) -> u32 {
+        self.windows_minutes.iter().copied().max().unwrap_or(1).max(5)
+    }
+}

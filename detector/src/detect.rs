@@ -1,0 +1,441 @@
+//! The Insight state machine: per-key baselines, significance tests and
+//! `Start`/`End` transitions, fed closed minutes in order.
+//!
+//! For each closed minute and each key with calls in it, the detector tests the
+//! trailing windows (default 1, 5, 15 and 60 minutes) against the key's
+//! baseline (mean and variance of calls per minute over the baseline window).
+//! A window is significant when its count's tail probability under the
+//! baseline model (Poisson, or negative binomial when over-dispersed) is below
+//! `tail_probability / windows` (Bonferroni), it holds at least `min_count`
+//! calls, and its rate is at least `min_ratio` times the baseline. The first
+//! significant minute opens an Insight that starts at the first call of the
+//! triggering window.
+//!
+//! While an Insight is open its minutes are kept out of the baseline (a long
+//! attack cannot make itself normal). It ends after `end_after_quiet_minutes`
+//! minutes with no unusual minute; the `End` time is the minute after the last
+//! unusual one. An Insight that lasts `max_insight_minutes` is a level shift: it
+//! ends and its minutes join the baseline.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use trailsight_baseline::{BaselineStats, CountModel, RatePrior, RollingRate, WindowedTopK};
+
+use crate::aggregate::{AttributionCounts, ClosedMinute, KeyId, LateCall, MinuteSample, RateKey, Sym, ValueCounts};
+use crate::config::DetectorConfig;
+
+/// Values kept per attribute per day for baseline attributions.
+const BASELINE_TOPK_CAPACITY: usize = 8;
+/// Attribution values reported per attribute (as AWS).
+pub const ATTRIBUTION_VALUES: usize = 5;
+
+/// The three attributes, in output order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribute {
+    /// `userIdentityArn`.
+    UserIdentityArn,
+    /// `userAgent`.
+    UserAgent,
+    /// `errorCode` (call rate only).
+    ErrorCode,
+}
+
+impl Attribute {
+    /// The attribute's name in Insights records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attribute::UserIdentityArn => "userIdentityArn",
+            Attribute::UserAgent => "userAgent",
+            Attribute::ErrorCode => "errorCode",
+        }
+    }
+}
+
+/// Top values of one attribute, `(value, per-minute average)`, average descending.
+pub type TopValues = Vec<(Sym, f64)>;
+
+/// What a transition reports about one attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributionSummary {
+    /// The attribute.
+    pub attribute: Attribute,
+    /// Top values during the insight window.
+    pub insight: TopValues,
+    /// Top values during the baseline window.
+    pub baseline: TopValues,
+}
+
+/// A `Start` or `End` decided by the detector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The key.
+    pub key: RateKey,
+    /// True for `Start`, false for `End`.
+    pub start: bool,
+    /// First minute of the Insight (shared by `Start` and `End`).
+    pub insight_start: i64,
+    /// `eventTime` minute of this record: the start minute, or the end minute (exclusive end of activity).
+    pub event_minute: i64,
+    /// The closed minute whose processing decided this record (delivery follows it).
+    pub decided_minute: i64,
+    /// Calls (or errors) in the insight window.
+    pub insight_calls: u64,
+    /// Insight window length, minutes (≥ 1).
+    pub insight_minutes: u64,
+    /// Baseline at the start.
+    pub baseline: BaselineStats,
+    /// Attributions.
+    pub attributions: Vec<AttributionSummary>,
+}
+
+/// An Insight still open, for reporting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenInsightInfo {
+    /// The key.
+    pub key: RateKey,
+    /// First minute.
+    pub start: i64,
+    /// Last unusual minute so far.
+    pub last_active: i64,
+    /// Calls so far.
+    pub calls: u64,
+}
+
+#[derive(Debug, Clone)]
+struct OpenInsight {
+    start: i64,
+    baseline: BaselineStats,
+    baseline_attributions: [TopValues; 3],
+    /// Nonzero minutes since `start`, in order.
+    minutes: Vec<(i64, MinuteSample)>,
+    last_active: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct KeyState {
+    rate: RollingRate,
+    /// Nonzero minutes not part of an Insight, within the longest window.
+    recent: VecDeque<(i64, MinuteSample)>,
+    attributions: Option<Box<[WindowedTopK<Sym>; 3]>>,
+    insight: Option<Box<OpenInsight>>,
+}
+
+impl KeyState {
+    fn attributions(&mut self) -> &mut [WindowedTopK<Sym>; 3] {
+        self.attributions.get_or_insert_with(|| {
+            Box::new([
+                WindowedTopK::new(BASELINE_TOPK_CAPACITY),
+                WindowedTopK::new(BASELINE_TOPK_CAPACITY),
+                WindowedTopK::new(BASELINE_TOPK_CAPACITY),
+            ])
+        })
+    }
+
+    fn learn(&mut self, minute: i64, sample: &MinuteSample) {
+        self.rate.record(minute, sample.count);
+        let a = self.attributions();
+        for (i, values) in [&sample.attributions.principal, &sample.attributions.user_agent, &sample.attributions.error_code]
+            .into_iter()
+            .enumerate()
+        {
+            for &(s, n) in values {
+                a[i].offer(minute, s, u64::from(n));
+            }
+        }
+    }
+
+    /// Approximate heap bytes of this key's state.
+    fn heap_bytes(&self) -> usize {
+        self.rate.heap_bytes()
+            + self.recent.capacity() * std::mem::size_of::<(i64, MinuteSample)>()
+            + self.attributions.as_ref().map_or(0, |a| {
+                std::mem::size_of::<[WindowedTopK<Sym>; 3]>() + a.iter().map(WindowedTopK::heap_bytes).sum::<usize>()
+            })
+    }
+}
+
+/// Per-key detection state for every rate key.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    config: DetectorConfig,
+    prior: RatePrior,
+    keys: Vec<KeyState>,
+    open: BTreeSet<KeyId>,
+}
+
+/// Where the detector looks up keys and history starts (the aggregator).
+pub trait KeyLookup {
+    /// The key behind an id.
+    fn key(&self, id: KeyId) -> RateKey;
+    /// First minute of an account and Region's history.
+    fn history_start(&self, account: Sym, region: Sym) -> Option<i64>;
+}
+
+impl KeyLookup for crate::aggregate::Aggregator {
+    fn key(&self, id: KeyId) -> RateKey {
+        crate::aggregate::Aggregator::key(self, id)
+    }
+    fn history_start(&self, account: Sym, region: Sym) -> Option<i64> {
+        crate::aggregate::Aggregator::history_start(self, account, region)
+    }
+}
+
+fn top_values(values: &ValueCounts, minutes: u64) -> TopValues {
+    let mut v: Vec<(Sym, u32)> = values.clone();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.truncate(ATTRIBUTION_VALUES);
+    let m = minutes.max(1) as f64;
+    v.into_iter().map(|(s, n)| (s, f64::from(n) / m)).collect()
+}
+
+impl Detector {
+    /// A detector with the given (validated) settings.
+    pub fn new(config: DetectorConfig) -> Self {
+        let prior = RatePrior { calls: config.prior_calls, minutes: config.prior_minutes };
+        Detector { config, prior, keys: Vec::new(), open: BTreeSet::new() }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    fn state(&mut self, id: KeyId) -> &mut KeyState {
+        let i = id as usize;
+        if i >= self.keys.len() {
+            self.keys.resize_with(i + 1, KeyState::default);
+        }
+        &mut self.keys[i]
+    }
+
+    /// Adds a late call to its key's baseline (never to detection: its minute is closed).
+    pub fn record_late(&mut self, late: &LateCall) {
+        let st = self.state(late.key);
+        if st.insight.as_ref().is_none_or(|i| late.minute < i.start) {
+            st.rate.record(late.minute, 1);
+        }
+    }
+
+    /// Processes one closed minute; appends decided transitions to `out`.
+    pub fn close_minute(&mut self, closed: &ClosedMinute, keys: &impl KeyLookup, out: &mut Vec<Transition>) {
+        let m = closed.minute;
+        let mut samples = closed.samples.iter().peekable();
+        let open: Vec<KeyId> = self.open.iter().copied().collect();
+        let mut open_iter = open.into_iter().peekable();
+        let empty = MinuteSample::default();
+        loop {
+            // Merge keys with calls and keys with an open Insight, ascending key id.
+            let next_sample = samples.peek().map(|s| s.0);
+            let next_open = open_iter.peek().copied();
+            let (id, sample) = match (next_sample, next_open) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a == b => {
+                    open_iter.next();
+                    let s = samples.next().map_or(&empty, |s| &s.1);
+                    (a, s)
+                }
+                (Some(a), Some(b)) if b < a => {
+                    open_iter.next();
+                    (b, &empty)
+                }
+                (Some(a), _) => {
+                    let s = samples.next().map_or(&empty, |s| &s.1);
+                    (a, s)
+                }
+                (None, Some(b)) => {
+                    open_iter.next();
+                    (b, &empty)
+                }
+            };
+            let key = keys.key(id);
+            let history_start = keys.history_start(key.account, key.region).unwrap_or(m);
+            if let Some(t) = self.step(id, key, history_start, m, sample) {
+                out.push(t);
+            }
+        }
+    }
+
+    fn step(&mut self, id: KeyId, key: RateKey, history_start: i64, m: i64, sample: &MinuteSample) -> Option<Transition> {
+        let cfg = self.config.clone();
+        let prior = self.prior;
+        let max_window = i64::from(cfg.max_window());
+        let st = self.state(id);
+        if sample.count > 0 {
+            st.recent.push_back((m, sample.clone()));
+        }
+        while st.recent.front().is_some_and(|r| r.0 <= m - max_window) {
+            st.recent.pop_front();
+        }
+        if st.insight.is_some() {
+            return self.step_open(id, key, m, sample);
+        }
+        if sample.count == 0 {
+            return None;
+        }
+        let stats = st.rate.stats(m, history_start, cfg.baseline_window_minutes, prior);
+        let warm = m - history_start >= i64::from(cfg.warmup_minutes);
+        let per_window = cfg.tail_probability / cfg.windows_minutes.len() as f64;
+        let mut best: Option<(f64, u32)> = None;
+        if warm {
+            for &w in &cfg.windows_minutes {
+                let sum: u64 = st.recent.iter().filter(|r| r.0 > m - i64::from(w)).map(|r| u64::from(r.1.count)).sum();
+                if sum < u64::from(cfg.min_count) || (sum as f64) < cfg.min_ratio * stats.mean * f64::from(w) {
+                    continue;
+                }
+                let p = CountModel::for_window(stats.mean, stats.variance, w).tail_probability(sum);
+                if p < per_window && best.is_none_or(|b| p < b.0) {
+                    best = Some((p, w));
+                }
+            }
+        }
+        let Some((_, w)) = best else {
+            st.learn(m, sample);
+            return None;
+        };
+        // Open an Insight at the first call of the triggering window.
+        let window: Vec<(i64, MinuteSample)> = st.recent.iter().filter(|r| r.0 > m - i64::from(w)).cloned().collect();
+        let start = window.first().map_or(m, |r| r.0);
+        for (minute, s) in &window {
+            if *minute < m {
+                st.rate.retract(*minute, s.count);
+            }
+        }
+        for minute in start..=m {
+            st.rate.exclude(minute);
+        }
+        let from = m - i64::from(cfg.baseline_window_minutes);
+        let base_minutes = u64::from(stats.minutes.max(1));
+        let is_error = key.error_code.is_some();
+        let a = st.attributions();
+        let mut baseline_attributions: [TopValues; 3] = Default::default();
+        for (i, slot) in baseline_attributions.iter_mut().enumerate() {
+            if i == 2 && is_error {
+                continue;
+            }
+            *slot = a[i]
+                .top_since(from, ATTRIBUTION_VALUES)
+                .into_iter()
+                .map(|(s, n)| (s, n as f64 / base_minutes as f64))
+                .collect();
+        }
+        let insight = OpenInsight { start, baseline: stats, baseline_attributions, minutes: window, last_active: m };
+        let t = transition(key, true, &insight, m, m);
+        st.recent.clear();
+        st.insight = Some(Box::new(insight));
+        self.open.insert(id);
+        Some(t)
+    }
+
+    fn step_open(&mut self, id: KeyId, key: RateKey, m: i64, sample: &MinuteSample) -> Option<Transition> {
+        let cfg = self.config.clone();
+        let st = self.state(id);
+        let insight = st.insight.as_mut()?;
+        st.rate.exclude(m);
+        if sample.count > 0 {
+            insight.minutes.push((m, sample.clone()));
+        }
+        let b = insight.baseline;
+        let sum5: u64 = insight.minutes.iter().rev().take_while(|r| r.0 > m - 5).map(|r| u64::from(r.1.count)).sum();
+        let p1 = CountModel::for_window(b.mean, b.variance, 1).tail_probability(u64::from(sample.count));
+        let p5 = CountModel::for_window(b.mean, b.variance, 5).tail_probability(sum5);
+        if sample.count > 0 && p1.min(p5) < cfg.end_tail_probability {
+            insight.last_active = m;
+        }
+        let level_shift = m - insight.start + 1 >= i64::from(cfg.max_insight_minutes);
+        let quiet = m - insight.last_active >= i64::from(cfg.end_after_quiet_minutes);
+        if !level_shift && !quiet {
+            return None;
+        }
+        let mut insight = st.insight.take()?;
+        self.open.remove(&id);
+        let st = self.state(id);
+        if level_shift {
+            insight.last_active = m;
+        }
+        let end = insight.last_active + 1;
+        // Minutes after the last unusual one were normal: back into the baseline.
+        // After a level shift every minute of the Insight joins the baseline.
+        let rejoin_from = if level_shift { insight.start } else { end };
+        for minute in rejoin_from..=m {
+            st.rate.include(minute);
+        }
+        for (minute, s) in &insight.minutes {
+            if *minute >= rejoin_from {
+                st.learn(*minute, s);
+            }
+        }
+        insight.minutes.retain(|r| r.0 < end);
+        let t = transition(key, false, &insight, end, m);
+        st.recent.clear();
+        Some(t)
+    }
+
+    /// Insights still open (reported at the end of input, never given a made-up `End`).
+    pub fn open_insights(&self, keys: &impl KeyLookup) -> Vec<OpenInsightInfo> {
+        self.open
+            .iter()
+            .filter_map(|&id| {
+                let i = self.keys.get(id as usize)?.insight.as_ref()?;
+                Some(OpenInsightInfo {
+                    key: keys.key(id),
+                    start: i.start,
+                    last_active: i.last_active,
+                    calls: i.minutes.iter().map(|r| u64::from(r.1.count)).sum(),
+                })
+            })
+            .collect()
+    }
+
+    /// Number of keys with state.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Approximate heap bytes of all key state.
+    pub fn heap_bytes(&self) -> usize {
+        self.keys.capacity() * std::mem::size_of::<KeyState>() + self.keys.iter().map(KeyState::heap_bytes).sum::<usize>()
+    }
+}
+
+fn transition(key: RateKey, start: bool, insight: &OpenInsight, event_minute: i64, decided: i64) -> Transition {
+    let last = if start { decided } else { event_minute - 1 };
+    let minutes = (last - insight.start + 1).max(1) as u64;
+    let mut counts = AttributionCounts::default();
+    let mut calls = 0u64;
+    for (minute, s) in &insight.minutes {
+        if *minute <= last {
+            calls += u64::from(s.count);
+            counts.merge(&s.attributions);
+        }
+    }
+    let mut attributions = vec![
+        AttributionSummary {
+            attribute: Attribute::UserIdentityArn,
+            insight: top_values(&counts.principal, minutes),
+            baseline: insight.baseline_attributions[0].clone(),
+        },
+        AttributionSummary {
+            attribute: Attribute::UserAgent,
+            insight: top_values(&counts.user_agent, minutes),
+            baseline: insight.baseline_attributions[1].clone(),
+        },
+    ];
+    if key.error_code.is_none() {
+        attributions.push(AttributionSummary {
+            attribute: Attribute::ErrorCode,
+            insight: top_values(&counts.error_code, minutes),
+            baseline: insight.baseline_attributions[2].clone(),
+        });
+    }
+    Transition {
+        key,
+        start,
+        insight_start: insight.start,
+        event_minute: if start { insight.start } else { event_minute },
+        decided_minute: decided,
+        insight_calls: calls,
+        insight_minutes: minutes,
+        baseline: insight.baseline,
+        attributions,
+    }
+}

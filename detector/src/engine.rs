@@ -1,0 +1,352 @@
+//! The whole pure pipeline: batches in, Insights event records out.
+//!
+//! [`Engine::ingest`] takes one log file's [`FileBatch`] (in delivery order),
+//! aggregates it, closes the minutes the watermark passed, runs the detector on
+//! them and returns the Insights records they decided. [`Engine::finish`]
+//! closes everything at the end of input. Output depends only on the input
+//! files and their order: eventIDs are UUID v5 of the Insight's content.
+
+use uuid::Uuid;
+
+use crate::aggregate::{AggregateCounters, Aggregator, LateCall, RateKey};
+use crate::batch::FileBatch;
+use crate::config::{ConfigError, DetectorConfig};
+use crate::detect::{Detector, Transition};
+use crate::insight::{
+    Attribution, AttributionValue, Average, EVENT_CATEGORY, EVENT_TYPE, EVENT_VERSION, InsightContext, InsightDetails,
+    InsightRecord, InsightState, InsightType, Statistics, round_average,
+};
+use crate::time::format_minute;
+
+/// Namespace of trailsight's UUID v5 event IDs.
+pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c2e_9a4d_5e7f_8a0b_1c2d_3e4f_5a6b);
+
+/// One Insights record ready to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmittedInsight {
+    /// The minute the record becomes deliverable (the minute after the closed minute that decided it).
+    pub delivery_minute: i64,
+    /// Account of the source events.
+    pub account: String,
+    /// Region of the source events.
+    pub region: String,
+    /// The record.
+    pub record: InsightRecord,
+}
+
+/// An Insight with no `End` yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenInsightReport {
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// `eventSource`.
+    pub event_source: String,
+    /// `eventName`.
+    pub event_name: String,
+    /// `errorCode` for error-rate Insights.
+    pub error_code: Option<String>,
+    /// Start, `YYYY-MM-DDTHH:MM:00Z`.
+    pub start: String,
+    /// Calls so far.
+    pub calls: u64,
+}
+
+/// Aggregator and detector together.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    aggregator: Aggregator,
+    detector: Detector,
+    late: Vec<LateCall>,
+    transitions: Vec<Transition>,
+    started: u64,
+    ended: u64,
+}
+
+impl Engine {
+    /// A new engine; `Err(ConfigError)` when a setting is out of range.
+    pub fn new(config: DetectorConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Engine {
+            aggregator: Aggregator::new(config.allowed_lateness_minutes, config.call_rate, config.error_rate),
+            detector: Detector::new(config),
+            late: Vec::new(),
+            transitions: Vec::new(),
+            started: 0,
+            ended: 0,
+        })
+    }
+
+    /// Adds one log file's events and returns the Insights records decided by the minutes it closed.
+    ///
+    /// `delivered_minute` is the delivery time from the file name, when known.
+    pub fn ingest(&mut self, batch: &FileBatch, delivered_minute: Option<i64>) -> Vec<EmittedInsight> {
+        self.aggregator.push(batch, delivered_minute, &mut self.late);
+        for l in self.late.drain(..) {
+            self.detector.record_late(&l);
+        }
+        let closed = self.aggregator.close_ready();
+        self.run(&closed)
+    }
+
+    /// End of input: closes every open minute and returns the records decided.
+    /// Insights still open stay open (see [`Engine::open_insights`]).
+    pub fn finish(&mut self) -> Vec<EmittedInsight> {
+        let closed = self.aggregator.close_all();
+        self.run(&closed)
+    }
+
+    fn run(&mut self, closed: &[crate::aggregate::ClosedMinute]) -> Vec<EmittedInsight> {
+        let mut out = Vec::new();
+        for c in closed {
+            self.detector.close_minute(c, &self.aggregator, &mut self.transitions);
+            for t in self.transitions.drain(..) {
+                if t.start {
+                    self.started += 1;
+                } else {
+                    self.ended += 1;
+                }
+                out.push(build_record(&self.aggregator, &t));
+            }
+        }
+        out
+    }
+
+    /// Insights without an `End` (at the end of input: reported, not closed).
+    pub fn open_insights(&self) -> Vec<OpenInsightReport> {
+        let sym = |s| self.aggregator.symbols.resolve(s).to_string();
+        self.detector
+            .open_insights(&self.aggregator)
+            .into_iter()
+            .map(|o| OpenInsightReport {
+                account: sym(o.key.account),
+                region: sym(o.key.region),
+                event_source: sym(o.key.event_source),
+                event_name: sym(o.key.event_name),
+                error_code: o.key.error_code.map(sym),
+                start: format_minute(o.start),
+                calls: o.calls,
+            })
+            .collect()
+    }
+
+    /// Late and duplicate counters.
+    pub fn counters(&self) -> AggregateCounters {
+        self.aggregator.counters()
+    }
+
+    /// Rate keys seen (call-rate and error-rate keys).
+    pub fn key_count(&self) -> usize {
+        self.aggregator.key_count()
+    }
+
+    /// Insights started and ended so far.
+    pub fn insight_counts(&self) -> (u64, u64) {
+        (self.started, self.ended)
+    }
+
+    /// Approximate heap bytes of the detector's per-key state.
+    pub fn detector_heap_bytes(&self) -> usize {
+        self.detector.heap_bytes()
+    }
+}
+
+fn key_text(agg: &Aggregator, key: &RateKey) -> String {
+    let s = |x| agg.symbols.resolve(x);
+    format!(
+        "{}|{}|{}|{}|{}",
+        s(key.account),
+        s(key.region),
+        s(key.event_source),
+        s(key.event_name),
+        key.error_code.map_or("", s)
+    )
+}
+
+/// Builds the Insights record of a transition (schema: CloudTrail Insights event, eventVersion 1.09).
+fn build_record(agg: &Aggregator, t: &Transition) -> EmittedInsight {
+    let s = |x| agg.symbols.resolve(x).to_string();
+    let insight_type = if t.key.error_code.is_some() { InsightType::ApiErrorRateInsight } else { InsightType::ApiCallRateInsight };
+    let state = if t.start { InsightState::Start } else { InsightState::End };
+    let shared_name = format!("{}|{:?}|{}", key_text(agg, &t.key), insight_type, t.insight_start);
+    let shared = Uuid::new_v5(&EVENT_ID_NAMESPACE, shared_name.as_bytes());
+    let event_id = Uuid::new_v5(&EVENT_ID_NAMESPACE, format!("{shared_name}|{state:?}").as_bytes());
+    let attributions = t
+        .attributions
+        .iter()
+        .map(|a| Attribution {
+            attribute: a.attribute.name().to_string(),
+            insight: a.insight.iter().map(|&(v, avg)| AttributionValue { value: s(v), average: round_average(avg) }).collect(),
+            baseline: a.baseline.iter().map(|&(v, avg)| AttributionValue { value: s(v), average: round_average(avg) }).collect(),
+        })
+        .collect();
+    let record = InsightRecord {
+        event_version: EVENT_VERSION.to_string(),
+        event_time: format_minute(t.event_minute),
+        aws_region: s(t.key.region),
+        event_id: event_id.to_string(),
+        event_type: EVENT_TYPE.to_string(),
+        recipient_account_id: Some(s(t.key.account)),
+        shared_event_id: shared.to_string(),
+        insight_details: InsightDetails {
+            state,
+            event_source: s(t.key.event_source),
+            event_name: s(t.key.event_name),
+            insight_type,
+            error_code: t.key.error_code.map(s),
+            source_event_category: Some("Management".to_string()),
+            insight_context: InsightContext {
+                statistics: Statistics {
+                    baseline: Average { average: round_average(t.baseline.average) },
+                    insight: Average { average: round_average(t.insight_calls as f64 / t.insight_minutes.max(1) as f64) },
+                    insight_duration: Some(t.insight_minutes),
+                    baseline_duration: Some(u64::from(t.baseline.minutes)),
+                },
+                attributions: Some(attributions),
+            },
+        },
+        event_category: EVENT_CATEGORY.to_string(),
+    };
+    EmittedInsight { delivery_minute: t.decided_minute + 1, account: s(t.key.account), region: s(t.key.region), record }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::BatchBuilder;
+    use crate::record::parse_log;
+    use crate::time::parse_event_minute;
+
+    const T0: &str = "2024-03-01T00:00:00Z";
+
+    fn record(minute: i64, second: i64, name: &str, read_only: bool, user: &str, error: Option<&str>, id: u64) -> String {
+        let t = crate::time::minute_time(minute) + chrono::Duration::seconds(second);
+        let error = error.map(|e| format!(r#","errorCode":"{e}""#)).unwrap_or_default();
+        format!(
+            r#"{{"eventTime":"{}","eventSource":"iam.amazonaws.com","eventName":"{name}","awsRegion":"us-east-1","recipientAccountId":"111122223333","managementEvent":true,"readOnly":{read_only},"eventID":"00000000-0000-4000-8000-{id:012x}","userAgent":"ua","userIdentity":{{"arn":"arn:aws:iam::111122223333:user/{user}"}}{error}}}"#,
+            t.format("%Y-%m-%dT%H:%M:%SZ")
+        )
+    }
+
+    /// Runs records (sorted into 5-minute files) through an engine.
+    fn run(mut records: Vec<(i64, String)>) -> (Vec<EmittedInsight>, Engine) {
+        records.sort_by_key(|r| r.0);
+        let mut engine = Engine::new(DetectorConfig::default()).unwrap();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < records.len() {
+            let file_minute = records[i].0 - records[i].0.rem_euclid(5);
+            let mut b = BatchBuilder::new();
+            let mut json = String::from("[");
+            while i < records.len() && records[i].0 < file_minute + 5 {
+                if json.len() > 1 {
+                    json.push(',');
+                }
+                json.push_str(&records[i].1);
+                i += 1;
+            }
+            json.push(']');
+            parse_log(json.as_bytes(), |r| b.push(&r));
+            out.extend(engine.ingest(&b.finish(), Some(file_minute + 5)));
+        }
+        out.extend(engine.finish());
+        (out, engine)
+    }
+
+    fn background(t0: i64, days: i64) -> Vec<(i64, String)> {
+        // A sparse write API called a few times a day, and a read API called every minute.
+        let mut v = Vec::new();
+        let mut id = 0;
+        for m in (t0..t0 + days * 1440).step_by(1) {
+            id += 1;
+            v.push((m, record(m, 7, "ListUsers", true, "reader", None, id)));
+            if m % 433 == 0 {
+                id += 1;
+                v.push((m, record(m, 3, "CreateAccessKey", false, "admin", None, id)));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn burst_on_a_sparse_write_api_is_one_insight() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 9);
+        let burst = t0 + 8 * 1440 + 600;
+        for k in 0..25u64 {
+            let m = burst + (k as i64 * 8) / 25;
+            records.push((m, record(m, 30, "CreateAccessKey", false, "mallory", None, 1_000_000 + k)));
+        }
+        // A read-only spike must stay silent.
+        for k in 0..300u64 {
+            let m = burst + 100 + (k as i64) / 30;
+            records.push((m, record(m, 40, "ListUsers", true, "reader", None, 2_000_000 + k)));
+        }
+        let (out, engine) = run(records);
+        let names: Vec<_> = out.iter().map(|e| (e.record.insight_details.event_name.as_str(), e.record.insight_details.state)).collect();
+        assert_eq!(names, [("CreateAccessKey", InsightState::Start), ("CreateAccessKey", InsightState::End)], "{out:#?}");
+        let start = &out[0].record;
+        let end = &out[1].record;
+        assert_eq!(start.shared_event_id, end.shared_event_id);
+        assert_ne!(start.event_id, end.event_id);
+        assert_eq!(start.event_time, format_minute(burst));
+        assert_eq!(end.event_time, format_minute(burst + 8));
+        let stats = &end.insight_details.insight_context.statistics;
+        assert_eq!(stats.insight_duration, Some(8));
+        assert_eq!(stats.insight.average, 25.0 / 8.0);
+        assert!(stats.baseline.average < 0.01);
+        assert!(stats.baseline_duration.unwrap() >= 10080);
+        let attrs = end.insight_details.insight_context.attributions.as_ref().unwrap();
+        assert_eq!(attrs[0].attribute, "userIdentityArn");
+        assert_eq!(attrs[0].insight[0].value, "arn:aws:iam::111122223333:user/mallory");
+        assert_eq!(attrs[0].baseline[0].value, "arn:aws:iam::111122223333:user/admin");
+        assert_eq!(attrs[2].insight[0].value, "null");
+        assert!(engine.open_insights().is_empty());
+    }
+
+    #[test]
+    fn no_insight_during_warmup() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 3);
+        for k in 0..25u64 {
+            let m = t0 + 600 + (k as i64) / 5;
+            records.push((m, record(m, 30, "CreateAccessKey", false, "mallory", None, 1_000_000 + k)));
+        }
+        let (out, _) = run(records);
+        assert!(out.is_empty(), "{out:#?}");
+    }
+
+    #[test]
+    fn error_rate_burst_on_a_read_api() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 9);
+        let burst = t0 + 8 * 1440 + 300;
+        for k in 0..150u64 {
+            let m = burst + (k as i64) / 15;
+            records.push((m, record(m, 50, "GetUser", true, "mallory", Some("AccessDenied"), 3_000_000 + k)));
+        }
+        let (out, _) = run(records);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        let d = &out[0].record.insight_details;
+        assert_eq!(d.insight_type, InsightType::ApiErrorRateInsight);
+        assert_eq!(d.error_code.as_deref(), Some("AccessDenied"));
+        let attrs = d.insight_context.attributions.as_ref().unwrap();
+        assert_eq!(attrs.len(), 2, "error rate has no errorCode attribution");
+        assert!(attrs[0].baseline.is_empty());
+    }
+
+    #[test]
+    fn replay_is_deterministic() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 9);
+        for k in 0..10u64 {
+            let m = t0 + 8 * 1440 + (k as i64);
+            records.push((m, record(m, 30, "CreateAccessKey", false, "mallory", None, 1_000_000 + k)));
+        }
+        let (a, _) = run(records.clone());
+        let (b, _) = run(records);
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
+    }
+}
