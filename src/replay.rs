@@ -1,0 +1,320 @@
+//! `trailsight replay`: every log file under a folder, in delivery order,
+//! through decode → aggregate → detect → Insights files.
+//!
+//! Reading happens on the async runtime; inflate and parse run on the blocking
+//! pool, several files at once (bounded), and their batches are handed in
+//! file order to one engine thread, which also writes the Insights files.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use trailsight_detector::{BatchStats, Engine, OpenInsightReport};
+
+use crate::config::Config;
+use crate::decode::{Decoded, decode};
+use crate::layout::TrailLocation;
+use crate::sink::build_files;
+use crate::sink::local::LocalSink;
+use crate::source::SourceFile;
+use crate::source::local::{Listing, list};
+
+/// What `replay` needs.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Folder (or single file) of CloudTrail logs.
+    pub source: PathBuf,
+    /// Folder receiving `AWSLogs/…/CloudTrail-Insight/…` files.
+    pub sink: PathBuf,
+    /// Settings.
+    pub config: Config,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+}
+
+/// A file that could not be read at all, or only in part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    /// Key of the file.
+    pub key: String,
+    /// What went wrong (with byte offsets).
+    pub reason: String,
+    /// True when nothing of the file was used.
+    pub skipped: bool,
+}
+
+/// Why replay could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The source folder cannot be read.
+    #[error("cannot read source {path}: {source}")]
+    Source {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An Insights file could not be written.
+    #[error("cannot write Insights file: {0}")]
+    Sink(std::io::Error),
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(#[from] trailsight_detector::config::ConfigError),
+    /// A worker task failed.
+    #[error("internal task failure: {0}")]
+    Task(String),
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default)]
+pub struct ReplaySummary {
+    /// Log files read (fully or in part).
+    pub files_read: u64,
+    /// Compressed bytes read.
+    pub bytes_read: u64,
+    /// Inflated JSON bytes parsed.
+    pub inflated_bytes: u64,
+    /// Files that were skipped or only partly read, with reasons.
+    pub problems: Vec<FileProblem>,
+    /// Digest files and existing Insights files skipped, other files ignored.
+    pub digests_skipped: u64,
+    /// Existing Insights files skipped.
+    pub insight_files_skipped: u64,
+    /// Non-JSON files ignored.
+    pub other_files: u64,
+    /// Record counters.
+    pub records: BatchStats,
+    /// Counted records that arrived after their minute closed.
+    pub late: u64,
+    /// Counted records whose eventID had been counted already.
+    pub duplicates: u64,
+    /// Rate keys tracked.
+    pub keys: usize,
+    /// Insights started.
+    pub insights_started: u64,
+    /// Insights ended.
+    pub insights_ended: u64,
+    /// Insights still open at the end of input.
+    pub open_insights: Vec<OpenInsightReport>,
+    /// Insights files written (paths).
+    pub files_written: Vec<PathBuf>,
+    /// Wall time.
+    pub wall: Duration,
+    /// Up to this many record-level issues are kept for the report: (file key, record index, issue).
+    pub record_issues: Vec<(String, usize, String)>,
+}
+
+/// Record-level issues kept in a summary.
+pub const MAX_RECORD_ISSUES_REPORTED: usize = 20;
+
+impl ReplaySummary {
+    /// Records per second of wall time.
+    pub fn records_per_second(&self) -> f64 {
+        self.records.records as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+struct EngineOutput {
+    engine: Engine,
+    written: Vec<PathBuf>,
+}
+
+/// Runs a replay. Returns `Err` only when it cannot run at all (unreadable
+/// source, unwritable sink, bad settings); broken files are reported in the summary.
+pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+    let started = Instant::now();
+    let engine = Engine::new(opts.config.detector.clone())?;
+    let source = opts.source.clone();
+    let listing: Listing = tokio::task::spawn_blocking(move || list(&source))
+        .await
+        .map_err(|e| ReplayError::Task(e.to_string()))?
+        .map_err(|source| ReplayError::Source { path: opts.source.clone(), source })?;
+
+    let mut summary = ReplaySummary {
+        digests_skipped: listing.digests,
+        insight_files_skipped: listing.insights,
+        other_files: listing.other,
+        ..Default::default()
+    };
+    for (path, reason) in &listing.unreadable {
+        summary.problems.push(FileProblem { key: path.clone(), reason: reason.clone(), skipped: true });
+    }
+    // Each account's trail location (prefix, organization), from the first file that names it.
+    let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
+    for f in &listing.files {
+        if let (Some(account), Some(location)) = (&f.info.account, &f.info.location) {
+            locations.entry(account.clone()).or_insert_with(|| location.clone());
+        }
+    }
+
+    let progress = progress_bar(opts.progress, listing.files.iter().map(|f| f.size).sum());
+    let sink = LocalSink::new(&opts.sink);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>)>(8);
+    let engine_thread = std::thread::spawn(move || -> Result<EngineOutput, std::io::Error> {
+        let mut engine = engine;
+        let mut written = Vec::new();
+        let location_of = |account: &str| locations.get(account).cloned().unwrap_or_default();
+        while let Some((decoded, delivered)) = rx.blocking_recv() {
+            let emitted = engine.ingest(&decoded.batch, delivered);
+            for file in build_files(&emitted, location_of) {
+                written.push(sink.write(&file)?);
+            }
+        }
+        let emitted = engine.finish();
+        for file in build_files(&emitted, location_of) {
+            written.push(sink.write(&file)?);
+        }
+        Ok(EngineOutput { engine, written })
+    });
+
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1) * 2;
+    let mut inflight: VecDeque<(SourceFile, tokio::task::JoinHandle<Result<Decoded, String>>)> = VecDeque::new();
+    let mut files = listing.files.into_iter();
+    loop {
+        while inflight.len() < parallel {
+            let Some(file) = files.next() else { break };
+            let path = file.path.clone();
+            let handle = tokio::spawn(async move {
+                let bytes = tokio::fs::read(&path).await.map_err(|e| e.to_string())?;
+                tokio::task::spawn_blocking(move || decode(&bytes)).await.map_err(|e| e.to_string())
+            });
+            inflight.push_back((file, handle));
+        }
+        let Some((file, handle)) = inflight.pop_front() else { break };
+        let result = handle.await.map_err(|e| ReplayError::Task(e.to_string()))?;
+        if let Some(p) = &progress {
+            p.inc(file.size);
+        }
+        match result {
+            Err(reason) => summary.problems.push(FileProblem { key: file.key.clone(), reason, skipped: true }),
+            Ok(decoded) => {
+                summary.files_read += 1;
+                summary.bytes_read += file.size;
+                summary.inflated_bytes += decoded.inflated_bytes as u64;
+                summary.records += decoded.batch.stats;
+                for (index, issue) in &decoded.batch.issues {
+                    if summary.record_issues.len() < MAX_RECORD_ISSUES_REPORTED {
+                        summary.record_issues.push((file.key.clone(), *index, issue.to_string()));
+                    }
+                }
+                if !decoded.errors.is_empty() {
+                    let reason = decoded.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                    let skipped = decoded.batch.stats.records == 0;
+                    summary.problems.push(FileProblem { key: file.key.clone(), reason, skipped });
+                }
+                if tx.send((decoded, file.info.delivered_minute)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let output = tokio::task::spawn_blocking(move || engine_thread.join())
+        .await
+        .map_err(|e| ReplayError::Task(e.to_string()))?
+        .map_err(|_| ReplayError::Task("engine thread panicked".into()))?
+        .map_err(ReplayError::Sink)?;
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    let counters = output.engine.counters();
+    summary.late = counters.late;
+    summary.duplicates = counters.duplicates;
+    summary.keys = output.engine.key_count();
+    (summary.insights_started, summary.insights_ended) = output.engine.insight_counts();
+    summary.open_insights = output.engine.open_insights();
+    summary.files_written = output.written;
+    summary.wall = started.elapsed();
+    Ok(summary)
+}
+
+fn progress_bar(enabled: bool, total_bytes: u64) -> Option<indicatif::ProgressBar> {
+    if !enabled || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total_bytes);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {eta}") {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+impl std::fmt::Display for ReplaySummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let skipped = self.problems.iter().filter(|p| p.skipped).count();
+        writeln!(
+            f,
+            "files: {} read, {} skipped, {} read in part; {} digest and {} Insights files skipped, {} other files ignored",
+            self.files_read,
+            skipped,
+            self.problems.len() - skipped,
+            self.digests_skipped,
+            self.insight_files_skipped,
+            self.other_files
+        )?;
+        for p in self.problems.iter().take(MAX_RECORD_ISSUES_REPORTED) {
+            writeln!(f, "  {} {}: {}", if p.skipped { "skipped" } else { "partial" }, p.key, p.reason)?;
+        }
+        let r = &self.records;
+        writeln!(
+            f,
+            "records: {} ({} write management, {} with errorCode, {} skipped for missing fields, {} without readOnly)",
+            r.records, r.write_management, r.error_records, r.skipped, r.read_only_missing
+        )?;
+        writeln!(f, "late records: {}; duplicate records: {}; rate keys: {}", self.late, self.duplicates, self.keys)?;
+        for (key, index, issue) in self.record_issues.iter().take(5) {
+            writeln!(f, "  {key} record #{index}: {issue}")?;
+        }
+        writeln!(
+            f,
+            "Insights: {} started, {} ended, {} still open at end of input; {} files written",
+            self.insights_started,
+            self.insights_ended,
+            self.open_insights.len(),
+            self.files_written.len()
+        )?;
+        for o in &self.open_insights {
+            writeln!(
+                f,
+                "  open: {} {} {}:{}{} since {} ({} calls so far)",
+                o.account,
+                o.region,
+                o.event_source,
+                o.event_name,
+                o.error_code.as_ref().map(|e| format!(" errorCode={e}")).unwrap_or_default(),
+                o.start,
+                o.calls
+            )?;
+        }
+        write!(f, "wall time: {:.2} s; {:.0} records/s", self.wall.as_secs_f64(), self.records_per_second())
+    }
+}
+
+/// Reads every Insights record under `root` (any `CloudTrail-Insight/` file), in key order.
+pub fn read_insight_files(root: &Path) -> std::io::Result<Vec<(String, Vec<trailsight_detector::InsightRecord>)>> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(rename = "Records")]
+        records: Vec<trailsight_detector::InsightRecord>,
+    }
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.map_err(std::io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let key = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_string_lossy().replace('\\', "/");
+        if !key.contains("/CloudTrail-Insight/") || !key.ends_with(".json.gz") {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path())?;
+        let (json, err) = crate::decode::inflate(&bytes);
+        if let Some(e) = err {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{key}: {e}")));
+        }
+        let file: File = serde_json::from_slice(&json)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{key}: {e}")))?;
+        out.push((key, file.records));
+    }
+    Ok(out)
+}

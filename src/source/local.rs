@@ -1,0 +1,63 @@
+//! A local folder laid out like a trail bucket (`aws s3 sync s3://bucket/AWSLogs ./logs`), or loose files.
+
+use std::path::Path;
+
+use super::{SourceFile, sort_for_processing};
+use crate::layout::{KeyKind, is_log_file_name, parse_key};
+
+/// What a listing found besides the log files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Log files in processing order.
+    pub files: Vec<SourceFile>,
+    /// Digest files skipped.
+    pub digests: u64,
+    /// Insights files skipped.
+    pub insights: u64,
+    /// Other files ignored (not `.json`/`.json.gz`).
+    pub other: u64,
+    /// Entries that could not be read: (path, reason).
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// Lists `root` recursively. A file given as `root` is listed alone.
+///
+/// Returns `Err` only when `root` itself cannot be read.
+pub fn list(root: &Path) -> std::io::Result<Listing> {
+    std::fs::metadata(root)?;
+    let mut listing = Listing::default();
+    for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+                listing.unreadable.push((path, e.to_string()));
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let key = if rel.as_os_str().is_empty() {
+            entry.file_name().to_string_lossy().into_owned()
+        } else {
+            rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+        };
+        if !is_log_file_name(&key) {
+            listing.other += 1;
+            continue;
+        }
+        let info = parse_key(&key);
+        match info.kind {
+            KeyKind::Digest => listing.digests += 1,
+            KeyKind::Insight => listing.insights += 1,
+            KeyKind::Log => {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                listing.files.push(SourceFile { key, path: entry.path().to_path_buf(), info, size });
+            }
+        }
+    }
+    sort_for_processing(&mut listing.files);
+    Ok(listing)
+}
