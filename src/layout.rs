@@ -81,7 +81,8 @@ pub fn parse_key(key: &str) -> LogKey {
 
 /// The delivery minute in a CloudTrail file name: the `_YYYYMMDDTHHmmZ_` (or `…HHmmssZ`) field.
 pub fn delivery_minute_of(file_name: &str) -> Option<i64> {
-    file_name.split('_').find_map(|f| {
+    let stem = file_name.split('.').next().unwrap_or(file_name);
+    stem.split('_').find_map(|f| {
         let f = f.strip_suffix('Z')?;
         let full = match f.len() {
             13 => format!("{f}00"),
