@@ -12,8 +12,7 @@
 //! end_tail_probability = 0.01
 //! end_after_quiet_minutes = 5
 //! max_insight_minutes = 1440
-//! prior_calls = 1.0
-//! prior_minutes = 10080.0
+//! min_baseline_rate = 9.92063492063492e-5 # calls per minute (1/10080)
 //! call_rate = true
 //! error_rate = true
 //! ```

@@ -9,7 +9,9 @@
 
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod layout;
 pub mod replay;
 pub mod sink;
 pub mod source;
+pub mod synth;

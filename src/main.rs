@@ -1,1 +1,149 @@
-fn main(){}
+//! The `trailsight` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use trailsight::config::Config;
+use trailsight::demo::write_demo_bucket;
+use trailsight::replay::{ReplayOptions, read_insight_files, replay};
+
+/// Self-hosted CloudTrail Insights: unusual API call and error rates in your CloudTrail logs,
+/// reported as CloudTrail Insights events.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read every CloudTrail log file under a folder, detect, and write Insights files.
+    Replay {
+        /// Folder with CloudTrail logs (e.g. from `aws s3 sync s3://<trail-bucket>/AWSLogs ./logs/AWSLogs`), or one file.
+        #[arg(long)]
+        source: PathBuf,
+        /// Folder receiving `AWSLogs/<account>/CloudTrail-Insight/…` files.
+        #[arg(long)]
+        sink: PathBuf,
+        /// TOML configuration file (see README).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Build a 9.5-day demo bucket from real records with an injected CreateAccessKey burst, replay it, show the Insights.
+    Demo {
+        /// Output folder (bucket in `<out>/bucket`, Insights in `<out>/insights`).
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+        /// Days of traffic.
+        #[arg(long, default_value_t = 9.5)]
+        days: f64,
+        /// Multiplier on every background rate (e.g. 20 for a ~2-million-record bucket over 20 days).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Replay { source, sink, config } => {
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            let summary = runtime()?.block_on(replay(ReplayOptions { source, sink, config, progress: true }))?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Demo { out, days, scale } => {
+            if !(days > 0.0 && scale > 0.0) {
+                anyhow::bail!("--days and --scale must be positive");
+            }
+            println!("building a {days}-day demo bucket from real CloudTrail records in {} …", out.display());
+            let (bucket, stats) = write_demo_bucket(&out, days, scale).context("cannot write the demo bucket")?;
+            println!("  {} log files, {} records, {:.1} MB gzip", stats.files, stats.records, stats.bytes as f64 / 1e6);
+            let sink = out.join("insights");
+            if sink.exists() {
+                std::fs::remove_dir_all(&sink).with_context(|| format!("cannot clear {}", sink.display()))?;
+            }
+            let summary = runtime()?.block_on(replay(ReplayOptions {
+                source: bucket,
+                sink: sink.clone(),
+                config: Config::default(),
+                progress: true,
+            }))?;
+            println!("\nreplay:\n{summary}\n");
+            print_insights(&sink)?;
+            Ok(())
+        }
+    }
+}
+
+fn print_insights(sink: &std::path::Path) -> anyhow::Result<()> {
+    let files = read_insight_files(sink).with_context(|| format!("cannot read Insights under {}", sink.display()))?;
+    let mut records: Vec<_> = files.iter().flat_map(|(_, r)| r.iter()).collect();
+    records.sort_by(|a, b| (&a.shared_event_id, a.insight_details.state).cmp(&(&b.shared_event_id, b.insight_details.state)));
+    println!("Insights found:");
+    let mut any = false;
+    for start in records.iter().filter(|r| r.insight_details.state == trailsight_detector::insight::InsightState::Start) {
+        any = true;
+        let d = &start.insight_details;
+        let end = records
+            .iter()
+            .find(|r| r.shared_event_id == start.shared_event_id && r.insight_details.state == trailsight_detector::insight::InsightState::End);
+        let stats = &end.unwrap_or(start).insight_details.insight_context.statistics;
+        let top = end
+            .unwrap_or(start)
+            .insight_details
+            .insight_context
+            .attributions
+            .as_ref()
+            .and_then(|a| a.iter().find(|a| a.attribute == "userIdentityArn"))
+            .and_then(|a| a.insight.first())
+            .map(|v| format!("{} ({}/min)", v.value, v.average))
+            .unwrap_or_default();
+        println!(
+            "  {:?} {}:{}{} in {} {}\n    start {}  end {}\n    rate {}/min vs baseline {}/min over {} min\n    top userIdentityArn {}",
+            d.insight_type,
+            d.event_source,
+            d.event_name,
+            d.error_code.as_ref().map(|e| format!(" errorCode={e}")).unwrap_or_default(),
+            start.recipient_account_id.as_deref().unwrap_or("?"),
+            start.aws_region,
+            start.event_time,
+            end.map_or("(still open)", |e| e.event_time.as_str()),
+            stats.insight.average,
+            stats.baseline.average,
+            stats.baseline_duration.unwrap_or(0),
+            top
+        );
+    }
+    if !any {
+        println!("  none");
+    }
+    println!("\nInsights files:");
+    for (key, records) in &files {
+        println!("  {} ({} records)", sink.join(key).display(), records.len());
+    }
+    Ok(())
+}

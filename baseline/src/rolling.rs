@@ -32,9 +32,9 @@ struct HourBucket {
 pub struct BaselineStats {
     /// Plain average over the window, calls per minute (what Insights events report as `baseline.average`).
     pub average: f64,
-    /// Prior-smoothed mean, calls per minute: the rate the tests use, never 0.
+    /// Mean the tests use, calls per minute: the average, floored by the prior; never 0.
     pub mean: f64,
-    /// Prior-smoothed per-minute variance, calls² per minute², never below `mean`.
+    /// Per-minute variance, calls² per minute², never below `mean` (Poisson).
     pub variance: f64,
     /// Minutes in the window that count (window span minus excluded minutes): `baselineDuration`.
     pub minutes: u32,
@@ -42,25 +42,23 @@ pub struct BaselineStats {
     pub calls: u64,
 }
 
-/// Pseudo-observations that keep a key with little or no history from having a zero rate.
+/// The prior belief about a key with little or no history: a floor under its rate.
 ///
-/// The prior behaves like `calls` calls seen over `minutes` minutes of Poisson traffic.
+/// A key never seen, or seen a handful of times, is assumed to be called at
+/// least `floor` times per minute, so that its first calls are judged against
+/// a small but non-zero rate. A key with enough history uses its own
+/// observed rate (the floor then no longer binds).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RatePrior {
-    /// Pseudo calls.
-    pub calls: f64,
-    /// Pseudo minutes.
-    pub minutes: f64,
+    /// Floor of the baseline rate, calls per minute.
+    pub floor: f64,
 }
 
 impl Default for RatePrior {
     /// One call per week: 1 / 10080 ≈ 9.9e-5 calls per minute, close to the
     /// 8.8e-5 calls/minute baseline of AWS's published sparse example.
     fn default() -> Self {
-        RatePrior {
-            calls: 1.0,
-            minutes: 10080.0,
-        }
+        RatePrior { floor: 1.0 / 10080.0 }
     }
 }
 
@@ -177,14 +175,15 @@ impl RollingRate {
         let nf = n as f64;
         let calls = self.calls as f64;
         let average = if n == 0 { 0.0 } else { calls / nf };
-        let denom = nf + prior.minutes;
-        let (mean, variance) = if denom > 0.0 {
-            let mean = (calls + prior.calls) / denom;
-            let second = (self.sum_sq as f64 + prior.calls) / denom;
-            (mean, (second - mean * mean).max(mean))
+        let (mean, variance) = if n == 0 {
+            (prior.floor, prior.floor)
         } else {
-            (f64::MIN_POSITIVE, f64::MIN_POSITIVE)
+            let second = self.sum_sq as f64 / nf;
+            let mean = average.max(prior.floor);
+            (mean, (second - average * average).max(mean))
         };
+        let mean = mean.max(f64::MIN_POSITIVE);
+        let variance = variance.max(mean);
         BaselineStats {
             average,
             mean,
@@ -210,7 +209,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const NO_PRIOR: RatePrior = RatePrior { calls: 0.0, minutes: 0.0 };
+    const NO_PRIOR: RatePrior = RatePrior { floor: 0.0 };
 
     #[test]
     fn average_counts_zero_minutes() {
@@ -251,6 +250,10 @@ mod tests {
         let s = r.stats(10, 0, 10080, RatePrior::default());
         assert_eq!(s.average, 0.0);
         assert!(s.mean > 0.0 && s.mean < 1e-3);
+        // With history, the observed rate is used unchanged.
+        r.record(5, 2000);
+        let s = r.stats(3000, 0, 10080, RatePrior::default());
+        assert!((s.mean - 2000.0 / 3000.0).abs() < 1e-12);
     }
 
     #[test]

@@ -34,11 +34,10 @@ pub struct DetectorConfig {
     /// An Insight open this long is a level shift: it ends and its minutes join
     /// the baseline, which becomes the new normal. Minutes; default 1440.
     pub max_insight_minutes: u32,
-    /// Prior pseudo-calls for sparse keys (see `prior_minutes`). Default 1.
-    pub prior_calls: f64,
-    /// Prior pseudo-minutes: a key with no history behaves as if it had seen
-    /// `prior_calls` calls in `prior_minutes` minutes. Default 10080.
-    pub prior_minutes: f64,
+    /// Floor of every baseline rate, calls per minute: a key with no or little
+    /// history is judged as if called at least this often. Default 1/10080
+    /// (once a week; AWS's sparse example has a baseline of 8.8e-5).
+    pub min_baseline_rate: f64,
     /// Raise `ApiCallRateInsight`. Default true.
     pub call_rate: bool,
     /// Raise `ApiErrorRateInsight`. Default true.
@@ -58,8 +57,7 @@ impl Default for DetectorConfig {
             end_tail_probability: 0.01,
             end_after_quiet_minutes: 5,
             max_insight_minutes: 1440,
-            prior_calls: 1.0,
-            prior_minutes: 10080.0,
+            min_baseline_rate: 1.0 / 10080.0,
             call_rate: true,
             error_rate: true,
         }
@@ -98,8 +96,8 @@ impl DetectorConfig {
         if self.end_after_quiet_minutes == 0 || self.max_insight_minutes == 0 {
             return bad("end_after_quiet_minutes", "end_after_quiet_minutes and max_insight_minutes must be > 0");
         }
-        if self.prior_calls < 0.0 || self.prior_minutes <= 0.0 {
-            return bad("prior_minutes", "prior_calls must be >= 0 and prior_minutes > 0");
+        if !(self.min_baseline_rate > 0.0 && self.min_baseline_rate.is_finite()) {
+            return bad("min_baseline_rate", "must be a positive number of calls per minute");
         }
         Ok(())
     }

@@ -191,7 +191,7 @@ fn top_values(values: &ValueCounts, minutes: u64) -> TopValues {
 impl Detector {
     /// A detector with the given (validated) settings.
     pub fn new(config: DetectorConfig) -> Self {
-        let prior = RatePrior { calls: config.prior_calls, minutes: config.prior_minutes };
+        let prior = RatePrior { floor: config.min_baseline_rate };
         Detector { config, prior, keys: Vec::new(), open: BTreeSet::new() }
     }
 
