@@ -60,6 +60,11 @@ impl<T: Copy + Ord> SpaceSaving<T> {
         v
     }
 
+    /// Sum of all counts offered (space-saving keeps it exactly).
+    pub fn total(&self) -> u64 {
+        self.entries.iter().map(|e| e.1).sum()
+    }
+
     /// True when nothing was counted.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -139,17 +144,19 @@ impl<T: Copy + Ord> WindowedTopK<T> {
     }
 
     /// The `n` largest `(item, count)` over the days that overlap `[from_minute, ∞)`,
-    /// dropping older days.
-    pub fn top_since(&mut self, from_minute: i64, n: usize) -> Vec<(T, u64)> {
+    /// and the total count of those days (every item, not only the top), dropping older days.
+    pub fn top_since(&mut self, from_minute: i64, n: usize) -> (Vec<(T, u64)>, u64) {
         let first_day = from_minute.div_euclid(1440);
         while self.days.front().is_some_and(|d| d.0 < first_day) {
             self.days.pop_front();
         }
         let mut all = SpaceSaving::new(self.capacity * 2);
+        let mut total = 0;
         for (_, s) in &self.days {
             all.merge(s);
+            total += s.total();
         }
-        all.top(n)
+        (all.top(n), total)
     }
 
     /// Heap bytes used.

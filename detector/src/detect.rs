@@ -312,11 +312,11 @@ impl Detector {
             if i == 2 && is_error {
                 continue;
             }
-            *slot = a[i]
-                .top_since(from, ATTRIBUTION_VALUES)
-                .into_iter()
-                .map(|(s, n)| (s, n as f64 / base_minutes as f64))
-                .collect();
+            // The daily summaries cover whole days; scale them to the calls of the exact window so the
+            // per-value averages add up to `baseline.average`.
+            let (top, total) = a[i].top_since(from, ATTRIBUTION_VALUES);
+            let scale = if total == 0 { 0.0 } else { stats.calls as f64 / total as f64 };
+            *slot = top.into_iter().map(|(s, n)| (s, n as f64 * scale / base_minutes as f64)).collect();
         }
         let insight = OpenInsight { start, baseline: stats, baseline_attributions, minutes: window, last_active: m };
         let t = transition(key, true, &insight, m, m);
