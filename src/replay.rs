@@ -100,8 +100,9 @@ pub struct ReplaySummary {
     pub files_written: Vec<PathBuf>,
     /// Wall time.
     pub wall: Duration,
-    /// Up to this many record-level issues are kept for the report: (file key, record index, issue).
-    pub record_issues: Vec<(String, usize, String)>,
+    /// Files with record-level issues (skipped records, missing `readOnly`), at most
+    /// [`MAX_RECORD_ISSUES_REPORTED`]: (file key, records with issues, first record index, first issue).
+    pub record_issues: Vec<(String, u64, usize, String)>,
 }
 
 /// Record-level issues kept in a summary.
@@ -188,18 +189,22 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         match result {
             Err(reason) => summary.problems.push(FileProblem { key: file.key.clone(), reason, skipped: true }),
             Ok(decoded) => {
-                summary.files_read += 1;
+                let skipped = decoded.batch.stats.records == 0 && !decoded.errors.is_empty();
+                if !skipped {
+                    summary.files_read += 1;
+                }
                 summary.bytes_read += file.size;
                 summary.inflated_bytes += decoded.inflated_bytes as u64;
                 summary.records += decoded.batch.stats;
-                for (index, issue) in &decoded.batch.issues {
-                    if summary.record_issues.len() < MAX_RECORD_ISSUES_REPORTED {
-                        summary.record_issues.push((file.key.clone(), *index, issue.to_string()));
-                    }
+                let st = decoded.batch.stats;
+                if let Some((index, issue)) = decoded.batch.issues.first()
+                    && summary.record_issues.len() < MAX_RECORD_ISSUES_REPORTED
+                {
+                    let n = st.skipped + st.read_only_missing;
+                    summary.record_issues.push((file.key.clone(), n, *index, issue.to_string()));
                 }
                 if !decoded.errors.is_empty() {
                     let reason = decoded.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-                    let skipped = decoded.batch.stats.records == 0;
                     summary.problems.push(FileProblem { key: file.key.clone(), reason, skipped });
                 }
                 if tx.send((decoded, file.info.delivered_minute)).await.is_err() {
@@ -262,8 +267,8 @@ impl std::fmt::Display for ReplaySummary {
             r.records, r.write_management, r.error_records, r.skipped, r.read_only_missing
         )?;
         writeln!(f, "late records: {}; duplicate records: {}; rate keys: {}", self.late, self.duplicates, self.keys)?;
-        for (key, index, issue) in self.record_issues.iter().take(5) {
-            writeln!(f, "  {key} record #{index}: {issue}")?;
+        for (key, n, index, issue) in &self.record_issues {
+            writeln!(f, "  {key}: {n} records with issues; first, record #{index}: {issue}")?;
         }
         writeln!(
             f,
