@@ -66,14 +66,26 @@ impl Config {
     /// `Err(ConfigError::Parse)` for invalid TOML or an unknown key, and
     /// `Err(ConfigError::Range)` for an out-of-range value.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parses and validates TOML text (`path` names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
-        config.detector.validate().map_err(|source| ConfigError::Range { path: path.into(), source })?;
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        config
+            .detector
+            .validate()
+            .map_err(|source| ConfigError::Range {
+                path: path.into(),
+                source,
+            })?;
         Ok(config)
     }
 }
@@ -100,7 +112,8 @@ mod tests {
     fn unknown_keys_and_bad_ranges_are_rejected() {
         let e = Config::parse("[detector]\nwarmup = 5\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown field `warmup`"), "{e}");
-        let e = Config::parse("[detector]\ntail_probability = 2.0\n", Path::new("c.toml")).unwrap_err();
+        let e =
+            Config::parse("[detector]\ntail_probability = 2.0\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("detector.tail_probability"), "{e}");
         let e = Config::parse("[detectr]\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");

@@ -66,23 +66,29 @@ pub fn inflate(bytes: &[u8]) -> (Vec<u8>, Option<DecodeError>) {
         .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize)
         .clamp(bytes.len(), 256 << 20);
     let mut out = Vec::with_capacity(hint);
-    let mut reader = flate2::bufread::MultiGzDecoder::new(bytes).take(MAX_INFLATED_BYTES as u64 + 1);
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let offset = bytes.len() as u64 - reader.get_ref().get_ref().len() as u64;
-                let inflated = out.len();
-                return (out, Some(DecodeError::Gzip { offset, inflated, reason: e.to_string() }));
-            }
-        }
+    let mut reader =
+        flate2::bufread::MultiGzDecoder::new(bytes).take(MAX_INFLATED_BYTES as u64 + 1);
+    // `read_to_end` keeps every byte inflated before an error.
+    if let Err(e) = reader.read_to_end(&mut out) {
+        let offset = bytes.len() as u64 - reader.get_ref().get_ref().len() as u64;
+        let inflated = out.len();
+        return (
+            out,
+            Some(DecodeError::Gzip {
+                offset,
+                inflated,
+                reason: e.to_string(),
+            }),
+        );
     }
     if out.len() > MAX_INFLATED_BYTES {
         out.truncate(MAX_INFLATED_BYTES);
-        return (out, Some(DecodeError::TooLarge { limit: MAX_INFLATED_BYTES }));
+        return (
+            out,
+            Some(DecodeError::TooLarge {
+                limit: MAX_INFLATED_BYTES,
+            }),
+        );
     }
     (out, None)
 }
@@ -102,7 +108,10 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     let mut builder = BatchBuilder::new();
     let outcome = parse_log(json, |r| builder.push(&r));
     // A JSON error at the very end of a truncated gzip stream is the same break: report the gzip one only.
-    let gzip_cut = matches!(errors.first(), Some(DecodeError::Gzip { .. } | DecodeError::TooLarge { .. }));
+    let gzip_cut = matches!(
+        errors.first(),
+        Some(DecodeError::Gzip { .. } | DecodeError::TooLarge { .. })
+    );
     match outcome.error {
         Some(e) if !(gzip_cut && e.truncated) => errors.push(DecodeError::Json(e)),
         _ => {}
@@ -110,7 +119,11 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     if outcome.no_records && errors.is_empty() {
         errors.push(DecodeError::NoRecords);
     }
-    Decoded { batch: builder.finish(), inflated_bytes: json.len(), errors }
+    Decoded {
+        batch: builder.finish(),
+        inflated_bytes: json.len(),
+        errors,
+    }
 }
 
 #[cfg(test)]
@@ -147,8 +160,16 @@ mod tests {
         let z = gz(big.as_bytes());
         let cut = &z[..z.len() / 2];
         let d = decode(cut);
-        assert!(matches!(d.errors.as_slice(), [DecodeError::Gzip { .. }]), "{:?}", d.errors);
-        assert!(d.batch.events.len() > 100 && d.batch.events.len() < 2000, "{}", d.batch.events.len());
+        assert!(
+            matches!(d.errors.as_slice(), [DecodeError::Gzip { .. }]),
+            "{:?}",
+            d.errors
+        );
+        assert!(
+            d.batch.events.len() > 100 && d.batch.events.len() < 2000,
+            "{}",
+            d.batch.events.len()
+        );
     }
 
     #[test]
@@ -158,6 +179,10 @@ mod tests {
         let d = decode(&gz(b"hello"));
         assert_eq!(d.errors, vec![DecodeError::NoRecords]);
         let d = decode(&[0x1f, 0x8b, 0x08, 0, 0, 0]);
-        assert!(matches!(d.errors.as_slice(), [DecodeError::Gzip { .. }]), "{:?}", d.errors);
+        assert!(
+            matches!(d.errors.as_slice(), [DecodeError::Gzip { .. }]),
+            "{:?}",
+            d.errors
+        );
     }
 }

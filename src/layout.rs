@@ -45,16 +45,25 @@ pub struct LogKey {
 /// True for keys a log source reads: `.json.gz`, `.json` (and `.jsonl`, `.gz`).
 pub fn is_log_file_name(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.ends_with(".json.gz") || k.ends_with(".json") || k.ends_with(".jsonl") || k.ends_with(".jsonl.gz")
+    k.ends_with(".json.gz")
+        || k.ends_with(".json")
+        || k.ends_with(".jsonl")
+        || k.ends_with(".jsonl.gz")
 }
 
 /// Parses a key (slash-separated, relative to the bucket or folder root).
 pub fn parse_key(key: &str) -> LogKey {
     let parts: Vec<&str> = key.split('/').filter(|p| !p.is_empty()).collect();
-    let mut out = LogKey { kind: KeyKind::Log, location: None, account: None, region: None, delivered_minute: None };
-    if parts.iter().any(|p| *p == "CloudTrail-Digest") {
+    let mut out = LogKey {
+        kind: KeyKind::Log,
+        location: None,
+        account: None,
+        region: None,
+        delivered_minute: None,
+    };
+    if parts.contains(&"CloudTrail-Digest") {
         out.kind = KeyKind::Digest;
-    } else if parts.iter().any(|p| *p == "CloudTrail-Insight") {
+    } else if parts.contains(&"CloudTrail-Insight") {
         out.kind = KeyKind::Insight;
     }
     if let Some(name) = parts.last() {
@@ -89,7 +98,9 @@ pub fn delivery_minute_of(file_name: &str) -> Option<i64> {
             15 => f.to_string(),
             _ => return None,
         };
-        NaiveDateTime::parse_from_str(&full, "%Y%m%dT%H%M%S").ok().map(|t| t.and_utc().timestamp().div_euclid(60))
+        NaiveDateTime::parse_from_str(&full, "%Y%m%dT%H%M%S")
+            .ok()
+            .map(|t| t.and_utc().timestamp().div_euclid(60))
     })
 }
 
@@ -97,8 +108,15 @@ pub fn delivery_minute_of(file_name: &str) -> Option<i64> {
 /// `[<prefix>/]AWSLogs/[o-<org>/]<account>/CloudTrail-Insight/<region>/YYYY/MM/DD/<account>_CloudTrail-Insight_<region>_<YYYYMMDDTHHmmZ>_<unique>.json.gz`.
 ///
 /// `unique` must be 16 alphanumerics (see [`unique_string`]).
-pub fn insight_key(location: &TrailLocation, account: &str, region: &str, delivery_minute: i64, unique: &str) -> String {
-    let t = chrono::DateTime::<Utc>::from_timestamp(delivery_minute.saturating_mul(60), 0).unwrap_or_default();
+pub fn insight_key(
+    location: &TrailLocation,
+    account: &str,
+    region: &str,
+    delivery_minute: i64,
+    unique: &str,
+) -> String {
+    let t = chrono::DateTime::<Utc>::from_timestamp(delivery_minute.saturating_mul(60), 0)
+        .unwrap_or_default();
     let mut key = String::new();
     if !location.prefix.is_empty() {
         key.push_str(&location.prefix);
@@ -120,7 +138,8 @@ pub fn insight_key(location: &TrailLocation, account: &str, region: &str, delive
 /// 16 alphanumerics derived from `content` (UUID v5 → base 62), so a rewrite of the same content has the same name.
 pub fn unique_string(content: &[u8]) -> String {
     const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut n = uuid::Uuid::new_v5(&trailsight_detector::engine::EVENT_ID_NAMESPACE, content).as_u128();
+    let mut n =
+        uuid::Uuid::new_v5(&trailsight_detector::engine::EVENT_ID_NAMESPACE, content).as_u128();
     let mut s = String::with_capacity(16);
     for _ in 0..16 {
         s.push(char::from(ALPHABET[(n % 62) as usize]));
@@ -135,28 +154,49 @@ mod tests {
 
     #[test]
     fn parses_trail_and_org_keys() {
-        let k = parse_key("AWSLogs/111122223333/CloudTrail/us-east-2/2015/08/01/111122223333_CloudTrail_us-east-2_20150801T0210Z_Mu0KsOhtH1ar15ZZ.json.gz");
+        let k = parse_key(
+            "AWSLogs/111122223333/CloudTrail/us-east-2/2015/08/01/111122223333_CloudTrail_us-east-2_20150801T0210Z_Mu0KsOhtH1ar15ZZ.json.gz",
+        );
         assert_eq!(k.kind, KeyKind::Log);
         assert_eq!(k.account.as_deref(), Some("111122223333"));
         assert_eq!(k.region.as_deref(), Some("us-east-2"));
         assert_eq!(k.location, Some(TrailLocation::default()));
         assert_eq!(k.delivered_minute, Some(1_438_395_000 / 60));
 
-        let k = parse_key("o-fxozgwu6rc/AWSLogs/o-fxozgwu6rc/123456789016/CloudTrail/ca-central-1/2020/08/30/123456789016_CloudTrail_ca-central-1_20200830T0115Z_3YQJxwt5qUaOzMtL.json.gz");
-        assert_eq!(k.location, Some(TrailLocation { prefix: "o-fxozgwu6rc".into(), org_id: Some("o-fxozgwu6rc".into()) }));
+        let k = parse_key(
+            "o-fxozgwu6rc/AWSLogs/o-fxozgwu6rc/123456789016/CloudTrail/ca-central-1/2020/08/30/123456789016_CloudTrail_ca-central-1_20200830T0115Z_3YQJxwt5qUaOzMtL.json.gz",
+        );
+        assert_eq!(
+            k.location,
+            Some(TrailLocation {
+                prefix: "o-fxozgwu6rc".into(),
+                org_id: Some("o-fxozgwu6rc".into())
+            })
+        );
         assert_eq!(k.account.as_deref(), Some("123456789016"));
 
-        let k = parse_key("AWSLogs/111122223333/CloudTrail-Digest/us-east-2/2015/08/17/111122223333_CloudTrail-Digest_us-east-2_your-trail-name_us-east-2_20150817T150131Z.json.gz");
+        let k = parse_key(
+            "AWSLogs/111122223333/CloudTrail-Digest/us-east-2/2015/08/17/111122223333_CloudTrail-Digest_us-east-2_your-trail-name_us-east-2_20150817T150131Z.json.gz",
+        );
         assert_eq!(k.kind, KeyKind::Digest);
         assert_eq!(k.delivered_minute, Some(1_439_823_660 / 60));
-        assert_eq!(parse_key("x/AWSLogs/1/CloudTrail-Insight/r/2020/01/01/f.json.gz").kind, KeyKind::Insight);
+        assert_eq!(
+            parse_key("x/AWSLogs/1/CloudTrail-Insight/r/2020/01/01/f.json.gz").kind,
+            KeyKind::Insight
+        );
         let loose = parse_key("stratus/aws.persistence.iam-backdoor-user.json");
-        assert_eq!((loose.kind, loose.location, loose.delivered_minute), (KeyKind::Log, None, None));
+        assert_eq!(
+            (loose.kind, loose.location, loose.delivered_minute),
+            (KeyKind::Log, None, None)
+        );
     }
 
     #[test]
     fn insight_keys_match_aws_layout() {
-        let loc = TrailLocation { prefix: "o-fxozgwu6rc".into(), org_id: Some("o-fxozgwu6rc".into()) };
+        let loc = TrailLocation {
+            prefix: "o-fxozgwu6rc".into(),
+            org_id: Some("o-fxozgwu6rc".into()),
+        };
         let m = delivery_minute_of("20200923T0516Z").unwrap();
         assert_eq!(
             insight_key(&loc, "123456789015", "ca-central-1", m, "KL5e9VCV2SS7IqzB"),

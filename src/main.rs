@@ -48,7 +48,9 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -61,17 +63,29 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Replay { source, sink, config } => {
+        Command::Replay {
+            source,
+            sink,
+            config,
+        } => {
             let config = match config {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
             };
-            let summary = runtime()?.block_on(replay(ReplayOptions { source, sink, config, progress: true }))?;
+            let summary = runtime()?.block_on(replay(ReplayOptions {
+                source,
+                sink,
+                config,
+                progress: true,
+            }))?;
             println!("{summary}");
             Ok(())
         }
@@ -79,12 +93,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !(days > 0.0 && scale > 0.0) {
                 anyhow::bail!("--days and --scale must be positive");
             }
-            println!("building a {days}-day demo bucket from real CloudTrail records in {} …", out.display());
-            let (bucket, stats) = write_demo_bucket(&out, days, scale).context("cannot write the demo bucket")?;
-            println!("  {} log files, {} records, {:.1} MB gzip", stats.files, stats.records, stats.bytes as f64 / 1e6);
+            println!(
+                "building a {days}-day demo bucket from real CloudTrail records in {} …",
+                out.display()
+            );
+            let (bucket, stats) =
+                write_demo_bucket(&out, days, scale).context("cannot write the demo bucket")?;
+            println!(
+                "  {} log files, {} records, {:.1} MB gzip",
+                stats.files,
+                stats.records,
+                stats.bytes as f64 / 1e6
+            );
             let sink = out.join("insights");
             if sink.exists() {
-                std::fs::remove_dir_all(&sink).with_context(|| format!("cannot clear {}", sink.display()))?;
+                std::fs::remove_dir_all(&sink)
+                    .with_context(|| format!("cannot clear {}", sink.display()))?;
             }
             let summary = runtime()?.block_on(replay(ReplayOptions {
                 source: bucket,
@@ -100,18 +124,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn print_insights(sink: &std::path::Path) -> anyhow::Result<()> {
-    let files = read_insight_files(sink).with_context(|| format!("cannot read Insights under {}", sink.display()))?;
+    let files = read_insight_files(sink)
+        .with_context(|| format!("cannot read Insights under {}", sink.display()))?;
     let mut records: Vec<_> = files.iter().flat_map(|(_, r)| r.iter()).collect();
-    records.sort_by(|a, b| (&a.shared_event_id, a.insight_details.state).cmp(&(&b.shared_event_id, b.insight_details.state)));
+    records.sort_by(|a, b| {
+        (&a.shared_event_id, a.insight_details.state)
+            .cmp(&(&b.shared_event_id, b.insight_details.state))
+    });
     println!("Insights found:");
     let mut any = false;
-    for start in records.iter().filter(|r| r.insight_details.state == trailsight_detector::insight::InsightState::Start) {
+    for start in records
+        .iter()
+        .filter(|r| r.insight_details.state == trailsight_detector::insight::InsightState::Start)
+    {
         any = true;
         let d = &start.insight_details;
-        let end = records
-            .iter()
-            .find(|r| r.shared_event_id == start.shared_event_id && r.insight_details.state == trailsight_detector::insight::InsightState::End);
-        let stats = &end.unwrap_or(start).insight_details.insight_context.statistics;
+        let end = records.iter().find(|r| {
+            r.shared_event_id == start.shared_event_id
+                && r.insight_details.state == trailsight_detector::insight::InsightState::End
+        });
+        let stats = &end
+            .unwrap_or(start)
+            .insight_details
+            .insight_context
+            .statistics;
         let top = end
             .unwrap_or(start)
             .insight_details
@@ -127,7 +163,10 @@ fn print_insights(sink: &std::path::Path) -> anyhow::Result<()> {
             d.insight_type,
             d.event_source,
             d.event_name,
-            d.error_code.as_ref().map(|e| format!(" errorCode={e}")).unwrap_or_default(),
+            d.error_code
+                .as_ref()
+                .map(|e| format!(" errorCode={e}"))
+                .unwrap_or_default(),
             start.recipient_account_id.as_deref().unwrap_or("?"),
             start.aws_region,
             start.event_time,

@@ -129,7 +129,10 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let listing: Listing = tokio::task::spawn_blocking(move || list(&source))
         .await
         .map_err(|e| ReplayError::Task(e.to_string()))?
-        .map_err(|source| ReplayError::Source { path: opts.source.clone(), source })?;
+        .map_err(|source| ReplayError::Source {
+            path: opts.source.clone(),
+            source,
+        })?;
 
     let mut summary = ReplaySummary {
         digests_skipped: listing.digests,
@@ -138,13 +141,19 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         ..Default::default()
     };
     for (path, reason) in &listing.unreadable {
-        summary.problems.push(FileProblem { key: path.clone(), reason: reason.clone(), skipped: true });
+        summary.problems.push(FileProblem {
+            key: path.clone(),
+            reason: reason.clone(),
+            skipped: true,
+        });
     }
     // Each account's trail location (prefix, organization), from the first file that names it.
     let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
     for f in &listing.files {
         if let (Some(account), Some(location)) = (&f.info.account, &f.info.location) {
-            locations.entry(account.clone()).or_insert_with(|| location.clone());
+            locations
+                .entry(account.clone())
+                .or_insert_with(|| location.clone());
         }
     }
 
@@ -168,8 +177,12 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         Ok(EngineOutput { engine, written })
     });
 
-    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1) * 2;
-    let mut inflight: VecDeque<(SourceFile, tokio::task::JoinHandle<Result<Decoded, String>>)> = VecDeque::new();
+    let parallel = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(1)
+        * 2;
+    let mut inflight: VecDeque<(SourceFile, tokio::task::JoinHandle<Result<Decoded, String>>)> =
+        VecDeque::new();
     let mut files = listing.files.into_iter();
     loop {
         while inflight.len() < parallel {
@@ -177,17 +190,25 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
             let path = file.path.clone();
             let handle = tokio::spawn(async move {
                 let bytes = tokio::fs::read(&path).await.map_err(|e| e.to_string())?;
-                tokio::task::spawn_blocking(move || decode(&bytes)).await.map_err(|e| e.to_string())
+                tokio::task::spawn_blocking(move || decode(&bytes))
+                    .await
+                    .map_err(|e| e.to_string())
             });
             inflight.push_back((file, handle));
         }
-        let Some((file, handle)) = inflight.pop_front() else { break };
+        let Some((file, handle)) = inflight.pop_front() else {
+            break;
+        };
         let result = handle.await.map_err(|e| ReplayError::Task(e.to_string()))?;
         if let Some(p) = &progress {
             p.inc(file.size);
         }
         match result {
-            Err(reason) => summary.problems.push(FileProblem { key: file.key.clone(), reason, skipped: true }),
+            Err(reason) => summary.problems.push(FileProblem {
+                key: file.key.clone(),
+                reason,
+                skipped: true,
+            }),
             Ok(decoded) => {
                 let skipped = decoded.batch.stats.records == 0 && !decoded.errors.is_empty();
                 if !skipped {
@@ -201,13 +222,28 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
                     && summary.record_issues.len() < MAX_RECORD_ISSUES_REPORTED
                 {
                     let n = st.skipped + st.read_only_missing;
-                    summary.record_issues.push((file.key.clone(), n, *index, issue.to_string()));
+                    summary
+                        .record_issues
+                        .push((file.key.clone(), n, *index, issue.to_string()));
                 }
                 if !decoded.errors.is_empty() {
-                    let reason = decoded.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-                    summary.problems.push(FileProblem { key: file.key.clone(), reason, skipped });
+                    let reason = decoded
+                        .errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    summary.problems.push(FileProblem {
+                        key: file.key.clone(),
+                        reason,
+                        skipped,
+                    });
                 }
-                if tx.send((decoded, file.info.delivered_minute)).await.is_err() {
+                if tx
+                    .send((decoded, file.info.delivered_minute))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -238,7 +274,9 @@ fn progress_bar(enabled: bool, total_bytes: u64) -> Option<indicatif::ProgressBa
         return None;
     }
     let bar = indicatif::ProgressBar::new(total_bytes);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {eta}") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {eta}")
+    {
         bar.set_style(style);
     }
     Some(bar)
@@ -258,7 +296,13 @@ impl std::fmt::Display for ReplaySummary {
             self.other_files
         )?;
         for p in self.problems.iter().take(MAX_RECORD_ISSUES_REPORTED) {
-            writeln!(f, "  {} {}: {}", if p.skipped { "skipped" } else { "partial" }, p.key, p.reason)?;
+            writeln!(
+                f,
+                "  {} {}: {}",
+                if p.skipped { "skipped" } else { "partial" },
+                p.key,
+                p.reason
+            )?;
         }
         let r = &self.records;
         writeln!(
@@ -266,9 +310,16 @@ impl std::fmt::Display for ReplaySummary {
             "records: {} ({} write management, {} with errorCode, {} skipped for missing fields, {} without readOnly)",
             r.records, r.write_management, r.error_records, r.skipped, r.read_only_missing
         )?;
-        writeln!(f, "late records: {}; duplicate records: {}; rate keys: {}", self.late, self.duplicates, self.keys)?;
+        writeln!(
+            f,
+            "late records: {}; duplicate records: {}; rate keys: {}",
+            self.late, self.duplicates, self.keys
+        )?;
         for (key, n, index, issue) in &self.record_issues {
-            writeln!(f, "  {key}: {n} records with issues; first, record #{index}: {issue}")?;
+            writeln!(
+                f,
+                "  {key}: {n} records with issues; first, record #{index}: {issue}"
+            )?;
         }
         writeln!(
             f,
@@ -286,17 +337,27 @@ impl std::fmt::Display for ReplaySummary {
                 o.region,
                 o.event_source,
                 o.event_name,
-                o.error_code.as_ref().map(|e| format!(" errorCode={e}")).unwrap_or_default(),
+                o.error_code
+                    .as_ref()
+                    .map(|e| format!(" errorCode={e}"))
+                    .unwrap_or_default(),
                 o.start,
                 o.calls
             )?;
         }
-        write!(f, "wall time: {:.2} s; {:.0} records/s", self.wall.as_secs_f64(), self.records_per_second())
+        write!(
+            f,
+            "wall time: {:.2} s; {:.0} records/s",
+            self.wall.as_secs_f64(),
+            self.records_per_second()
+        )
     }
 }
 
 /// Reads every Insights record under `root` (any `CloudTrail-Insight/` file), in key order.
-pub fn read_insight_files(root: &Path) -> std::io::Result<Vec<(String, Vec<trailsight_detector::InsightRecord>)>> {
+pub fn read_insight_files(
+    root: &Path,
+) -> std::io::Result<Vec<(String, Vec<trailsight_detector::InsightRecord>)>> {
     #[derive(serde::Deserialize)]
     struct File {
         #[serde(rename = "Records")]
@@ -308,17 +369,26 @@ pub fn read_insight_files(root: &Path) -> std::io::Result<Vec<(String, Vec<trail
         if !entry.file_type().is_file() {
             continue;
         }
-        let key = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_string_lossy().replace('\\', "/");
+        let key = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(entry.path())
+            .to_string_lossy()
+            .replace('\\', "/");
         if !key.contains("/CloudTrail-Insight/") || !key.ends_with(".json.gz") {
             continue;
         }
         let bytes = std::fs::read(entry.path())?;
         let (json, err) = crate::decode::inflate(&bytes);
         if let Some(e) = err {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{key}: {e}")));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{key}: {e}"),
+            ));
         }
-        let file: File = serde_json::from_slice(&json)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{key}: {e}")))?;
+        let file: File = serde_json::from_slice(&json).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{key}: {e}"))
+        })?;
         out.push((key, file.records));
     }
     Ok(out)

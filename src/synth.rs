@@ -29,13 +29,23 @@ pub struct TemplateSet {
 
 /// The Stratus Red Team and AWS documentation files shipped in `tests/data` (embedded in the binary).
 pub const EMBEDDED_TEMPLATE_FILES: &[&str] = &[
-    include_str!("../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-backdoor-user.json"),
-    include_str!("../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-create-backdoor-role.json"),
+    include_str!(
+        "../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-backdoor-user.json"
+    ),
+    include_str!(
+        "../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-create-backdoor-role.json"
+    ),
     include_str!("../tests/data/cloudtrail/stratus-red-team/aws.execution.ec2-user-data.json"),
     include_str!("../tests/data/cloudtrail/stratus-red-team/aws.execution.ssm-send-command.json"),
-    include_str!("../tests/data/cloudtrail/stratus-red-team/aws.credential-access.secretsmanager-retrieve-secrets.json"),
-    include_str!("../tests/data/cloudtrail/stratus-red-team/aws.credential-access.ec2-get-password-data.json"),
-    include_str!("../tests/data/cloudtrail/stratus-red-team/aws.persistence.lambda-overwrite-code.json"),
+    include_str!(
+        "../tests/data/cloudtrail/stratus-red-team/aws.credential-access.secretsmanager-retrieve-secrets.json"
+    ),
+    include_str!(
+        "../tests/data/cloudtrail/stratus-red-team/aws.credential-access.ec2-get-password-data.json"
+    ),
+    include_str!(
+        "../tests/data/cloudtrail/stratus-red-team/aws.persistence.lambda-overwrite-code.json"
+    ),
     include_str!("../tests/data/cloudtrail/aws-docs/all_doc_examples.json"),
 ];
 
@@ -43,7 +53,9 @@ impl TemplateSet {
     /// Loads records from JSON texts holding `{"Records":[…]}` or a top-level array.
     ///
     /// Returns `Err` when a text is not JSON.
-    pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Self, serde_json::Error> {
+    pub fn from_texts<'a>(
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, serde_json::Error> {
         let mut records = Vec::new();
         for t in texts {
             match serde_json::from_str::<Value>(t)? {
@@ -67,7 +79,9 @@ impl TemplateSet {
     /// The first record of an API, optionally with the given `readOnly` and error presence.
     pub fn find(&self, event_source: &str, event_name: &str, errored: bool) -> Option<&Value> {
         self.records.iter().find(|r| {
-            r["eventSource"] == event_source && r["eventName"] == event_name && r.get("errorCode").is_some() == errored
+            r["eventSource"] == event_source
+                && r["eventName"] == event_name
+                && r.get("errorCode").is_some() == errored
         })
     }
 
@@ -123,7 +137,12 @@ pub struct Stream {
 impl Stream {
     /// A stream with the template's own identity and user agent.
     pub fn new(template: &Value, rate: Rate) -> Self {
-        Stream { template: template.clone(), rate, principal: None, user_agent: None }
+        Stream {
+            template: template.clone(),
+            rate,
+            principal: None,
+            user_agent: None,
+        }
     }
 
     /// Sets the caller's ARN.
@@ -140,22 +159,35 @@ impl Stream {
 
     fn count(&self, minute: i64, index: i64, rng: &mut ChaCha8Rng) -> u32 {
         match &self.rate {
-            Rate::Series { values, scale, offset } => {
+            Rate::Series {
+                values,
+                scale,
+                offset,
+            } => {
                 if values.is_empty() {
                     return 0;
                 }
                 let v = values[(index as usize + offset) % values.len()] * scale;
                 v.round().max(0.0) as u32
             }
-            Rate::Poisson { per_minute, daily_amplitude } => {
+            Rate::Poisson {
+                per_minute,
+                daily_amplitude,
+            } => {
                 let phase = (minute.rem_euclid(1440) - 360) as f64 / 1440.0 * std::f64::consts::TAU;
                 let mean = per_minute * (1.0 + daily_amplitude * phase.sin());
                 if mean <= 0.0 {
                     return 0;
                 }
-                Poisson::new(mean).map(|d| d.sample(rng) as u32).unwrap_or(0)
+                Poisson::new(mean)
+                    .map(|d| d.sample(rng) as u32)
+                    .unwrap_or(0)
             }
-            Rate::Burst { start, minutes, total } => {
+            Rate::Burst {
+                start,
+                minutes,
+                total,
+            } => {
                 if minute < *start || minute >= start + minutes || *minutes <= 0 {
                     return 0;
                 }
@@ -208,7 +240,9 @@ fn set(record: &mut Value, key: &str, v: Value) {
 }
 
 fn random_uuid(rng: &mut ChaCha8Rng) -> String {
-    uuid::Builder::from_random_bytes(rng.random()).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(rng.random())
+        .into_uuid()
+        .to_string()
 }
 
 /// Writes the bucket under `root` in the `AWSLogs/` layout; returns what was written.
@@ -225,11 +259,20 @@ pub fn write_bucket(spec: &BucketSpec, root: &Path) -> std::io::Result<BucketSta
             for _ in 0..n {
                 let mut r = stream.template.clone();
                 let second = rng.random_range(0..60);
-                let t = chrono::DateTime::<chrono::Utc>::from_timestamp(minute * 60 + second, 0).unwrap_or_default();
-                set(&mut r, "eventTime", Value::String(t.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                let t = chrono::DateTime::<chrono::Utc>::from_timestamp(minute * 60 + second, 0)
+                    .unwrap_or_default();
+                set(
+                    &mut r,
+                    "eventTime",
+                    Value::String(t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                );
                 set(&mut r, "eventID", Value::String(random_uuid(&mut rng)));
                 set(&mut r, "requestID", Value::String(random_uuid(&mut rng)));
-                set(&mut r, "recipientAccountId", Value::String(spec.account.clone()));
+                set(
+                    &mut r,
+                    "recipientAccountId",
+                    Value::String(spec.account.clone()),
+                );
                 set(&mut r, "awsRegion", Value::String(spec.region.clone()));
                 if let Some(Value::Object(id)) = r.get_mut("userIdentity") {
                     id.insert("accountId".into(), Value::String(spec.account.clone()));
@@ -245,9 +288,15 @@ pub fn write_bucket(spec: &BucketSpec, root: &Path) -> std::io::Result<BucketSta
                 }
                 let text = r.to_string();
                 // Delivery: 1–10 minutes late, 3 % of records up to 14 minutes (CloudTrail's "about 5 minutes").
-                let delay = if rng.random_bool(0.03) { rng.random_range(10..=14) } else { rng.random_range(1..=10) };
+                let delay = if rng.random_bool(0.03) {
+                    rng.random_range(10..=14)
+                } else {
+                    rng.random_range(1..=10)
+                };
                 let slot = ((minute + delay) / 5 + 1) * 5;
-                if spec.duplicate_fraction > 0.0 && rng.random_bool(spec.duplicate_fraction.min(1.0)) {
+                if spec.duplicate_fraction > 0.0
+                    && rng.random_bool(spec.duplicate_fraction.min(1.0))
+                {
                     pending.entry(slot + 5).or_default().push(text.clone());
                 }
                 pending.entry(slot).or_default().push(text);
@@ -285,13 +334,16 @@ fn write_file(
     json.push_str(&records.join(","));
     json.push_str("]}");
     let unique = unique_string(json.as_bytes());
-    let key = crate::layout::insight_key(&spec.location, &spec.account, &spec.region, slot, &unique)
-        .replace("CloudTrail-Insight", "CloudTrail");
+    let key =
+        crate::layout::insight_key(&spec.location, &spec.account, &spec.region, slot, &unique)
+            .replace("CloudTrail-Insight", "CloudTrail");
     let path = root.join(&key);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut gz = flate2::GzBuilder::new().mtime(0).write(std::fs::File::create(&path)?, flate2::Compression::fast());
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(std::fs::File::create(&path)?, flate2::Compression::fast());
     gz.write_all(json.as_bytes())?;
     gz.finish()?;
     stats.files += 1;
@@ -313,7 +365,12 @@ pub fn read_rate_csv(path: &Path) -> std::io::Result<Vec<f64>> {
             l.rsplit(',')
                 .next()
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad line {l:?} in {}", path.display())))
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("bad line {l:?} in {}", path.display()),
+                    )
+                })
         })
         .collect()
 }

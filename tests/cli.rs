@@ -23,14 +23,37 @@ fn replay_reports_broken_files_and_keeps_good_records() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     let day = "AWSLogs/946986569305/CloudTrail/us-east-1/2024/07/30";
-    let good = std::fs::read(data.join("stratus-red-team/aws.persistence.iam-create-admin-user.json")).unwrap();
-    put(&logs, &format!("{day}/946986569305_CloudTrail_us-east-1_20240730T2200Z_AAAAAAAAAAAAAAAA.json.gz"), &gz(&good));
-    let big = std::fs::read(data.join("stratus-red-team/aws.execution.ssm-send-command.json")).unwrap();
+    let good =
+        std::fs::read(data.join("stratus-red-team/aws.persistence.iam-create-admin-user.json"))
+            .unwrap();
+    put(
+        &logs,
+        &format!("{day}/946986569305_CloudTrail_us-east-1_20240730T2200Z_AAAAAAAAAAAAAAAA.json.gz"),
+        &gz(&good),
+    );
+    let big =
+        std::fs::read(data.join("stratus-red-team/aws.execution.ssm-send-command.json")).unwrap();
     let z = gz(&big);
-    put(&logs, &format!("{day}/946986569305_CloudTrail_us-east-1_20240730T2205Z_BBBBBBBBBBBBBBBB.json.gz"), &z[..z.len() * 2 / 3]);
-    put(&logs, &format!("{day}/946986569305_CloudTrail_us-east-1_20240730T2210Z_CCCCCCCCCCCCCCCC.json.gz"), b"this is not gzip");
-    put(&logs, "exports/otrf.json", &std::fs::read(data.join("otrf/ec2_proxy_s3_exfiltration_2020-09-14011940.json")).unwrap());
-    put(&logs, "AWSLogs/946986569305/CloudTrail-Digest/us-east-1/2024/07/30/946986569305_CloudTrail-Digest_us-east-1_t_us-east-1_20240730T220000Z.json.gz", &gz(b"{}"));
+    put(
+        &logs,
+        &format!("{day}/946986569305_CloudTrail_us-east-1_20240730T2205Z_BBBBBBBBBBBBBBBB.json.gz"),
+        &z[..z.len() * 2 / 3],
+    );
+    put(
+        &logs,
+        &format!("{day}/946986569305_CloudTrail_us-east-1_20240730T2210Z_CCCCCCCCCCCCCCCC.json.gz"),
+        b"this is not gzip",
+    );
+    put(
+        &logs,
+        "exports/otrf.json",
+        &std::fs::read(data.join("otrf/ec2_proxy_s3_exfiltration_2020-09-14011940.json")).unwrap(),
+    );
+    put(
+        &logs,
+        "AWSLogs/946986569305/CloudTrail-Digest/us-east-1/2024/07/30/946986569305_CloudTrail-Digest_us-east-1_t_us-east-1_20240730T220000Z.json.gz",
+        &gz(b"{}"),
+    );
     put(&logs, "notes.txt", b"hello");
 
     let sink = dir.path().join("insights");
@@ -45,10 +68,24 @@ fn replay_reports_broken_files_and_keeps_good_records() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("files: 3 read, 1 skipped, 1 read in part; 1 digest and 0 Insights files skipped, 1 other files ignored"), "{stdout}");
-    assert!(stdout.contains("20240730T2205Z_BBBBBBBBBBBBBBBB.json.gz: gzip error after"), "{stdout}");
-    assert!(stdout.contains("20240730T2210Z_CCCCCCCCCCCCCCCC.json.gz: not a CloudTrail log file"), "{stdout}");
-    assert!(stdout.contains("exports/otrf.json: 103 records with issues; first, record #0: missing eventTime"), "{stdout}");
-    assert!(stdout.contains("103 skipped for missing fields"), "{stdout}");
+    assert!(
+        stdout.contains("20240730T2205Z_BBBBBBBBBBBBBBBB.json.gz: gzip error after"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("20240730T2210Z_CCCCCCCCCCCCCCCC.json.gz: not a CloudTrail log file"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "exports/otrf.json: 103 records with issues; first, record #0: missing eventTime"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("103 skipped for missing fields"),
+        "{stdout}"
+    );
     // All of the good file's records, and part of the truncated one's, were read.
     let records: u64 = stdout
         .lines()
@@ -56,9 +93,14 @@ fn replay_reports_broken_files_and_keeps_good_records() {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap();
-    let good_count = serde_json::from_slice::<Vec<serde_json::Value>>(&good).unwrap().len() as u64;
+    let good_count = serde_json::from_slice::<Vec<serde_json::Value>>(&good)
+        .unwrap()
+        .len() as u64;
     assert!(records > good_count + 103, "{stdout}");
-    assert!(stdout.contains("Insights: 0 started, 0 ended, 0 still open"), "{stdout}");
+    assert!(
+        stdout.contains("Insights: 0 started, 0 ended, 0 still open"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -85,5 +127,8 @@ fn replay_fails_clearly_when_it_cannot_run() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml") && err.contains("unknown field `warmup_minute`"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("unknown field `warmup_minute`"),
+        "{err}"
+    );
 }

@@ -9,14 +9,19 @@ use trailsight_detector::InsightRecord;
 
 #[test]
 fn aws_published_insights_round_trip() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cloudtrail/aws-docs/insight_examples.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/cloudtrail/aws-docs/insight_examples.json");
     let file: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let records = file["Records"].as_array().unwrap();
     assert_eq!(records.len(), 5);
     for original in records {
         let typed: InsightRecord = serde_json::from_value(original.clone()).unwrap();
         let back = serde_json::to_value(&typed).unwrap();
-        assert_eq!(&back, original, "record {} changed in the round trip", original["eventID"]);
+        assert_eq!(
+            &back, original,
+            "record {} changed in the round trip",
+            original["eventID"]
+        );
     }
 }
 
@@ -34,23 +39,41 @@ async fn demo_insights_match_golden_file() {
     let (bucket, stats) = trailsight::demo::write_demo_bucket(dir.path(), 9.5, 1.0).unwrap();
     assert!(stats.records > 100_000);
     let sink = dir.path().join("insights");
-    let summary = replay(ReplayOptions { source: bucket, sink: sink.clone(), config: Default::default(), progress: false })
-        .await
-        .unwrap();
-    assert_eq!((summary.insights_started, summary.insights_ended), (1, 1), "{summary}");
+    let summary = replay(ReplayOptions {
+        source: bucket,
+        sink: sink.clone(),
+        config: Default::default(),
+        progress: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.insights_started, summary.insights_ended),
+        (1, 1),
+        "{summary}"
+    );
     let mut text = String::new();
     for entry in walkdir::WalkDir::new(&sink).sort_by_file_name() {
         let entry = entry.unwrap();
         if entry.file_type().is_file() {
-            let key = entry.path().strip_prefix(&sink).unwrap().to_string_lossy().replace('\\', "/");
-            text.push_str(&format!("{key}\n{}\n", gunzip(&std::fs::read(entry.path()).unwrap())));
+            let key = entry
+                .path()
+                .strip_prefix(&sink)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            text.push_str(&format!(
+                "{key}\n{}\n",
+                gunzip(&std::fs::read(entry.path()).unwrap())
+            ));
         }
     }
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/demo_insights.txt");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &text).unwrap();
     }
-    let expected = std::fs::read_to_string(&golden).expect("golden file missing: run with UPDATE_GOLDEN=1");
+    let expected =
+        std::fs::read_to_string(&golden).expect("golden file missing: run with UPDATE_GOLDEN=1");
     assert_eq!(text, expected);
     // And the records read back as Insights records.
     let files = read_insight_files(&sink).unwrap();

@@ -9,7 +9,9 @@ use trailsight::decode::{DecodeError, decode};
 use trailsight_detector::batch::RecordIssue;
 
 fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
 }
 
 fn json_files(dir: &str) -> Vec<PathBuf> {
@@ -30,38 +32,75 @@ fn expected_counts(records: &[Value]) -> (BTreeMap<Key, u64>, u64) {
     let mut skipped = 0;
     for r in records {
         let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
-        let account = s("recipientAccountId").or_else(|| r["userIdentity"]["accountId"].as_str().map(str::to_string));
-        let (Some(_time), Some(source), Some(name), Some(region), Some(account)) =
-            (s("eventTime"), s("eventSource"), s("eventName"), s("awsRegion"), account)
-        else {
+        let account = s("recipientAccountId")
+            .or_else(|| r["userIdentity"]["accountId"].as_str().map(str::to_string));
+        let (Some(_time), Some(source), Some(name), Some(region), Some(account)) = (
+            s("eventTime"),
+            s("eventSource"),
+            s("eventName"),
+            s("awsRegion"),
+            account,
+        ) else {
             skipped += 1;
             continue;
         };
-        let management = r.get("managementEvent") == Some(&Value::Bool(true)) || s("eventCategory").as_deref() == Some("Management");
+        let management = r.get("managementEvent") == Some(&Value::Bool(true))
+            || s("eventCategory").as_deref() == Some("Management");
         if !management {
             continue;
         }
         if r.get("readOnly") == Some(&Value::Bool(false)) {
-            *counts.entry((account.clone(), region.clone(), source.clone(), name.clone(), None)).or_insert(0) += 1;
+            *counts
+                .entry((
+                    account.clone(),
+                    region.clone(),
+                    source.clone(),
+                    name.clone(),
+                    None,
+                ))
+                .or_insert(0) += 1;
         }
         if let Some(code) = s("errorCode").filter(|c| !c.is_empty()) {
-            *counts.entry((account, region, source, name, Some(code))).or_insert(0) += 1;
+            *counts
+                .entry((account, region, source, name, Some(code)))
+                .or_insert(0) += 1;
         }
     }
     (counts, skipped)
 }
 
-fn counted(bytes: &[u8]) -> (BTreeMap<Key, u64>, trailsight_detector::BatchStats, Vec<DecodeError>) {
+fn counted(
+    bytes: &[u8],
+) -> (
+    BTreeMap<Key, u64>,
+    trailsight_detector::BatchStats,
+    Vec<DecodeError>,
+) {
     let d = decode(bytes);
     let s = |i: u32| d.batch.strings[i as usize].to_string();
     let mut counts = BTreeMap::new();
     for e in &d.batch.events {
-        let base = (s(e.account), s(e.region), s(e.event_source), s(e.event_name));
+        let base = (
+            s(e.account),
+            s(e.region),
+            s(e.event_source),
+            s(e.event_name),
+        );
         if e.call {
-            *counts.entry((base.0.clone(), base.1.clone(), base.2.clone(), base.3.clone(), None)).or_insert(0) += 1;
+            *counts
+                .entry((
+                    base.0.clone(),
+                    base.1.clone(),
+                    base.2.clone(),
+                    base.3.clone(),
+                    None,
+                ))
+                .or_insert(0) += 1;
         }
         if e.error {
-            *counts.entry((base.0, base.1, base.2, base.3, Some(s(e.error_code)))).or_insert(0) += 1;
+            *counts
+                .entry((base.0, base.1, base.2, base.3, Some(s(e.error_code))))
+                .or_insert(0) += 1;
         }
     }
     (counts, d.batch.stats, d.errors)
@@ -113,7 +152,10 @@ fn gzip_copy_counts_the_same() {
     assert_eq!(a, b);
     assert_eq!(sa, sb);
     // 30 GetPasswordData calls failed with Client.UnauthorizedOperation: error-rate input.
-    let key = a.keys().find(|k| k.3 == "GetPasswordData" && k.4.is_some()).unwrap();
+    let key = a
+        .keys()
+        .find(|k| k.3 == "GetPasswordData" && k.4.is_some())
+        .unwrap();
     assert_eq!(a[key], 30);
 }
 
@@ -128,7 +170,10 @@ fn otrf_export_gives_clear_errors_and_no_panic() {
     assert_eq!(d.batch.stats.records, 103);
     assert_eq!(d.batch.stats.skipped, 103);
     assert!(d.batch.events.is_empty());
-    assert_eq!(d.batch.issues[0], (0, RecordIssue::MissingField("eventTime")));
+    assert_eq!(
+        d.batch.issues[0],
+        (0, RecordIssue::MissingField("eventTime"))
+    );
     assert_eq!(d.batch.issues[0].1.to_string(), "missing eventTime");
 }
 

@@ -21,7 +21,10 @@ const ATTACKER: &str = "arn:aws:iam::210987654321:user/leaked-ci-user";
 fn twitter_csv() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("TRAILSIGHT_TWITTER_CSV").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/rates/twitter-1min/raw_data.csv")),
+        Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/data/rates/twitter-1min/raw_data.csv"),
+        ),
     ];
     candidates.into_iter().flatten().find(|p| p.is_file())
 }
@@ -39,12 +42,22 @@ fn templates() -> TemplateSet {
 
 fn bucket_spec(series: Arc<Vec<f64>>) -> BucketSpec {
     let t = templates();
-    let find = |s: &str, n: &str, e: bool| t.find(s, n, e).unwrap_or_else(|| panic!("no template {s} {n}"));
+    let find = |s: &str, n: &str, e: bool| {
+        t.find(s, n, e)
+            .unwrap_or_else(|| panic!("no template {s} {n}"))
+    };
     let start = 29_000_000; // 2025-02-20T13:20Z
     let burst = start + 8 * 1440 + 17 * 60 + 30;
-    let series_rate = |scale: f64, offset: usize| Rate::Series { values: series.clone(), scale, offset };
+    let series_rate = |scale: f64, offset: usize| Rate::Series {
+        values: series.clone(),
+        scale,
+        offset,
+    };
     BucketSpec {
-        location: TrailLocation { prefix: "trail-logs".into(), org_id: Some("o-a1b2c3d4e5".into()) },
+        location: TrailLocation {
+            prefix: "trail-logs".into(),
+            org_id: Some("o-a1b2c3d4e5".into()),
+        },
         account: "210987654321".into(),
         region: "eu-west-1".into(),
         start_minute: start,
@@ -53,19 +66,57 @@ fn bucket_spec(series: Arc<Vec<f64>>) -> BucketSpec {
         duplicate_fraction: 0.005,
         streams: vec![
             // Busy write APIs following the real series (mean ≈ 112/min scaled down).
-            Stream::new(find("ssm.amazonaws.com", "SendCommand", false), series_rate(1.0 / 30.0, 0)),
-            Stream::new(find("ec2.amazonaws.com", "StartInstances", false), series_rate(1.0 / 80.0, 5000)),
-            Stream::new(find("iam.amazonaws.com", "AttachRolePolicy", false), series_rate(1.0 / 150.0, 9000)),
+            Stream::new(
+                find("ssm.amazonaws.com", "SendCommand", false),
+                series_rate(1.0 / 30.0, 0),
+            ),
+            Stream::new(
+                find("ec2.amazonaws.com", "StartInstances", false),
+                series_rate(1.0 / 80.0, 5000),
+            ),
+            Stream::new(
+                find("iam.amazonaws.com", "AttachRolePolicy", false),
+                series_rate(1.0 / 150.0, 9000),
+            ),
             // Busy read API, also real-shaped.
-            Stream::new(find("ssm.amazonaws.com", "DescribeInstanceInformation", false), series_rate(1.0 / 10.0, 2000)),
+            Stream::new(
+                find("ssm.amazonaws.com", "DescribeInstanceInformation", false),
+                series_rate(1.0 / 10.0, 2000),
+            ),
             // CreateAccessKey twice a day by the admin, then the burst by one user.
-            Stream::new(find("iam.amazonaws.com", "CreateAccessKey", false), Rate::Poisson { per_minute: 0.0014, daily_amplitude: 0.0 })
-                .by("arn:aws:iam::210987654321:user/admin"),
-            Stream::new(find("iam.amazonaws.com", "CreateAccessKey", false), Rate::Burst { start: burst, minutes: 8, total: 25 })
-                .by(ATTACKER),
+            Stream::new(
+                find("iam.amazonaws.com", "CreateAccessKey", false),
+                Rate::Poisson {
+                    per_minute: 0.0014,
+                    daily_amplitude: 0.0,
+                },
+            )
+            .by("arn:aws:iam::210987654321:user/admin"),
+            Stream::new(
+                find("iam.amazonaws.com", "CreateAccessKey", false),
+                Rate::Burst {
+                    start: burst,
+                    minutes: 8,
+                    total: 25,
+                },
+            )
+            .by(ATTACKER),
             // DescribeInstances at 3/min with a ×30 spike: read-only, must stay silent.
-            Stream::new(find("ec2.amazonaws.com", "DescribeInstances", false), Rate::Poisson { per_minute: 3.0, daily_amplitude: 0.3 }),
-            Stream::new(find("ec2.amazonaws.com", "DescribeInstances", false), Rate::Burst { start: burst - 700, minutes: 10, total: 900 }),
+            Stream::new(
+                find("ec2.amazonaws.com", "DescribeInstances", false),
+                Rate::Poisson {
+                    per_minute: 3.0,
+                    daily_amplitude: 0.3,
+                },
+            ),
+            Stream::new(
+                find("ec2.amazonaws.com", "DescribeInstances", false),
+                Rate::Burst {
+                    start: burst - 700,
+                    minutes: 10,
+                    total: 900,
+                },
+            ),
         ],
     }
 }
@@ -75,14 +126,25 @@ fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
         .into_iter()
         .map(|e| e.unwrap())
         .filter(|e| e.file_type().is_file())
-        .map(|e| (e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_access_key_burst_is_the_only_insight_and_replay_is_deterministic() {
     let Some(csv) = twitter_csv() else {
-        eprintln!("SKIP: Twitter rate series not found (../shared/data/rates/twitter-1min/raw_data.csv or TRAILSIGHT_TWITTER_CSV)");
+        eprintln!(
+            "SKIP: Twitter rate series not found (../shared/data/rates/twitter-1min/raw_data.csv or TRAILSIGHT_TWITTER_CSV)"
+        );
         return;
     };
     let series = Arc::new(read_rate_csv(&csv).unwrap());
@@ -92,32 +154,69 @@ async fn create_access_key_burst_is_the_only_insight_and_replay_is_deterministic
     let stats = write_bucket(&bucket_spec(series), &bucket).unwrap();
     assert!(stats.records > 100_000, "{stats:?}");
 
-    let run = |sink: PathBuf| replay(ReplayOptions { source: bucket.clone(), sink, config: Default::default(), progress: false });
+    let run = |sink: PathBuf| {
+        replay(ReplayOptions {
+            source: bucket.clone(),
+            sink,
+            config: Default::default(),
+            progress: false,
+        })
+    };
     let first = run(dir.path().join("out1")).await.unwrap();
     assert!(first.problems.is_empty(), "{first}");
-    assert!(first.duplicates > 0, "duplicated deliveries must be recognised: {first}");
+    assert!(
+        first.duplicates > 0,
+        "duplicated deliveries must be recognised: {first}"
+    );
     let files = read_insight_files(&dir.path().join("out1")).unwrap();
     let records: Vec<_> = files.iter().flat_map(|(_, r)| r.iter()).collect();
     let summary: Vec<_> = records
         .iter()
-        .map(|r| (r.insight_details.event_name.as_str(), r.insight_details.insight_type, r.insight_details.state))
+        .map(|r| {
+            (
+                r.insight_details.event_name.as_str(),
+                r.insight_details.insight_type,
+                r.insight_details.state,
+            )
+        })
         .collect();
     assert_eq!(
         summary,
         [
-            ("CreateAccessKey", InsightType::ApiCallRateInsight, InsightState::Start),
-            ("CreateAccessKey", InsightType::ApiCallRateInsight, InsightState::End)
+            (
+                "CreateAccessKey",
+                InsightType::ApiCallRateInsight,
+                InsightState::Start
+            ),
+            (
+                "CreateAccessKey",
+                InsightType::ApiCallRateInsight,
+                InsightState::End
+            )
         ],
         "{first}"
     );
     let end = records[1];
     assert_eq!(records[0].shared_event_id, end.shared_event_id);
-    let attrs = end.insight_details.insight_context.attributions.as_ref().unwrap();
+    let attrs = end
+        .insight_details
+        .insight_context
+        .attributions
+        .as_ref()
+        .unwrap();
     assert_eq!(attrs[0].attribute, "userIdentityArn");
     assert_eq!(attrs[0].insight[0].value, ATTACKER);
-    assert_eq!(end.insight_details.insight_context.statistics.insight_duration, Some(8));
+    assert_eq!(
+        end.insight_details
+            .insight_context
+            .statistics
+            .insight_duration,
+        Some(8)
+    );
     // Organization layout and prefix are kept.
-    assert!(files.iter().all(|(k, _)| k.starts_with("trail-logs/AWSLogs/o-a1b2c3d4e5/210987654321/CloudTrail-Insight/eu-west-1/")));
+    assert!(files.iter().all(|(k, _)| k.starts_with(
+        "trail-logs/AWSLogs/o-a1b2c3d4e5/210987654321/CloudTrail-Insight/eu-west-1/"
+    )));
 
     // Determinism: a second replay writes byte-identical files under the same keys.
     let second = run(dir.path().join("out2")).await.unwrap();

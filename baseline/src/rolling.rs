@@ -58,7 +58,9 @@ impl Default for RatePrior {
     /// One call per week: 1 / 10080 ≈ 9.9e-5 calls per minute, close to the
     /// 8.8e-5 calls/minute baseline of AWS's published sparse example.
     fn default() -> Self {
-        RatePrior { floor: 1.0 / 10080.0 }
+        RatePrior {
+            floor: 1.0 / 10080.0,
+        }
     }
 }
 
@@ -82,17 +84,35 @@ impl RollingRate {
         let pos = match self.buckets.back() {
             Some(last) if last.hour == hour => self.buckets.len() - 1,
             Some(last) if last.hour < hour => {
-                self.buckets.push_back(HourBucket { hour, calls: 0, excluded: 0, sum_sq: 0 });
+                self.buckets.push_back(HourBucket {
+                    hour,
+                    calls: 0,
+                    excluded: 0,
+                    sum_sq: 0,
+                });
                 self.buckets.len() - 1
             }
             None => {
-                self.buckets.push_back(HourBucket { hour, calls: 0, excluded: 0, sum_sq: 0 });
+                self.buckets.push_back(HourBucket {
+                    hour,
+                    calls: 0,
+                    excluded: 0,
+                    sum_sq: 0,
+                });
                 0
             }
             Some(_) => match self.buckets.binary_search_by_key(&hour, |b| b.hour) {
                 Ok(i) => i,
                 Err(i) => {
-                    self.buckets.insert(i, HourBucket { hour, calls: 0, excluded: 0, sum_sq: 0 });
+                    self.buckets.insert(
+                        i,
+                        HourBucket {
+                            hour,
+                            calls: 0,
+                            excluded: 0,
+                            sum_sq: 0,
+                        },
+                    );
                     i
                 }
             },
@@ -166,8 +186,15 @@ impl RollingRate {
     /// that starts at minute `history_start` and the given prior.
     ///
     /// Evicts hours that fell out of the window.
-    pub fn stats(&mut self, now: i64, history_start: i64, window_minutes: u32, prior: RatePrior) -> BaselineStats {
-        let aligned_start = (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
+    pub fn stats(
+        &mut self,
+        now: i64,
+        history_start: i64,
+        window_minutes: u32,
+        prior: RatePrior,
+    ) -> BaselineStats {
+        let aligned_start =
+            (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
         self.evict_before(aligned_start);
         let start = aligned_start.max(history_start);
         let span = (now - start).max(0) as u64;

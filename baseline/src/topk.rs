@@ -126,7 +126,10 @@ pub struct WindowedTopK<T> {
 impl<T: Copy + Ord> WindowedTopK<T> {
     /// Empty, with `capacity` entries per day.
     pub fn new(capacity: usize) -> Self {
-        WindowedTopK { capacity, days: std::collections::VecDeque::new() }
+        WindowedTopK {
+            capacity,
+            days: std::collections::VecDeque::new(),
+        }
     }
 
     /// Counts `n` occurrences of `item` at `minute` (minutes since the epoch).
@@ -135,7 +138,11 @@ impl<T: Copy + Ord> WindowedTopK<T> {
         let pos = match self.days.iter().position(|d| d.0 == day) {
             Some(p) => p,
             None => {
-                let at = self.days.iter().position(|d| d.0 > day).unwrap_or(self.days.len());
+                let at = self
+                    .days
+                    .iter()
+                    .position(|d| d.0 > day)
+                    .unwrap_or(self.days.len());
                 self.days.insert(at, (day, SpaceSaving::new(self.capacity)));
                 at
             }

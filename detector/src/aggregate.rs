@@ -218,8 +218,17 @@ impl Aggregator {
     /// Adds one file's events. `delivered_minute` (from the file name, when known)
     /// caps how far this file can move the watermark, so one record with a
     /// skewed clock cannot close minutes early. Late events are appended to `late`.
-    pub fn push(&mut self, batch: &FileBatch, delivered_minute: Option<i64>, late: &mut Vec<LateCall>) {
-        let syms: Vec<Sym> = batch.strings.iter().map(|s| self.symbols.intern(s)).collect();
+    pub fn push(
+        &mut self,
+        batch: &FileBatch,
+        delivered_minute: Option<i64>,
+        late: &mut Vec<LateCall>,
+    ) {
+        let syms: Vec<Sym> = batch
+            .strings
+            .iter()
+            .map(|s| self.symbols.intern(s))
+            .collect();
         let mut newest = self.newest;
         for s in &batch.streams {
             let key = (syms[s.account as usize], syms[s.region as usize]);
@@ -256,15 +265,26 @@ impl Aggregator {
                 targets[0] = Some(self.key_id(base));
             }
             if e.error && self.error_rate {
-                targets[1] = Some(self.key_id(RateKey { error_code: Some(error_code), ..base }));
+                targets[1] = Some(self.key_id(RateKey {
+                    error_code: Some(error_code),
+                    ..base
+                }));
             }
             for key in targets.into_iter().flatten() {
                 if closed {
                     self.counters.late += 1;
-                    late.push(LateCall { key, minute: e.minute });
+                    late.push(LateCall {
+                        key,
+                        minute: e.minute,
+                    });
                     continue;
                 }
-                let sample = self.open.entry(e.minute).or_default().entry(key).or_default();
+                let sample = self
+                    .open
+                    .entry(e.minute)
+                    .or_default()
+                    .entry(key)
+                    .or_default();
                 sample.count += 1;
                 bump(&mut sample.attributions.principal, principal, 1);
                 bump(&mut sample.attributions.user_agent, user_agent, 1);
@@ -303,11 +323,18 @@ impl Aggregator {
         }
         let mut out = Vec::with_capacity((until - from) as usize);
         for minute in from..until {
-            let mut samples: Vec<(KeyId, MinuteSample)> =
-                self.open.remove(&minute).map(|m| m.into_iter().collect()).unwrap_or_default();
+            let mut samples: Vec<(KeyId, MinuteSample)> = self
+                .open
+                .remove(&minute)
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default();
             samples.sort_unstable_by_key(|s| s.0);
             for (_, s) in &mut samples {
-                for v in [&mut s.attributions.principal, &mut s.attributions.user_agent, &mut s.attributions.error_code] {
+                for v in [
+                    &mut s.attributions.principal,
+                    &mut s.attributions.user_agent,
+                    &mut s.attributions.error_code,
+                ] {
                     v.sort_unstable();
                 }
             }
@@ -315,7 +342,11 @@ impl Aggregator {
         }
         self.closed_before = Some(until);
         let horizon = until - DEDUP_AFTER_CLOSE_MINUTES;
-        while self.seen.first_key_value().is_some_and(|(&m, _)| m < horizon) {
+        while self
+            .seen
+            .first_key_value()
+            .is_some_and(|(&m, _)| m < horizon)
+        {
             self.seen.pop_first();
         }
         out
@@ -344,33 +375,61 @@ mod tests {
         let mut a = Aggregator::new(15, true, true);
         let mut late = Vec::new();
         a.push(
-            &batch(&[("2024-01-01T00:00:10Z", "A", "id1"), ("2024-01-01T00:00:20Z", "A", "id1"), ("2024-01-01T00:03:00Z", "A", "id2")]),
+            &batch(&[
+                ("2024-01-01T00:00:10Z", "A", "id1"),
+                ("2024-01-01T00:00:20Z", "A", "id1"),
+                ("2024-01-01T00:03:00Z", "A", "id2"),
+            ]),
             None,
             &mut late,
         );
         assert_eq!(a.counters().duplicates, 1);
-        assert!(a.close_ready().is_empty(), "nothing closes within the lateness");
-        a.push(&batch(&[("2024-01-01T00:20:00Z", "A", "id3")]), None, &mut late);
+        assert!(
+            a.close_ready().is_empty(),
+            "nothing closes within the lateness"
+        );
+        a.push(
+            &batch(&[("2024-01-01T00:20:00Z", "A", "id3")]),
+            None,
+            &mut late,
+        );
         let closed = a.close_ready();
         // newest minute 20, lateness 15: minutes 0..=4 closed
         assert_eq!(closed.len(), 5);
         assert_eq!(closed[0].samples[0].1.count, 1);
         assert_eq!(closed[3].samples[0].1.count, 1);
         assert!(closed[1].samples.is_empty());
-        a.push(&batch(&[("2024-01-01T00:01:00Z", "A", "id4"), ("2024-01-01T00:00:30Z", "A", "id1")]), None, &mut late);
+        a.push(
+            &batch(&[
+                ("2024-01-01T00:01:00Z", "A", "id4"),
+                ("2024-01-01T00:00:30Z", "A", "id1"),
+            ]),
+            None,
+            &mut late,
+        );
         assert_eq!(late.len(), 1);
         assert_eq!(a.counters().late, 1);
         assert_eq!(a.counters().duplicates, 2);
         let rest = a.close_all();
-        assert_eq!(rest.last().map(|c| c.minute), closed[0].minute.checked_add(20));
+        assert_eq!(
+            rest.last().map(|c| c.minute),
+            closed[0].minute.checked_add(20)
+        );
     }
 
     #[test]
     fn delivery_time_caps_the_watermark() {
         let mut a = Aggregator::new(15, true, true);
         let mut late = Vec::new();
-        let b = batch(&[("2024-01-01T00:00:10Z", "A", "x1"), ("2030-01-01T00:00:00Z", "A", "x2")]);
-        a.push(&b, crate::time::parse_event_minute("2024-01-01T00:05:00Z"), &mut late);
+        let b = batch(&[
+            ("2024-01-01T00:00:10Z", "A", "x1"),
+            ("2030-01-01T00:00:00Z", "A", "x2"),
+        ]);
+        a.push(
+            &b,
+            crate::time::parse_event_minute("2024-01-01T00:05:00Z"),
+            &mut late,
+        );
         assert!(a.close_ready().is_empty());
     }
 }

@@ -79,8 +79,12 @@ impl std::fmt::Display for RecordIssue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RecordIssue::MissingField(name) => write!(f, "missing {name}"),
-            RecordIssue::BadEventTime(v) => write!(f, "eventTime {v:?} is not an ISO-8601 UTC time"),
-            RecordIssue::ReadOnlyMissing => f.write_str("management event without a boolean readOnly: not counted for the call rate"),
+            RecordIssue::BadEventTime(v) => {
+                write!(f, "eventTime {v:?} is not an ISO-8601 UTC time")
+            }
+            RecordIssue::ReadOnlyMissing => f.write_str(
+                "management event without a boolean readOnly: not counted for the call rate",
+            ),
         }
     }
 }
@@ -134,6 +138,7 @@ pub struct BatchBuilder {
     index: HashMap<Box<str>, LocalSym>,
     batch: FileBatch,
     next_record: usize,
+    last_stream: Option<usize>,
 }
 
 impl BatchBuilder {
@@ -172,7 +177,8 @@ impl BatchBuilder {
             Some("eventName")
         } else if record.aws_region.is_none() {
             Some("awsRegion")
-        } else if record.recipient_account_id.is_none() && record.user_identity.account_id.is_none() {
+        } else if record.recipient_account_id.is_none() && record.user_identity.account_id.is_none()
+        {
             Some("recipientAccountId")
         } else {
             None
@@ -182,23 +188,31 @@ impl BatchBuilder {
             self.issue(index, RecordIssue::MissingField(field));
             return;
         }
-        let (Some(time), Some(source), Some(name), Some(region)) =
-            (&record.event_time, &record.event_source, &record.event_name, &record.aws_region)
-        else {
+        let (Some(time), Some(source), Some(name), Some(region)) = (
+            &record.event_time,
+            &record.event_source,
+            &record.event_name,
+            &record.aws_region,
+        ) else {
             return;
         };
-        let Some(account) = record.recipient_account_id.as_ref().or(record.user_identity.account_id.as_ref()) else {
+        let Some(account) = record
+            .recipient_account_id
+            .as_ref()
+            .or(record.user_identity.account_id.as_ref())
+        else {
             return;
         };
         let Some(minute) = parse_event_minute(time) else {
             self.batch.stats.skipped += 1;
-            self.issue(index, RecordIssue::BadEventTime(time.chars().take(64).collect()));
+            self.issue(
+                index,
+                RecordIssue::BadEventTime(time.chars().take(64).collect()),
+            );
             return;
         };
 
-        let account = self.intern(account);
-        let region = self.intern(region);
-        self.note_stream(account, region, minute);
+        let (account, region) = self.note_stream(account, region, minute);
 
         let management = record.management_event == Flag::True
             || record.event_category.as_deref() == Some("Management");
@@ -243,14 +257,43 @@ impl BatchBuilder {
         self.batch.events.push(event);
     }
 
-    fn note_stream(&mut self, account: LocalSym, region: LocalSym, minute: i64) {
-        match self.batch.streams.iter_mut().find(|s| s.account == account && s.region == region) {
-            Some(s) => {
-                s.first_minute = s.first_minute.min(minute);
-                s.last_minute = s.last_minute.max(minute);
+    /// Interns the account and Region and widens their minute span. Records of a file
+    /// nearly always share one account and Region, so the last pair is checked first.
+    fn note_stream(&mut self, account: &str, region: &str, minute: i64) -> (LocalSym, LocalSym) {
+        let last = self.last_stream.and_then(|i| {
+            let s = self.batch.streams[i];
+            let same = *self.batch.strings[s.account as usize] == *account
+                && *self.batch.strings[s.region as usize] == *region;
+            same.then_some(i)
+        });
+        let i = match last {
+            Some(i) => i,
+            None => {
+                let (a, r) = (self.intern(account), self.intern(region));
+                match self
+                    .batch
+                    .streams
+                    .iter()
+                    .position(|s| s.account == a && s.region == r)
+                {
+                    Some(i) => i,
+                    None => {
+                        self.batch.streams.push(StreamSpan {
+                            account: a,
+                            region: r,
+                            first_minute: minute,
+                            last_minute: minute,
+                        });
+                        self.batch.streams.len() - 1
+                    }
+                }
             }
-            None => self.batch.streams.push(StreamSpan { account, region, first_minute: minute, last_minute: minute }),
-        }
+        };
+        self.last_stream = Some(i);
+        let s = &mut self.batch.streams[i];
+        s.first_minute = s.first_minute.min(minute);
+        s.last_minute = s.last_minute.max(minute);
+        (s.account, s.region)
     }
 
     /// The finished batch.
@@ -309,7 +352,10 @@ mod tests {
             normalize_arn("arn:aws:sts::111122223333:assumed-role/ci-deployer/gha-run-9812"),
             "arn:aws:sts::111122223333:assumed-role/ci-deployer"
         );
-        assert_eq!(normalize_arn("arn:aws:iam::1:user/alice"), "arn:aws:iam::1:user/alice");
+        assert_eq!(
+            normalize_arn("arn:aws:iam::1:user/alice"),
+            "arn:aws:iam::1:user/alice"
+        );
     }
 
     #[test]
@@ -335,8 +381,15 @@ mod tests {
         assert_eq!(&*b.strings[b.events[1].error_code as usize], "AccessDenied");
         assert_eq!(&*b.strings[b.events[0].error_code as usize], NULL_VALUE);
         assert_eq!(b.events[0].event_id, 0xc64c4ded_ef03_4e5c_81eb_153b118d72f2);
-        assert_eq!(b.issues.last(), Some(&(5, RecordIssue::MissingField("eventTime"))));
+        assert_eq!(
+            b.issues.last(),
+            Some(&(5, RecordIssue::MissingField("eventTime")))
+        );
         // account fallback to userIdentity.accountId: the CreateRole stream exists for account "2"
-        assert!(b.streams.iter().any(|s| &*b.strings[s.account as usize] == "2"));
+        assert!(
+            b.streams
+                .iter()
+                .any(|s| &*b.strings[s.account as usize] == "2")
+        );
     }
 }

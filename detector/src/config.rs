@@ -78,8 +78,13 @@ impl DetectorConfig {
     /// Checks ranges; returns `Err(ConfigError)` naming the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, reason| Err(ConfigError { field, reason });
-        if self.windows_minutes.is_empty() || self.windows_minutes.iter().any(|&w| w == 0 || w > 1440) {
-            return bad("windows_minutes", "needs at least one window, each 1..=1440 minutes");
+        if self.windows_minutes.is_empty()
+            || self.windows_minutes.iter().any(|&w| w == 0 || w > 1440)
+        {
+            return bad(
+                "windows_minutes",
+                "needs at least one window, each 1..=1440 minutes",
+            );
         }
         if !(self.tail_probability > 0.0 && self.tail_probability < 1.0) {
             return bad("tail_probability", "must be in (0, 1)");
@@ -94,16 +99,27 @@ impl DetectorConfig {
             return bad("min_ratio", "must be a finite number >= 1");
         }
         if self.end_after_quiet_minutes == 0 || self.max_insight_minutes == 0 {
-            return bad("end_after_quiet_minutes", "end_after_quiet_minutes and max_insight_minutes must be > 0");
+            return bad(
+                "end_after_quiet_minutes",
+                "end_after_quiet_minutes and max_insight_minutes must be > 0",
+            );
         }
         if !(self.min_baseline_rate > 0.0 && self.min_baseline_rate.is_finite()) {
-            return bad("min_baseline_rate", "must be a positive number of calls per minute");
+            return bad(
+                "min_baseline_rate",
+                "must be a positive number of calls per minute",
+            );
         }
         Ok(())
     }
 
     /// The longest test window, minutes.
     pub fn max_window(&self) -> u32 {
-        self.windows_minutes.iter().copied().max().unwrap_or(1).max(5)
+        self.windows_minutes
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(5)
     }
 }

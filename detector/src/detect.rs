@@ -21,7 +21,9 @@ use std::collections::{BTreeSet, VecDeque};
 
 use trailsight_baseline::{BaselineStats, CountModel, RatePrior, RollingRate, WindowedTopK};
 
-use crate::aggregate::{AttributionCounts, ClosedMinute, KeyId, LateCall, MinuteSample, RateKey, Sym, ValueCounts};
+use crate::aggregate::{
+    AttributionCounts, ClosedMinute, KeyId, LateCall, MinuteSample, RateKey, Sym, ValueCounts,
+};
 use crate::config::DetectorConfig;
 
 /// Values kept per attribute per day for baseline attributions.
@@ -134,9 +136,13 @@ impl KeyState {
     fn learn(&mut self, minute: i64, sample: &MinuteSample) {
         self.rate.record(minute, sample.count);
         let a = self.attributions();
-        for (i, values) in [&sample.attributions.principal, &sample.attributions.user_agent, &sample.attributions.error_code]
-            .into_iter()
-            .enumerate()
+        for (i, values) in [
+            &sample.attributions.principal,
+            &sample.attributions.user_agent,
+            &sample.attributions.error_code,
+        ]
+        .into_iter()
+        .enumerate()
         {
             for &(s, n) in values {
                 a[i].offer(minute, s, u64::from(n));
@@ -149,7 +155,8 @@ impl KeyState {
         self.rate.heap_bytes()
             + self.recent.capacity() * std::mem::size_of::<(i64, MinuteSample)>()
             + self.attributions.as_ref().map_or(0, |a| {
-                std::mem::size_of::<[WindowedTopK<Sym>; 3]>() + a.iter().map(WindowedTopK::heap_bytes).sum::<usize>()
+                std::mem::size_of::<[WindowedTopK<Sym>; 3]>()
+                    + a.iter().map(WindowedTopK::heap_bytes).sum::<usize>()
             })
     }
 }
@@ -191,8 +198,15 @@ fn top_values(values: &ValueCounts, minutes: u64) -> TopValues {
 impl Detector {
     /// A detector with the given (validated) settings.
     pub fn new(config: DetectorConfig) -> Self {
-        let prior = RatePrior { floor: config.min_baseline_rate };
-        Detector { config, prior, keys: Vec::new(), open: BTreeSet::new() }
+        let prior = RatePrior {
+            floor: config.min_baseline_rate,
+        };
+        Detector {
+            config,
+            prior,
+            keys: Vec::new(),
+            open: BTreeSet::new(),
+        }
     }
 
     /// The settings.
@@ -217,7 +231,12 @@ impl Detector {
     }
 
     /// Processes one closed minute; appends decided transitions to `out`.
-    pub fn close_minute(&mut self, closed: &ClosedMinute, keys: &impl KeyLookup, out: &mut Vec<Transition>) {
+    pub fn close_minute(
+        &mut self,
+        closed: &ClosedMinute,
+        keys: &impl KeyLookup,
+        out: &mut Vec<Transition>,
+    ) {
         let m = closed.minute;
         let mut samples = closed.samples.iter().peekable();
         let open: Vec<KeyId> = self.open.iter().copied().collect();
@@ -255,7 +274,14 @@ impl Detector {
         }
     }
 
-    fn step(&mut self, id: KeyId, key: RateKey, history_start: i64, m: i64, sample: &MinuteSample) -> Option<Transition> {
+    fn step(
+        &mut self,
+        id: KeyId,
+        key: RateKey,
+        history_start: i64,
+        m: i64,
+        sample: &MinuteSample,
+    ) -> Option<Transition> {
         let cfg = self.config.clone();
         let prior = self.prior;
         let max_window = i64::from(cfg.max_window());
@@ -272,14 +298,23 @@ impl Detector {
         if sample.count == 0 {
             return None;
         }
-        let stats = st.rate.stats(m, history_start, cfg.baseline_window_minutes, prior);
+        let stats = st
+            .rate
+            .stats(m, history_start, cfg.baseline_window_minutes, prior);
         let warm = m - history_start >= i64::from(cfg.warmup_minutes);
         let per_window = cfg.tail_probability / cfg.windows_minutes.len() as f64;
         let mut best: Option<(f64, u32)> = None;
         if warm {
             for &w in &cfg.windows_minutes {
-                let sum: u64 = st.recent.iter().filter(|r| r.0 > m - i64::from(w)).map(|r| u64::from(r.1.count)).sum();
-                if sum < u64::from(cfg.min_count) || (sum as f64) < cfg.min_ratio * stats.mean * f64::from(w) {
+                let sum: u64 = st
+                    .recent
+                    .iter()
+                    .filter(|r| r.0 > m - i64::from(w))
+                    .map(|r| u64::from(r.1.count))
+                    .sum();
+                if sum < u64::from(cfg.min_count)
+                    || (sum as f64) < cfg.min_ratio * stats.mean * f64::from(w)
+                {
                     continue;
                 }
                 let p = CountModel::for_window(stats.mean, stats.variance, w).tail_probability(sum);
@@ -293,7 +328,12 @@ impl Detector {
             return None;
         };
         // Open an Insight at the first call of the triggering window.
-        let window: Vec<(i64, MinuteSample)> = st.recent.iter().filter(|r| r.0 > m - i64::from(w)).cloned().collect();
+        let window: Vec<(i64, MinuteSample)> = st
+            .recent
+            .iter()
+            .filter(|r| r.0 > m - i64::from(w))
+            .cloned()
+            .collect();
         let start = window.first().map_or(m, |r| r.0);
         for (minute, s) in &window {
             if *minute < m {
@@ -315,10 +355,23 @@ impl Detector {
             // The daily summaries cover whole days; scale them to the calls of the exact window so the
             // per-value averages add up to `baseline.average`.
             let (top, total) = a[i].top_since(from, ATTRIBUTION_VALUES);
-            let scale = if total == 0 { 0.0 } else { stats.calls as f64 / total as f64 };
-            *slot = top.into_iter().map(|(s, n)| (s, n as f64 * scale / base_minutes as f64)).collect();
+            let scale = if total == 0 {
+                0.0
+            } else {
+                stats.calls as f64 / total as f64
+            };
+            *slot = top
+                .into_iter()
+                .map(|(s, n)| (s, n as f64 * scale / base_minutes as f64))
+                .collect();
         }
-        let insight = OpenInsight { start, baseline: stats, baseline_attributions, minutes: window, last_active: m };
+        let insight = OpenInsight {
+            start,
+            baseline: stats,
+            baseline_attributions,
+            minutes: window,
+            last_active: m,
+        };
         let t = transition(key, true, &insight, m, m);
         st.recent.clear();
         st.insight = Some(Box::new(insight));
@@ -326,7 +379,13 @@ impl Detector {
         Some(t)
     }
 
-    fn step_open(&mut self, id: KeyId, key: RateKey, m: i64, sample: &MinuteSample) -> Option<Transition> {
+    fn step_open(
+        &mut self,
+        id: KeyId,
+        key: RateKey,
+        m: i64,
+        sample: &MinuteSample,
+    ) -> Option<Transition> {
         let cfg = self.config.clone();
         let st = self.state(id);
         let insight = st.insight.as_mut()?;
@@ -335,8 +394,15 @@ impl Detector {
             insight.minutes.push((m, sample.clone()));
         }
         let b = insight.baseline;
-        let sum5: u64 = insight.minutes.iter().rev().take_while(|r| r.0 > m - 5).map(|r| u64::from(r.1.count)).sum();
-        let p1 = CountModel::for_window(b.mean, b.variance, 1).tail_probability(u64::from(sample.count));
+        let sum5: u64 = insight
+            .minutes
+            .iter()
+            .rev()
+            .take_while(|r| r.0 > m - 5)
+            .map(|r| u64::from(r.1.count))
+            .sum();
+        let p1 =
+            CountModel::for_window(b.mean, b.variance, 1).tail_probability(u64::from(sample.count));
         let p5 = CountModel::for_window(b.mean, b.variance, 5).tail_probability(sum5);
         if sample.count > 0 && p1.min(p5) < cfg.end_tail_probability {
             insight.last_active = m;
@@ -393,11 +459,18 @@ impl Detector {
 
     /// Approximate heap bytes of all key state.
     pub fn heap_bytes(&self) -> usize {
-        self.keys.capacity() * std::mem::size_of::<KeyState>() + self.keys.iter().map(KeyState::heap_bytes).sum::<usize>()
+        self.keys.capacity() * std::mem::size_of::<KeyState>()
+            + self.keys.iter().map(KeyState::heap_bytes).sum::<usize>()
     }
 }
 
-fn transition(key: RateKey, start: bool, insight: &OpenInsight, event_minute: i64, decided: i64) -> Transition {
+fn transition(
+    key: RateKey,
+    start: bool,
+    insight: &OpenInsight,
+    event_minute: i64,
+    decided: i64,
+) -> Transition {
     let last = if start { decided } else { event_minute - 1 };
     let minutes = (last - insight.start + 1).max(1) as u64;
     let mut counts = AttributionCounts::default();

@@ -13,8 +13,9 @@ use crate::batch::FileBatch;
 use crate::config::{ConfigError, DetectorConfig};
 use crate::detect::{Detector, Transition};
 use crate::insight::{
-    Attribution, AttributionValue, Average, EVENT_CATEGORY, EVENT_TYPE, EVENT_VERSION, InsightContext, InsightDetails,
-    InsightRecord, InsightState, InsightType, Statistics, round_average,
+    Attribution, AttributionValue, Average, EVENT_CATEGORY, EVENT_TYPE, EVENT_VERSION,
+    InsightContext, InsightDetails, InsightRecord, InsightState, InsightType, Statistics,
+    round_average,
 };
 use crate::time::format_minute;
 
@@ -69,7 +70,11 @@ impl Engine {
     pub fn new(config: DetectorConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Engine {
-            aggregator: Aggregator::new(config.allowed_lateness_minutes, config.call_rate, config.error_rate),
+            aggregator: Aggregator::new(
+                config.allowed_lateness_minutes,
+                config.call_rate,
+                config.error_rate,
+            ),
             detector: Detector::new(config),
             late: Vec::new(),
             transitions: Vec::new(),
@@ -81,8 +86,13 @@ impl Engine {
     /// Adds one log file's events and returns the Insights records decided by the minutes it closed.
     ///
     /// `delivered_minute` is the delivery time from the file name, when known.
-    pub fn ingest(&mut self, batch: &FileBatch, delivered_minute: Option<i64>) -> Vec<EmittedInsight> {
-        self.aggregator.push(batch, delivered_minute, &mut self.late);
+    pub fn ingest(
+        &mut self,
+        batch: &FileBatch,
+        delivered_minute: Option<i64>,
+    ) -> Vec<EmittedInsight> {
+        self.aggregator
+            .push(batch, delivered_minute, &mut self.late);
         for l in self.late.drain(..) {
             self.detector.record_late(&l);
         }
@@ -100,7 +110,8 @@ impl Engine {
     fn run(&mut self, closed: &[crate::aggregate::ClosedMinute]) -> Vec<EmittedInsight> {
         let mut out = Vec::new();
         for c in closed {
-            self.detector.close_minute(c, &self.aggregator, &mut self.transitions);
+            self.detector
+                .close_minute(c, &self.aggregator, &mut self.transitions);
             for t in self.transitions.drain(..) {
                 if t.start {
                     self.started += 1;
@@ -167,18 +178,48 @@ fn key_text(agg: &Aggregator, key: &RateKey) -> String {
 /// Builds the Insights record of a transition (schema: CloudTrail Insights event, eventVersion 1.09).
 fn build_record(agg: &Aggregator, t: &Transition) -> EmittedInsight {
     let s = |x| agg.symbols.resolve(x).to_string();
-    let insight_type = if t.key.error_code.is_some() { InsightType::ApiErrorRateInsight } else { InsightType::ApiCallRateInsight };
-    let state = if t.start { InsightState::Start } else { InsightState::End };
-    let shared_name = format!("{}|{:?}|{}", key_text(agg, &t.key), insight_type, t.insight_start);
+    let insight_type = if t.key.error_code.is_some() {
+        InsightType::ApiErrorRateInsight
+    } else {
+        InsightType::ApiCallRateInsight
+    };
+    let state = if t.start {
+        InsightState::Start
+    } else {
+        InsightState::End
+    };
+    let shared_name = format!(
+        "{}|{:?}|{}",
+        key_text(agg, &t.key),
+        insight_type,
+        t.insight_start
+    );
     let shared = Uuid::new_v5(&EVENT_ID_NAMESPACE, shared_name.as_bytes());
-    let event_id = Uuid::new_v5(&EVENT_ID_NAMESPACE, format!("{shared_name}|{state:?}").as_bytes());
+    let event_id = Uuid::new_v5(
+        &EVENT_ID_NAMESPACE,
+        format!("{shared_name}|{state:?}").as_bytes(),
+    );
     let attributions = t
         .attributions
         .iter()
         .map(|a| Attribution {
             attribute: a.attribute.name().to_string(),
-            insight: a.insight.iter().map(|&(v, avg)| AttributionValue { value: s(v), average: round_average(avg) }).collect(),
-            baseline: a.baseline.iter().map(|&(v, avg)| AttributionValue { value: s(v), average: round_average(avg) }).collect(),
+            insight: a
+                .insight
+                .iter()
+                .map(|&(v, avg)| AttributionValue {
+                    value: s(v),
+                    average: round_average(avg),
+                })
+                .collect(),
+            baseline: a
+                .baseline
+                .iter()
+                .map(|&(v, avg)| AttributionValue {
+                    value: s(v),
+                    average: round_average(avg),
+                })
+                .collect(),
         })
         .collect();
     let record = InsightRecord {
@@ -198,8 +239,14 @@ fn build_record(agg: &Aggregator, t: &Transition) -> EmittedInsight {
             source_event_category: Some("Management".to_string()),
             insight_context: InsightContext {
                 statistics: Statistics {
-                    baseline: Average { average: round_average(t.baseline.average) },
-                    insight: Average { average: round_average(t.insight_calls as f64 / t.insight_minutes.max(1) as f64) },
+                    baseline: Average {
+                        average: round_average(t.baseline.average),
+                    },
+                    insight: Average {
+                        average: round_average(
+                            t.insight_calls as f64 / t.insight_minutes.max(1) as f64,
+                        ),
+                    },
                     insight_duration: Some(t.insight_minutes),
                     baseline_duration: Some(u64::from(t.baseline.minutes)),
                 },
@@ -208,7 +255,12 @@ fn build_record(agg: &Aggregator, t: &Transition) -> EmittedInsight {
         },
         event_category: EVENT_CATEGORY.to_string(),
     };
-    EmittedInsight { delivery_minute: t.decided_minute + 1, account: s(t.key.account), region: s(t.key.region), record }
+    EmittedInsight {
+        delivery_minute: t.decided_minute + 1,
+        account: s(t.key.account),
+        region: s(t.key.region),
+        record,
+    }
 }
 
 #[cfg(test)]
@@ -220,9 +272,19 @@ mod tests {
 
     const T0: &str = "2024-03-01T00:00:00Z";
 
-    fn record(minute: i64, second: i64, name: &str, read_only: bool, user: &str, error: Option<&str>, id: u64) -> String {
+    fn record(
+        minute: i64,
+        second: i64,
+        name: &str,
+        read_only: bool,
+        user: &str,
+        error: Option<&str>,
+        id: u64,
+    ) -> String {
         let t = crate::time::minute_time(minute) + chrono::Duration::seconds(second);
-        let error = error.map(|e| format!(r#","errorCode":"{e}""#)).unwrap_or_default();
+        let error = error
+            .map(|e| format!(r#","errorCode":"{e}""#))
+            .unwrap_or_default();
         format!(
             r#"{{"eventTime":"{}","eventSource":"iam.amazonaws.com","eventName":"{name}","awsRegion":"us-east-1","recipientAccountId":"111122223333","managementEvent":true,"readOnly":{read_only},"eventID":"00000000-0000-4000-8000-{id:012x}","userAgent":"ua","userIdentity":{{"arn":"arn:aws:iam::111122223333:user/{user}"}}{error}}}"#,
             t.format("%Y-%m-%dT%H:%M:%SZ")
@@ -276,16 +338,45 @@ mod tests {
         let burst = t0 + 8 * 1440 + 600;
         for k in 0..25u64 {
             let m = burst + (k as i64 * 8) / 25;
-            records.push((m, record(m, 30, "CreateAccessKey", false, "mallory", None, 1_000_000 + k)));
+            records.push((
+                m,
+                record(
+                    m,
+                    30,
+                    "CreateAccessKey",
+                    false,
+                    "mallory",
+                    None,
+                    1_000_000 + k,
+                ),
+            ));
         }
         // A read-only spike must stay silent.
         for k in 0..300u64 {
             let m = burst + 100 + (k as i64) / 30;
-            records.push((m, record(m, 40, "ListUsers", true, "reader", None, 2_000_000 + k)));
+            records.push((
+                m,
+                record(m, 40, "ListUsers", true, "reader", None, 2_000_000 + k),
+            ));
         }
         let (out, engine) = run(records);
-        let names: Vec<_> = out.iter().map(|e| (e.record.insight_details.event_name.as_str(), e.record.insight_details.state)).collect();
-        assert_eq!(names, [("CreateAccessKey", InsightState::Start), ("CreateAccessKey", InsightState::End)], "{out:#?}");
+        let names: Vec<_> = out
+            .iter()
+            .map(|e| {
+                (
+                    e.record.insight_details.event_name.as_str(),
+                    e.record.insight_details.state,
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("CreateAccessKey", InsightState::Start),
+                ("CreateAccessKey", InsightState::End)
+            ],
+            "{out:#?}"
+        );
         let start = &out[0].record;
         let end = &out[1].record;
         assert_eq!(start.shared_event_id, end.shared_event_id);
@@ -297,10 +388,21 @@ mod tests {
         assert_eq!(stats.insight.average, 25.0 / 8.0);
         assert!(stats.baseline.average < 0.01);
         assert!(stats.baseline_duration.unwrap() >= 10080);
-        let attrs = end.insight_details.insight_context.attributions.as_ref().unwrap();
+        let attrs = end
+            .insight_details
+            .insight_context
+            .attributions
+            .as_ref()
+            .unwrap();
         assert_eq!(attrs[0].attribute, "userIdentityArn");
-        assert_eq!(attrs[0].insight[0].value, "arn:aws:iam::111122223333:user/mallory");
-        assert_eq!(attrs[0].baseline[0].value, "arn:aws:iam::111122223333:user/admin");
+        assert_eq!(
+            attrs[0].insight[0].value,
+            "arn:aws:iam::111122223333:user/mallory"
+        );
+        assert_eq!(
+            attrs[0].baseline[0].value,
+            "arn:aws:iam::111122223333:user/admin"
+        );
         assert_eq!(attrs[2].insight[0].value, "null");
         assert!(engine.open_insights().is_empty());
     }
@@ -311,7 +413,18 @@ mod tests {
         let mut records = background(t0, 3);
         for k in 0..25u64 {
             let m = t0 + 600 + (k as i64) / 5;
-            records.push((m, record(m, 30, "CreateAccessKey", false, "mallory", None, 1_000_000 + k)));
+            records.push((
+                m,
+                record(
+                    m,
+                    30,
+                    "CreateAccessKey",
+                    false,
+                    "mallory",
+                    None,
+                    1_000_000 + k,
+                ),
+            ));
         }
         let (out, _) = run(records);
         assert!(out.is_empty(), "{out:#?}");
@@ -324,7 +437,18 @@ mod tests {
         let burst = t0 + 8 * 1440 + 300;
         for k in 0..150u64 {
             let m = burst + (k as i64) / 15;
-            records.push((m, record(m, 50, "GetUser", true, "mallory", Some("AccessDenied"), 3_000_000 + k)));
+            records.push((
+                m,
+                record(
+                    m,
+                    50,
+                    "GetUser",
+                    true,
+                    "mallory",
+                    Some("AccessDenied"),
+                    3_000_000 + k,
+                ),
+            ));
         }
         let (out, _) = run(records);
         assert_eq!(out.len(), 2, "{out:#?}");
@@ -342,7 +466,18 @@ mod tests {
         let mut records = background(t0, 9);
         for k in 0..10u64 {
             let m = t0 + 8 * 1440 + (k as i64);
-            records.push((m, record(m, 30, "CreateAccessKey", false, "mallory", None, 1_000_000 + k)));
+            records.push((
+                m,
+                record(
+                    m,
+                    30,
+                    "CreateAccessKey",
+                    false,
+                    "mallory",
+                    None,
+                    1_000_000 + k,
+                ),
+            ));
         }
         let (a, _) = run(records.clone());
         let (b, _) = run(records);

@@ -162,7 +162,9 @@ pub fn round_average(v: f64) -> f64 {
     let scale = 10f64.powi(digits);
     let r = (v * scale).round() / scale;
     // Re-parse through the shortest representation so the JSON text is short and stable.
-    format!("{r:.*}", digits.max(0) as usize).parse().unwrap_or(r)
+    format!("{r:.*}", digits.max(0) as usize)
+        .parse()
+        .unwrap_or(r)
 }
 
 #[cfg(test)]

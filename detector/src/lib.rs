@@ -5,14 +5,14 @@
 //! delivery order and get back Insights events (schema: CloudTrail Insights
 //! event, eventVersion 1.09).
 
-pub mod record;
-pub mod batch;
-pub mod time;
-pub mod insight;
 pub mod aggregate;
+pub mod batch;
 pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod insight;
+pub mod record;
+pub mod time;
 
 pub use batch::{BatchBuilder, BatchStats, FileBatch};
 pub use config::DetectorConfig;

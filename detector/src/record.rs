@@ -129,9 +129,12 @@ where
     match bytes[first] {
         b'[' => {
             let mut de = serde_json::Deserializer::from_slice(bytes);
-            let r = RecordsSeed { on_record: &mut on_record, count: &mut count }
-                .deserialize(&mut de)
-                .and_then(|()| de.end());
+            let r = RecordsSeed {
+                on_record: &mut on_record,
+                count: &mut count,
+            }
+            .deserialize(&mut de)
+            .and_then(|()| de.end());
             if let Err(e) = r {
                 outcome.error = Some(syntax_error(bytes, 0, &e));
             }
@@ -139,9 +142,13 @@ where
         b'{' => {
             let mut found = false;
             let mut de = serde_json::Deserializer::from_slice(bytes);
-            let r = TopLevelSeed { on_record: &mut on_record, count: &mut count, found: &mut found }
-                .deserialize(&mut de)
-                .and_then(|()| de.end());
+            let r = TopLevelSeed {
+                on_record: &mut on_record,
+                count: &mut count,
+                found: &mut found,
+            }
+            .deserialize(&mut de)
+            .and_then(|()| de.end());
             match r {
                 Ok(()) if found => {}
                 Err(e) if found => outcome.error = Some(syntax_error(bytes, 0, &e)),
@@ -151,9 +158,12 @@ where
                     for line in bytes.split(|&b| b == b'\n') {
                         if !line.iter().all(u8::is_ascii_whitespace) {
                             let mut d = serde_json::Deserializer::from_slice(line);
-                            let r = RecordSeed { on_record: &mut on_record, count: &mut count }
-                                .deserialize(&mut d)
-                                .and_then(|()| d.end());
+                            let r = RecordSeed {
+                                on_record: &mut on_record,
+                                count: &mut count,
+                            }
+                            .deserialize(&mut d)
+                            .and_then(|()| d.end());
                             if let Err(e) = r {
                                 outcome.bad_lines += 1;
                                 if outcome.error.is_none() {
@@ -233,7 +243,10 @@ impl<'de, F: FnMut(Record<'de>)> Visitor<'de> for TopLevelSeed<'_, F> {
         while let Some(key) = map.next_key::<Lenient<'de>>()? {
             if key.0.as_deref() == Some("Records") {
                 *self.found = true;
-                map.next_value_seed(RecordsSeed { on_record: &mut *self.on_record, count: &mut *self.count })?;
+                map.next_value_seed(RecordsSeed {
+                    on_record: &mut *self.on_record,
+                    count: &mut *self.count,
+                })?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -284,7 +297,10 @@ impl<'de, F: FnMut(Record<'de>)> Visitor<'de> for RecordsSeed<'_, F> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq
-            .next_element_seed(RecordSeed { on_record: &mut *self.on_record, count: &mut *self.count })?
+            .next_element_seed(RecordSeed {
+                on_record: &mut *self.on_record,
+                count: &mut *self.count,
+            })?
             .is_some()
         {}
         Ok(())
@@ -376,7 +392,9 @@ impl<'de> Visitor<'de> for RecordVisitor {
                 "eventSource" => r.event_source = map.next_value::<Lenient<'de>>()?.0,
                 "eventName" => r.event_name = map.next_value::<Lenient<'de>>()?.0,
                 "awsRegion" => r.aws_region = map.next_value::<Lenient<'de>>()?.0,
-                "recipientAccountId" => r.recipient_account_id = map.next_value::<Lenient<'de>>()?.0,
+                "recipientAccountId" => {
+                    r.recipient_account_id = map.next_value::<Lenient<'de>>()?.0
+                }
                 "eventID" => r.event_id = map.next_value::<Lenient<'de>>()?.0,
                 "eventType" => r.event_type = map.next_value::<Lenient<'de>>()?.0,
                 "eventCategory" => r.event_category = map.next_value::<Lenient<'de>>()?.0,
@@ -502,6 +520,7 @@ impl<'de> Visitor<'de> for FlagVisitor {
     }
 }
 
+#[derive(Default)]
 struct IdentityValue<'a>(UserIdentity<'a>);
 
 impl<'de> de::Deserialize<'de> for IdentityValue<'de> {
@@ -534,12 +553,6 @@ impl<'de> Visitor<'de> for IdentityVisitor {
     ignore_scalars!(IdentityValue<'de>);
 }
 
-impl Default for IdentityValue<'_> {
-    fn default() -> Self {
-        IdentityValue(UserIdentity::default())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,7 +577,10 @@ mod tests {
         assert!(o.error.is_none());
         assert_eq!(v[0].read_only, Flag::False);
         assert_eq!(v[0].management_event, Flag::True);
-        assert_eq!(v[0].user_identity.arn.as_deref(), Some("arn:aws:iam::1:user/a"));
+        assert_eq!(
+            v[0].user_identity.arn.as_deref(),
+            Some("arn:aws:iam::1:user/a")
+        );
         assert_eq!(v[0].user_agent.as_deref(), Some("café"));
         assert!(matches!(v[0].event_source, Some(Cow::Borrowed(_))));
         assert_eq!(v[1].event_time, None);
@@ -585,7 +601,12 @@ mod tests {
     fn json_lines_skip_only_bad_lines() {
         let text = b"{\"eventName\":\"A\"}\n{\"eventName\": oops}\n\n{\"eventName\":\"C\"}\n";
         let (v, o) = collect(text);
-        assert_eq!(v.iter().map(|r| r.event_name.as_deref().unwrap_or("")).collect::<Vec<_>>(), ["A", "C"]);
+        assert_eq!(
+            v.iter()
+                .map(|r| r.event_name.as_deref().unwrap_or(""))
+                .collect::<Vec<_>>(),
+            ["A", "C"]
+        );
         assert_eq!(o.bad_lines, 1);
         let e = o.error.expect("error");
         assert_eq!(e.line, 2);
@@ -607,7 +628,13 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for input in [&b"\xff\xfe{"[..], b"{\"Records\":", b"[[[", b"{\"Records\":[1,\"x\",null,[]]}", b"}"] {
+        for input in [
+            &b"\xff\xfe{"[..],
+            b"{\"Records\":",
+            b"[[[",
+            b"{\"Records\":[1,\"x\",null,[]]}",
+            b"}",
+        ] {
             let _ = collect(input);
         }
     }

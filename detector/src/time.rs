@@ -6,7 +6,14 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 pub fn parse_event_minute(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     // Fast path for CloudTrail's own form, `2024-07-30T21:53:13Z`.
-    if b.len() == 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':' && b[19] == b'Z' {
+    if b.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z'
+    {
         let num = |r: std::ops::Range<usize>| -> Option<u32> {
             let mut v = 0u32;
             for &c in &b[r] {
@@ -22,7 +29,9 @@ pub fn parse_event_minute(s: &str) -> Option<i64> {
         if h > 23 || m > 59 || sec > 60 {
             return None;
         }
-        let days = i64::from(date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days());
+        let days = date
+            .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?)
+            .num_days();
         return Some(days * 1440 + i64::from(h) * 60 + i64::from(m));
     }
     let t = DateTime::parse_from_rfc3339(s).ok()?;
@@ -31,7 +40,9 @@ pub fn parse_event_minute(s: &str) -> Option<i64> {
 
 /// The UTC time of a minute.
 pub fn minute_time(minute: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(minute.saturating_mul(60), 0).single().unwrap_or_default()
+    Utc.timestamp_opt(minute.saturating_mul(60), 0)
+        .single()
+        .unwrap_or_default()
 }
 
 /// `YYYY-MM-DDTHH:MM:00Z`, the minute-aligned `eventTime` of Insights events.
@@ -47,9 +58,18 @@ mod tests {
     #[test]
     fn parses_cloudtrail_times() {
         assert_eq!(parse_event_minute("1970-01-01T00:01:59Z"), Some(1));
-        assert_eq!(parse_event_minute("2024-07-30T21:53:13Z"), Some(1_722_376_380 / 60));
-        assert_eq!(parse_event_minute("2024-07-30T21:53:13.250Z"), Some(1_722_376_380 / 60));
-        assert_eq!(parse_event_minute("2024-07-30T23:53:13+02:00"), Some(1_722_376_380 / 60));
+        assert_eq!(
+            parse_event_minute("2024-07-30T21:53:13Z"),
+            Some(1_722_376_380 / 60)
+        );
+        assert_eq!(
+            parse_event_minute("2024-07-30T21:53:13.250Z"),
+            Some(1_722_376_380 / 60)
+        );
+        assert_eq!(
+            parse_event_minute("2024-07-30T23:53:13+02:00"),
+            Some(1_722_376_380 / 60)
+        );
         assert_eq!(parse_event_minute("2024-02-30T21:53:13Z"), None);
         assert_eq!(parse_event_minute("yesterday"), None);
     }

@@ -14,7 +14,9 @@ pub struct LocalSink {
 impl LocalSink {
     /// A sink writing under `root` (created on first write).
     pub fn new(root: &Path) -> Self {
-        LocalSink { root: root.to_path_buf() }
+        LocalSink {
+            root: root.to_path_buf(),
+        }
     }
 
     /// Writes one file at `<root>/<key>`; returns its path.
@@ -26,7 +28,9 @@ impl LocalSink {
         std::fs::create_dir_all(dir).map_err(|e| with_path(e, dir))?;
         let tmp = path.with_extension("gz.tmp");
         let mut f = std::fs::File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
-        f.write_all(&file.body).and_then(|()| f.sync_all()).map_err(|e| with_path(e, &tmp))?;
+        f.write_all(&file.body)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| with_path(e, &tmp))?;
         std::fs::rename(&tmp, &path).map_err(|e| with_path(e, &path))?;
         Ok(path)
     }

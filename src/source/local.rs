@@ -26,11 +26,17 @@ pub struct Listing {
 pub fn list(root: &Path) -> std::io::Result<Listing> {
     std::fs::metadata(root)?;
     let mut listing = Listing::default();
-    for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+                let path = e
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 listing.unreadable.push((path, e.to_string()));
                 continue;
             }
@@ -42,7 +48,10 @@ pub fn list(root: &Path) -> std::io::Result<Listing> {
         let key = if rel.as_os_str().is_empty() {
             entry.file_name().to_string_lossy().into_owned()
         } else {
-            rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+            rel.components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/")
         };
         if !is_log_file_name(&key) {
             listing.other += 1;
@@ -54,7 +63,12 @@ pub fn list(root: &Path) -> std::io::Result<Listing> {
             KeyKind::Insight => listing.insights += 1,
             KeyKind::Log => {
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                listing.files.push(SourceFile { key, path: entry.path().to_path_buf(), info, size });
+                listing.files.push(SourceFile {
+                    key,
+                    path: entry.path().to_path_buf(),
+                    info,
+                    size,
+                });
             }
         }
     }

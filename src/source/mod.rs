@@ -22,5 +22,10 @@ pub struct SourceFile {
 
 /// Sorts files into processing order: delivery time (files without one first), then key.
 pub fn sort_for_processing(files: &mut [SourceFile]) {
-    files.sort_by(|a, b| a.info.delivered_minute.cmp(&b.info.delivered_minute).then_with(|| a.key.cmp(&b.key)));
+    files.sort_by(|a, b| {
+        a.info
+            .delivered_minute
+            .cmp(&b.info.delivered_minute)
+            .then_with(|| a.key.cmp(&b.key))
+    });
 }
