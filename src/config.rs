@@ -13,6 +13,11 @@
 //! end_after_quiet_minutes = 5
 //! max_insight_minutes = 1440
 //! min_baseline_rate = 9.92063492063492e-5 # calls per minute (1/10080)
+//! seasonality = true
+//! profile_window_minutes = 40320 # 28 days of hourly history for daily/weekly profiles
+//! min_profile_days = 3
+//! min_profile_weeks = 2
+//! seasonal_floor_fraction = 0.05
 //! call_rate = true
 //! error_rate = true
 //! ```

@@ -15,7 +15,7 @@ pub mod rolling;
 pub mod tail;
 pub mod topk;
 
-pub use rolling::{BaselineStats, RatePrior, RollingRate};
+pub use rolling::{BaselineStats, HourProfile, RatePrior, RollingRate};
 pub use tail::{CountModel, count_tail_probability};
 pub use topk::{SpaceSaving, WindowedTopK};
 

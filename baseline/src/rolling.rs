@@ -64,13 +64,34 @@ impl Default for RatePrior {
     }
 }
 
+/// Per-minute statistics of one phase of a daily or weekly cycle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HourProfile {
+    /// Mean calls per minute in hours of this phase, floored.
+    pub mean: f64,
+    /// Per-minute variance, never below `mean`.
+    pub variance: f64,
+    /// Hours of this phase that were observed (days for a daily cycle, weeks for a weekly one).
+    pub samples: u32,
+}
+
+/// `(average, floored mean, variance ≥ mean)` of `n` minutes holding `calls` calls and `sum_sq` Σcount².
+fn moments(calls: u64, sum_sq: u64, n: u64, floor: f64) -> (f64, f64, f64) {
+    if n == 0 {
+        let f = floor.max(f64::MIN_POSITIVE);
+        return (0.0, f, f);
+    }
+    let nf = n as f64;
+    let average = calls as f64 / nf;
+    let mean = average.max(floor).max(f64::MIN_POSITIVE);
+    let variance = (sum_sq as f64 / nf - average * average).max(mean);
+    (average, mean, variance)
+}
+
 /// Rolling per-minute counts of one key (calls per minute, UTC minute buckets).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RollingRate {
     buckets: VecDeque<HourBucket>,
-    calls: u64,
-    sum_sq: u64,
-    excluded: u64,
 }
 
 impl RollingRate {
@@ -129,8 +150,6 @@ impl RollingRate {
         let b = self.bucket_mut(minute);
         b.calls = b.calls.saturating_add(count);
         b.sum_sq = b.sum_sq.saturating_add(sq);
-        self.calls = self.calls.saturating_add(u64::from(count));
-        self.sum_sq = self.sum_sq.saturating_add(sq);
     }
 
     /// Marks the closed minute `minute` as excluded from the baseline (it lies
@@ -138,7 +157,6 @@ impl RollingRate {
     pub fn exclude(&mut self, minute: i64) {
         let b = self.bucket_mut(minute);
         b.excluded = b.excluded.saturating_add(1);
-        self.excluded += 1;
     }
 
     /// Takes back `count` calls recorded at `minute` (they turned out to belong to an Insight).
@@ -150,8 +168,6 @@ impl RollingRate {
             let sq = (u64::from(c) * u64::from(c)).min(b.sum_sq);
             b.calls -= c;
             b.sum_sq -= sq;
-            self.calls -= u64::from(c);
-            self.sum_sq -= sq;
         }
     }
 
@@ -160,10 +176,7 @@ impl RollingRate {
         let hour = minute.div_euclid(MINUTES_PER_HOUR);
         if let Ok(i) = self.buckets.binary_search_by_key(&hour, |b| b.hour) {
             let b = &mut self.buckets[i];
-            if b.excluded > 0 {
-                b.excluded -= 1;
-                self.excluded -= 1;
-            }
+            b.excluded = b.excluded.saturating_sub(1);
         }
     }
 
@@ -174,9 +187,6 @@ impl RollingRate {
             if first.hour >= cutoff_hour {
                 break;
             }
-            self.calls -= u64::from(first.calls);
-            self.sum_sq -= first.sum_sq;
-            self.excluded -= u64::from(first.excluded);
             self.buckets.pop_front();
         }
     }
@@ -185,9 +195,10 @@ impl RollingRate {
     /// just before `now`), with a window of `window_minutes` minutes, a history
     /// that starts at minute `history_start` and the given prior.
     ///
-    /// Evicts hours that fell out of the window.
+    /// Reads the newest hours only (at most `window_minutes / 60 + 1` buckets);
+    /// older hours stay for [`RollingRate::hour_profile`] until [`RollingRate::evict_before`].
     pub fn stats(
-        &mut self,
+        &self,
         now: i64,
         history_start: i64,
         window_minutes: u32,
@@ -195,34 +206,92 @@ impl RollingRate {
     ) -> BaselineStats {
         let aligned_start =
             (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
-        self.evict_before(aligned_start);
+        let first_hour = aligned_start.div_euclid(MINUTES_PER_HOUR);
+        let now_hour = now.div_euclid(MINUTES_PER_HOUR);
+        let (mut calls, mut sum_sq, mut excluded) = (0u64, 0u64, 0u64);
+        for b in self
+            .buckets
+            .iter()
+            .rev()
+            .take_while(|b| b.hour >= first_hour)
+        {
+            if b.hour <= now_hour {
+                calls += u64::from(b.calls);
+                sum_sq += b.sum_sq;
+                excluded += u64::from(b.excluded);
+            }
+        }
         let start = aligned_start.max(history_start);
         let span = (now - start).max(0) as u64;
-        let n = span.saturating_sub(self.excluded);
-        let nf = n as f64;
-        let calls = self.calls as f64;
-        let average = if n == 0 { 0.0 } else { calls / nf };
-        let (mean, variance) = if n == 0 {
-            (prior.floor, prior.floor)
-        } else {
-            let second = self.sum_sq as f64 / nf;
-            let mean = average.max(prior.floor);
-            (mean, (second - average * average).max(mean))
-        };
-        let mean = mean.max(f64::MIN_POSITIVE);
-        let variance = variance.max(mean);
+        let n = span.saturating_sub(excluded);
+        let (average, mean, variance) = moments(calls, sum_sq, n, prior.floor);
         BaselineStats {
             average,
             mean,
             variance,
             minutes: u32::try_from(n).unwrap_or(u32::MAX),
-            calls: self.calls,
+            calls,
         }
+    }
+
+    /// Per-minute statistics of the hours that share a phase with `hour` in a
+    /// cycle of `period_hours` (24: the same hour of the day; 168: the same hour
+    /// of the week), over the complete hours of the last `profile_minutes`
+    /// before `hour`, since `history_start`.
+    ///
+    /// Returns `None` when fewer than `min_samples` such hours have elapsed.
+    pub fn hour_profile(
+        &self,
+        hour: i64,
+        history_start: i64,
+        profile_minutes: u32,
+        period_hours: i64,
+        min_samples: u32,
+        floor: f64,
+    ) -> Option<HourProfile> {
+        let first_hour =
+            (hour * MINUTES_PER_HOUR - i64::from(profile_minutes)).div_euclid(MINUTES_PER_HOUR);
+        let history_hour = (history_start + MINUTES_PER_HOUR - 1).div_euclid(MINUTES_PER_HOUR);
+        let from = first_hour.max(history_hour);
+        let phase = hour.rem_euclid(period_hours);
+        // Elapsed hours with the same phase in [from, hour).
+        let first_same = from + (phase - from.rem_euclid(period_hours)).rem_euclid(period_hours);
+        if first_same >= hour {
+            return None;
+        }
+        let samples = ((hour - 1 - first_same) / period_hours + 1) as u32;
+        if samples < min_samples {
+            return None;
+        }
+        let (mut calls, mut sum_sq, mut excluded) = (0u64, 0u64, 0u64);
+        for b in self
+            .buckets
+            .iter()
+            .rev()
+            .skip_while(|b| b.hour >= hour)
+            .take_while(|b| b.hour >= from)
+        {
+            if b.hour.rem_euclid(period_hours) == phase {
+                calls += u64::from(b.calls);
+                sum_sq += b.sum_sq;
+                excluded += u64::from(b.excluded);
+            }
+        }
+        let n = (u64::from(samples) * MINUTES_PER_HOUR as u64).saturating_sub(excluded);
+        if n == 0 {
+            return None;
+        }
+        let (_, mean, variance) = moments(calls, sum_sq, n, floor);
+        Some(HourProfile {
+            mean,
+            variance,
+            samples,
+        })
     }
 
     /// Calls currently held (all retained hours).
     pub fn calls(&self) -> u64 {
-        self.calls
+        self.buckets.iter().map(|b| u64::from(b.calls)).sum()
     }
 
     /// Heap bytes used by the retained hours.
@@ -257,6 +326,8 @@ mod tests {
         r.record(0, 50);
         r.record(20_000, 2);
         let s = r.stats(20_060, 0, 10080, NO_PRIOR);
+        r.evict_before(20_060 - 10080);
+        assert_eq!(r.calls(), 2);
         assert_eq!(s.calls, 2);
         assert!(s.minutes >= 10080 && s.minutes < 10080 + 60);
     }
@@ -291,6 +362,33 @@ mod tests {
         r.record(300, 1);
         r.evict_before(120);
         assert_eq!(r.calls(), 2);
+    }
+
+    #[test]
+    fn daily_profile_sees_the_nightly_job() {
+        let mut r = RollingRate::new();
+        // 10 days: 30 calls at 02:00–02:04 every night, nothing else.
+        for day in 0..10 {
+            for m in 0..5 {
+                r.record(day * 1440 + 120 + m, 6);
+            }
+        }
+        let now_hour = 10 * 24 + 2;
+        let night = r.hour_profile(now_hour, 0, 40320, 24, 3, 1e-4).unwrap();
+        assert_eq!(night.samples, 10);
+        assert!((night.mean - 0.5).abs() < 1e-12, "{night:?}");
+        assert!(night.variance > night.mean);
+        let afternoon = r.hour_profile(10 * 24 + 14, 0, 40320, 24, 3, 1e-4).unwrap();
+        assert_eq!(afternoon.mean, 1e-4);
+        // Too little history: no profile.
+        assert!(r.hour_profile(2 * 24 + 2, 0, 40320, 24, 3, 1e-4).is_none());
+        // Weekly: 10 days hold one earlier sample of this hour of the week.
+        assert!(r.hour_profile(now_hour, 0, 40320, 168, 2, 1e-4).is_none());
+        assert_eq!(
+            r.hour_profile(now_hour, 0, 40320, 168, 1, 1e-4)
+                .map(|p| p.samples),
+            Some(1)
+        );
     }
 
     proptest! {

@@ -38,6 +38,19 @@ pub struct DetectorConfig {
     /// history is judged as if called at least this often. Default 1/10080
     /// (once a week; AWS's sparse example has a baseline of 8.8e-5).
     pub min_baseline_rate: f64,
+    /// Learn daily and weekly profiles of each key's rate, so recurring
+    /// activity (a nightly deploy, a weekly batch) is judged against its own
+    /// hour. Default true.
+    pub seasonality: bool,
+    /// History kept for the profiles, minutes. Default 40320 (28 days, as AWS trains on).
+    pub profile_window_minutes: u32,
+    /// Days of history an hour of the day needs before its daily profile is used. Default 3.
+    pub min_profile_days: u32,
+    /// Weeks of history an hour of the week needs before its weekly profile is used. Default 2.
+    pub min_profile_weeks: u32,
+    /// Floor of a seasonal profile as a fraction of the key's 7-day mean rate, so
+    /// an hour that was always quiet is not infinitely sensitive. Default 0.05.
+    pub seasonal_floor_fraction: f64,
     /// Raise `ApiCallRateInsight`. Default true.
     pub call_rate: bool,
     /// Raise `ApiErrorRateInsight`. Default true.
@@ -58,6 +71,11 @@ impl Default for DetectorConfig {
             end_after_quiet_minutes: 5,
             max_insight_minutes: 1440,
             min_baseline_rate: 1.0 / 10080.0,
+            seasonality: true,
+            profile_window_minutes: 40320,
+            min_profile_days: 3,
+            min_profile_weeks: 2,
+            seasonal_floor_fraction: 0.05,
             call_rate: true,
             error_rate: true,
         }
@@ -97,6 +115,15 @@ impl DetectorConfig {
         }
         if self.min_ratio < 1.0 || !self.min_ratio.is_finite() {
             return bad("min_ratio", "must be a finite number >= 1");
+        }
+        if self.min_profile_days == 0 || self.min_profile_weeks == 0 {
+            return bad(
+                "min_profile_days",
+                "min_profile_days and min_profile_weeks must be > 0",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.seasonal_floor_fraction) {
+            return bad("seasonal_floor_fraction", "must be in [0, 1]");
         }
         if self.end_after_quiet_minutes == 0 || self.max_insight_minutes == 0 {
             return bad(

@@ -11,11 +11,18 @@
 //! significant minute opens an Insight that starts at the first call of the
 //! triggering window.
 //!
+//! With enough history the baseline is seasonal: the same hour of the day
+//! (±1 hour, the busiest) over the profile window, and the same hour of the
+//! week; a window is unusual only if it is unusual under each of them. Before
+//! that, the plain 7-day baseline is used.
+//!
 //! While an Insight is open its minutes are kept out of the baseline (a long
 //! attack cannot make itself normal). It ends after `end_after_quiet_minutes`
 //! minutes with no unusual minute; the `End` time is the minute after the last
-//! unusual one. An Insight that lasts `max_insight_minutes` is a level shift: it
-//! ends and its minutes join the baseline.
+//! unusual one. Its unusual minutes stay out of the baseline unless the key had
+//! an Insight at about the same time of day before (recurring activity, which
+//! the daily profile should learn). An Insight that lasts `max_insight_minutes`
+//! is a level shift: it ends and its minutes join the baseline.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -28,6 +35,10 @@ use crate::config::DetectorConfig;
 
 /// Values kept per attribute per day for baseline attributions.
 const BASELINE_TOPK_CAPACITY: usize = 8;
+/// Insights starting within this many minutes of the same time of day as an earlier one are recurring.
+const RECURRENCE_TOLERANCE_MINUTES: i64 = 60;
+/// Earlier Insight starts remembered per key.
+const MAX_PAST_STARTS: usize = 16;
 /// Attribution values reported per attribute (as AWS).
 pub const ATTRIBUTION_VALUES: usize = 5;
 
@@ -107,10 +118,26 @@ pub struct OpenInsightInfo {
 struct OpenInsight {
     start: i64,
     baseline: BaselineStats,
+    /// The baseline model the Insight was judged against; its minutes are judged against it too.
+    model: Model,
     baseline_attributions: [TopValues; 3],
     /// Nonzero minutes since `start`, in order.
     minutes: Vec<(i64, MinuteSample)>,
     last_active: i64,
+}
+
+/// A per-minute count model: mean and variance, calls per minute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Model {
+    mean: f64,
+    variance: f64,
+}
+
+/// Seasonal models of one hour, cached for the hour.
+#[derive(Debug, Clone, Default)]
+struct SeasonCache {
+    hour: i64,
+    models: Vec<Model>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,9 +147,72 @@ struct KeyState {
     recent: VecDeque<(i64, MinuteSample)>,
     attributions: Option<Box<[WindowedTopK<Sym>; 3]>>,
     insight: Option<Box<OpenInsight>>,
+    season: [Option<Box<SeasonCache>>; 2],
+    /// Start minutes of this key's recent Insights (recurrence detection).
+    past_starts: Vec<i64>,
 }
 
 impl KeyState {
+    /// The seasonal models of `hour`: the daily profile (the busiest of the same hour, the hour
+    /// before and the hour after, over the profile window, once `min_profile_days` days are
+    /// known) and the weekly profile (same hour of the week, once `min_profile_weeks` weeks are
+    /// known). Empty when seasonality is off or the history is too short. Cached per hour.
+    fn seasonal(
+        &mut self,
+        hour: i64,
+        history_start: i64,
+        cfg: &DetectorConfig,
+        floor: f64,
+    ) -> Vec<Model> {
+        if !cfg.seasonality {
+            return Vec::new();
+        }
+        let slot = hour.rem_euclid(2) as usize;
+        if let Some(c) = &self.season[slot]
+            && c.hour == hour
+        {
+            return c.models.clone();
+        }
+        let window = cfg.profile_window_minutes;
+        let mut models = Vec::new();
+        let daily = (-1..=1)
+            .filter_map(|d| {
+                self.rate.hour_profile(
+                    hour + d,
+                    history_start,
+                    window,
+                    24,
+                    cfg.min_profile_days,
+                    floor,
+                )
+            })
+            .max_by(|a, b| a.mean.total_cmp(&b.mean));
+        if let Some(p) = daily {
+            models.push(Model {
+                mean: p.mean,
+                variance: p.variance,
+            });
+        }
+        if let Some(p) = self.rate.hour_profile(
+            hour,
+            history_start,
+            window,
+            168,
+            cfg.min_profile_weeks,
+            floor,
+        ) {
+            models.push(Model {
+                mean: p.mean,
+                variance: p.variance,
+            });
+        }
+        self.season[slot] = Some(Box::new(SeasonCache {
+            hour,
+            models: models.clone(),
+        }));
+        models
+    }
+
     fn attributions(&mut self) -> &mut [WindowedTopK<Sym>; 3] {
         self.attributions.get_or_insert_with(|| {
             Box::new([
@@ -298,13 +388,19 @@ impl Detector {
         if sample.count == 0 {
             return None;
         }
+        st.rate.evict_before(
+            m - i64::from(cfg.profile_window_minutes.max(cfg.baseline_window_minutes)),
+        );
         let stats = st
             .rate
             .stats(m, history_start, cfg.baseline_window_minutes, prior);
         let warm = m - history_start >= i64::from(cfg.warmup_minutes);
         let per_window = cfg.tail_probability / cfg.windows_minutes.len() as f64;
-        let mut best: Option<(f64, u32)> = None;
+        let mut best: Option<(f64, u32, Model)> = None;
         if warm {
+            let hour = m.div_euclid(60);
+            let now_models = st.seasonal(hour, history_start, &cfg, prior.floor);
+            let prev_models = st.seasonal(hour - 1, history_start, &cfg, prior.floor);
             for &w in &cfg.windows_minutes {
                 let sum: u64 = st
                     .recent
@@ -312,18 +408,48 @@ impl Detector {
                     .filter(|r| r.0 > m - i64::from(w))
                     .map(|r| u64::from(r.1.count))
                     .sum();
-                if sum < u64::from(cfg.min_count)
-                    || (sum as f64) < cfg.min_ratio * stats.mean * f64::from(w)
-                {
+                if sum < u64::from(cfg.min_count) {
                     continue;
                 }
-                let p = CountModel::for_window(stats.mean, stats.variance, w).tail_probability(sum);
-                if p < per_window && best.is_none_or(|b| p < b.0) {
-                    best = Some((p, w));
+                // The window is unusual only if it is unusual under every applicable model: the
+                // seasonal profiles of this hour (and of the previous one when the window reaches
+                // into it), or the plain 7-day baseline when no profile has enough history yet.
+                let reaches_back = i64::from(w) > m.rem_euclid(60) + 1;
+                let mut models: Vec<Model> = now_models.clone();
+                if reaches_back {
+                    models.extend(prev_models.iter().copied());
+                }
+                if models.is_empty() {
+                    models.push(Model {
+                        mean: stats.mean,
+                        variance: stats.variance,
+                    });
+                }
+                let seasonal_floor = cfg.seasonal_floor_fraction * stats.mean;
+                let mut p = 0.0f64;
+                let mut strictest = Model {
+                    mean: 0.0,
+                    variance: 0.0,
+                };
+                for model in &mut models {
+                    model.mean = model.mean.max(seasonal_floor).max(prior.floor);
+                    model.variance = model.variance.max(model.mean);
+                    p = p.max(
+                        CountModel::for_window(model.mean, model.variance, w).tail_probability(sum),
+                    );
+                    if model.mean > strictest.mean {
+                        strictest = *model;
+                    }
+                }
+                if (sum as f64) < cfg.min_ratio * strictest.mean * f64::from(w) {
+                    continue;
+                }
+                if p < per_window && best.as_ref().is_none_or(|b| p < b.0) {
+                    best = Some((p, w, strictest));
                 }
             }
         }
-        let Some((_, w)) = best else {
+        let Some((_, w, model)) = best else {
             st.learn(m, sample);
             return None;
         };
@@ -368,6 +494,7 @@ impl Detector {
         let insight = OpenInsight {
             start,
             baseline: stats,
+            model,
             baseline_attributions,
             minutes: window,
             last_active: m,
@@ -393,7 +520,7 @@ impl Detector {
         if sample.count > 0 {
             insight.minutes.push((m, sample.clone()));
         }
-        let b = insight.baseline;
+        let b = insight.model;
         let sum5: u64 = insight
             .minutes
             .iter()
@@ -419,9 +546,26 @@ impl Detector {
             insight.last_active = m;
         }
         let end = insight.last_active + 1;
-        // Minutes after the last unusual one were normal: back into the baseline.
-        // After a level shift every minute of the Insight joins the baseline.
-        let rejoin_from = if level_shift { insight.start } else { end };
+        // Minutes after the last unusual one were normal: back into the baseline. After a level
+        // shift, or when the key already had an Insight at about this time of day (recurring
+        // activity such as a new nightly job), every minute of the Insight joins the baseline,
+        // so the daily profile learns it; otherwise the unusual minutes stay out.
+        let day = 1440;
+        let recurring = st.past_starts.iter().any(|&s| {
+            let d = (insight.start - s).rem_euclid(day);
+            d <= RECURRENCE_TOLERANCE_MINUTES || d >= day - RECURRENCE_TOLERANCE_MINUTES
+        });
+        st.past_starts
+            .retain(|&s| s > m - i64::from(cfg.profile_window_minutes));
+        if st.past_starts.len() >= MAX_PAST_STARTS {
+            st.past_starts.remove(0);
+        }
+        st.past_starts.push(insight.start);
+        let rejoin_from = if level_shift || recurring {
+            insight.start
+        } else {
+            end
+        };
         for minute in rejoin_from..=m {
             st.rate.include(minute);
         }

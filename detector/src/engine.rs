@@ -460,6 +460,94 @@ mod tests {
         assert!(attrs[0].baseline.is_empty());
     }
 
+    fn lambda_record(minute: i64, second: i64, id: u64) -> String {
+        record(
+            minute,
+            second,
+            "UpdateFunctionCode",
+            false,
+            "deployer",
+            None,
+            id,
+        )
+    }
+
+    #[test]
+    fn nightly_deploy_is_learnt_and_the_same_burst_at_2pm_is_not() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 12);
+        let mut id = 5_000_000;
+        // Every night at 02:00: 40 calls in 5 minutes.
+        for day in 0..12 {
+            for k in 0..40 {
+                id += 1;
+                let m = t0 + day * 1440 + 120 + k / 8;
+                records.push((m, lambda_record(m, (k % 8) * 7, id)));
+            }
+        }
+        // The same burst at 14:00 on day 10.
+        let rogue = t0 + 10 * 1440 + 14 * 60;
+        for k in 0..40 {
+            id += 1;
+            let m = rogue + k / 8;
+            records.push((m, lambda_record(m, (k % 8) * 7, id)));
+        }
+        let (out, _) = run(records);
+        let starts: Vec<String> = out
+            .iter()
+            .filter(|e| e.record.insight_details.state == InsightState::Start)
+            .map(|e| e.record.event_time.clone())
+            .collect();
+        let after_a_week = format_minute(t0 + 7 * 1440);
+        let late: Vec<&String> = starts.iter().filter(|t| **t >= after_a_week).collect();
+        assert_eq!(late, [&format_minute(rogue)], "all starts: {starts:?}");
+    }
+
+    #[test]
+    fn a_new_daily_job_alarms_at_most_twice_then_is_learnt() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 12);
+        let mut id = 7_000_000;
+        for day in 3..12 {
+            for k in 0..30 {
+                id += 1;
+                let m = t0 + day * 1440 + 180 + k / 10;
+                records.push((m, lambda_record(m, (k % 10) * 5, id)));
+            }
+        }
+        let (out, _) = run(records);
+        let starts: Vec<String> = out
+            .iter()
+            .filter(|e| e.record.insight_details.state == InsightState::Start)
+            .map(|e| e.record.event_time.clone())
+            .collect();
+        assert!(!starts.is_empty() && starts.len() <= 2, "{starts:?}");
+        assert!(
+            starts.iter().all(|t| *t < format_minute(t0 + 6 * 1440)),
+            "{starts:?}"
+        );
+    }
+
+    #[test]
+    fn hourly_job_stays_silent() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 9);
+        let mut id = 6_000_000;
+        for h in 0..9 * 24 {
+            for k in 0..20 {
+                id += 1;
+                let m = t0 + h * 60 + 30;
+                records.push((m, lambda_record(m, k * 2, id)));
+            }
+        }
+        let (out, _) = run(records);
+        assert!(
+            out.is_empty(),
+            "{:?}",
+            out.iter().map(|e| &e.record.event_time).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn replay_is_deterministic() {
         let t0 = parse_event_minute(T0).unwrap();
