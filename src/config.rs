@@ -6,9 +6,11 @@
 //! baseline_window_minutes = 10080 # 7 days
 //! warmup_minutes = 2160           # 36 hours of history before any Insight
 //! windows_minutes = [1, 5, 15, 60]
-//! tail_probability = 1e-6
+//! sensitivity = "medium"          # low | medium | high
+//! # tail_probability = 1e-6       # overrides the sensitivity's level
+//! # min_ratio = 3.0               # overrides the sensitivity's ratio
 //! min_count = 3
-//! min_ratio = 3.0
+//! sensitive_min_count = 2         # for `sensitive_apis` (a built-in list by default)
 //! end_tail_probability = 0.01
 //! end_after_quiet_minutes = 5
 //! max_insight_minutes = 1440
@@ -20,6 +22,22 @@
 //! seasonal_floor_fraction = 0.05
 //! call_rate = true
 //! error_rate = true
+//! ```
+//!
+//! Per-key overrides and suppressions (patterns are globs; see `trailsight_detector::policy`):
+//!
+//! ```toml
+//! [[detector.overrides]]            # more sensitive on IAM
+//! event_source = "iam.amazonaws.com"
+//! sensitivity = "high"
+//!
+//! [[detector.overrides]]            # never raise Insights for throttling errors
+//! error_code = "Throttling*"
+//! suppress = true
+//!
+//! [[detector.ignore_principals]]    # the deployment role's calls are not counted
+//! principal = "arn:aws:sts::*:assumed-role/terraform-ci"
+//! event_source = "iam.amazonaws.com"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -111,6 +129,22 @@ mod tests {
             .collect();
         let c = Config::parse(&example, Path::new("doc")).unwrap();
         assert_eq!(c, Config::default());
+        // The overrides example parses too.
+        let second: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! [[detector.overrides]]"))
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start()))
+            .collect();
+        let c = Config::parse(&second, Path::new("doc")).unwrap();
+        assert_eq!(c.detector.overrides.len(), 2);
+        assert_eq!(c.detector.ignore_principals.len(), 1);
+        let e = Config::parse(
+            "[[detector.overrides]]\nevent_name = \"[\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("invalid pattern"), "{e}");
     }
 
     #[test]

@@ -137,6 +137,8 @@ pub struct AggregateCounters {
     pub late: u64,
     /// Counted events whose `eventID` was already counted.
     pub duplicates: u64,
+    /// Events not counted because their principal is ignored (`ignore_principals`).
+    pub ignored_principal: u64,
 }
 
 /// Minutes a closed minute's `eventID`s are remembered to recognise duplicates among late records.
@@ -159,6 +161,8 @@ pub struct Aggregator {
     counters: AggregateCounters,
     error_rate: bool,
     call_rate: bool,
+    policy: Option<crate::policy::Policy>,
+    ignored: HashMap<(Sym, Sym, Sym, Sym), bool>,
 }
 
 impl Aggregator {
@@ -177,7 +181,33 @@ impl Aggregator {
             counters: AggregateCounters::default(),
             error_rate,
             call_rate,
+            policy: None,
+            ignored: HashMap::new(),
         }
+    }
+
+    /// Applies the principal suppressions of `policy` to every event.
+    pub fn with_policy(mut self, policy: crate::policy::Policy) -> Self {
+        self.policy = policy.has_principal_suppressions().then_some(policy);
+        self
+    }
+
+    fn ignores(&mut self, principal: Sym, key: &RateKey) -> bool {
+        let Some(policy) = &self.policy else {
+            return false;
+        };
+        let symbols = &self.symbols;
+        *self
+            .ignored
+            .entry((principal, key.account, key.event_source, key.event_name))
+            .or_insert_with(|| {
+                policy.ignores_principal(
+                    symbols.resolve(principal),
+                    symbols.resolve(key.account),
+                    symbols.resolve(key.event_source),
+                    symbols.resolve(key.event_name),
+                )
+            })
     }
 
     fn key_id(&mut self, key: RateKey) -> KeyId {
@@ -258,6 +288,10 @@ impl Aggregator {
                 error_code: None,
             };
             let principal = syms[e.principal as usize];
+            if self.ignores(principal, &base) {
+                self.counters.ignored_principal += 1;
+                continue;
+            }
             let user_agent = syms[e.user_agent as usize];
             let error_code = syms[e.error_code as usize];
             let mut targets = [None, None];

@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{
+    KeyPolicy, Override, Policy, PrincipalSuppression, Sensitivity, default_sensitive_apis,
+};
+
 /// How trailsight aggregates, baselines and decides. Every field has a default;
 /// unknown keys are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,14 +22,27 @@ pub struct DetectorConfig {
     pub warmup_minutes: u32,
     /// Trailing test windows, minutes. Default `[1, 5, 15, 60]`.
     pub windows_minutes: Vec<u32>,
+    /// Global sensitivity: `low`, `medium` or `high`. Sets `tail_probability`
+    /// (1e-8, 1e-6, 1e-4) and `min_ratio` (5, 3, 2) unless those are given. Default `medium`.
+    pub sensitivity: Sensitivity,
     /// Tail probability below which a closed minute is significant, for all
     /// windows together (each window is tested at this value divided by the
-    /// number of windows: Bonferroni). Default 1e-6.
-    pub tail_probability: f64,
+    /// number of windows: Bonferroni). Default: from `sensitivity` (1e-6).
+    pub tail_probability: Option<f64>,
     /// Minimum calls (or errors) in the triggering window. Default 3.
     pub min_count: u32,
-    /// Minimum ratio of the window's rate to the baseline rate. Default 3.0.
-    pub min_ratio: f64,
+    /// Minimum ratio of the window's rate to the baseline rate. Default: from `sensitivity` (3).
+    pub min_ratio: Option<f64>,
+    /// APIs (`eventSource:eventName` globs) whose first burst matters even with no
+    /// history; they use `sensitive_min_count`. Default: a list of IAM, STS,
+    /// CloudTrail, KMS, Organizations, S3 policy and snapshot-sharing APIs.
+    pub sensitive_apis: Vec<String>,
+    /// Minimum calls in the triggering window for sensitive APIs. Default 2.
+    pub sensitive_min_count: u32,
+    /// Per-key overrides and suppressions (`[[detector.overrides]]`), applied in order.
+    pub overrides: Vec<Override>,
+    /// Principals whose calls are not counted (`[[detector.ignore_principals]]`).
+    pub ignore_principals: Vec<PrincipalSuppression>,
     /// Tail probability under which a minute still counts as unusual while an
     /// Insight is open (1- and 5-minute windows). Default 0.01.
     pub end_tail_probability: f64,
@@ -64,9 +81,14 @@ impl Default for DetectorConfig {
             baseline_window_minutes: 10080,
             warmup_minutes: 2160,
             windows_minutes: vec![1, 5, 15, 60],
-            tail_probability: 1e-6,
+            sensitivity: Sensitivity::Medium,
+            tail_probability: None,
             min_count: 3,
-            min_ratio: 3.0,
+            min_ratio: None,
+            sensitive_apis: default_sensitive_apis(),
+            sensitive_min_count: 2,
+            overrides: Vec::new(),
+            ignore_principals: Vec::new(),
             end_tail_probability: 0.01,
             end_after_quiet_minutes: 5,
             max_insight_minutes: 1440,
@@ -89,13 +111,18 @@ pub struct ConfigError {
     /// The offending key.
     pub field: &'static str,
     /// What is wrong.
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 impl DetectorConfig {
     /// Checks ranges; returns `Err(ConfigError)` naming the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field, reason| Err(ConfigError { field, reason });
+        let bad = |field, reason: &str| {
+            Err(ConfigError {
+                field,
+                reason: reason.to_string(),
+            })
+        };
         if self.windows_minutes.is_empty()
             || self.windows_minutes.iter().any(|&w| w == 0 || w > 1440)
         {
@@ -104,8 +131,14 @@ impl DetectorConfig {
                 "needs at least one window, each 1..=1440 minutes",
             );
         }
-        if !(self.tail_probability > 0.0 && self.tail_probability < 1.0) {
+        if !(self.tail_probability() > 0.0 && self.tail_probability() < 1.0) {
             return bad("tail_probability", "must be in (0, 1)");
+        }
+        if self.min_count == 0 || self.sensitive_min_count == 0 {
+            return bad(
+                "min_count",
+                "min_count and sensitive_min_count must be >= 1",
+            );
         }
         if !(self.end_tail_probability > 0.0 && self.end_tail_probability < 1.0) {
             return bad("end_tail_probability", "must be in (0, 1)");
@@ -113,7 +146,7 @@ impl DetectorConfig {
         if self.baseline_window_minutes < 60 {
             return bad("baseline_window_minutes", "must be at least 60");
         }
-        if self.min_ratio < 1.0 || !self.min_ratio.is_finite() {
+        if self.min_ratio() < 1.0 || !self.min_ratio().is_finite() {
             return bad("min_ratio", "must be a finite number >= 1");
         }
         if self.min_profile_days == 0 || self.min_profile_weeks == 0 {
@@ -137,7 +170,39 @@ impl DetectorConfig {
                 "must be a positive number of calls per minute",
             );
         }
-        Ok(())
+        self.policy().map(|_| ())
+    }
+
+    /// Effective tail probability.
+    pub fn tail_probability(&self) -> f64 {
+        self.tail_probability
+            .unwrap_or(self.sensitivity.tail_probability())
+    }
+
+    /// Effective minimum ratio.
+    pub fn min_ratio(&self) -> f64 {
+        self.min_ratio.unwrap_or(self.sensitivity.min_ratio())
+    }
+
+    /// The compiled sensitivity settings; `Err` names the first bad pattern.
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        let base = KeyPolicy {
+            tail_probability: self.tail_probability(),
+            min_ratio: self.min_ratio(),
+            min_count: self.min_count,
+            suppress: false,
+        };
+        Policy::new(
+            base,
+            &self.sensitive_apis,
+            self.sensitive_min_count,
+            &self.overrides,
+            &self.ignore_principals,
+        )
+        .map_err(|e| ConfigError {
+            field: "overrides",
+            reason: e.to_string(),
+        })
     }
 
     /// The longest test window, minutes.

@@ -32,6 +32,7 @@ use crate::aggregate::{
     AttributionCounts, ClosedMinute, KeyId, LateCall, MinuteSample, RateKey, Sym, ValueCounts,
 };
 use crate::config::DetectorConfig;
+use crate::policy::{KeyFields, KeyPolicy, Policy};
 
 /// Values kept per attribute per day for baseline attributions.
 const BASELINE_TOPK_CAPACITY: usize = 8;
@@ -150,6 +151,8 @@ struct KeyState {
     season: [Option<Box<SeasonCache>>; 2],
     /// Start minutes of this key's recent Insights (recurrence detection).
     past_starts: Vec<i64>,
+    /// Effective sensitivity settings, resolved on first sight.
+    policy: Option<KeyPolicy>,
 }
 
 impl KeyState {
@@ -255,6 +258,7 @@ impl KeyState {
 #[derive(Debug, Clone)]
 pub struct Detector {
     config: DetectorConfig,
+    policy: Policy,
     prior: RatePrior,
     keys: Vec<KeyState>,
     open: BTreeSet<KeyId>,
@@ -266,6 +270,8 @@ pub trait KeyLookup {
     fn key(&self, id: KeyId) -> RateKey;
     /// First minute of an account and Region's history.
     fn history_start(&self, account: Sym, region: Sym) -> Option<i64>;
+    /// The string of a symbol.
+    fn resolve(&self, sym: Sym) -> &str;
 }
 
 impl KeyLookup for crate::aggregate::Aggregator {
@@ -274,6 +280,9 @@ impl KeyLookup for crate::aggregate::Aggregator {
     }
     fn history_start(&self, account: Sym, region: Sym) -> Option<i64> {
         crate::aggregate::Aggregator::history_start(self, account, region)
+    }
+    fn resolve(&self, sym: Sym) -> &str {
+        self.symbols.resolve(sym)
     }
 }
 
@@ -287,12 +296,13 @@ fn top_values(values: &ValueCounts, minutes: u64) -> TopValues {
 
 impl Detector {
     /// A detector with the given (validated) settings.
-    pub fn new(config: DetectorConfig) -> Self {
+    pub fn new(config: DetectorConfig, policy: Policy) -> Self {
         let prior = RatePrior {
             floor: config.min_baseline_rate,
         };
         Detector {
             config,
+            policy,
             prior,
             keys: Vec::new(),
             open: BTreeSet::new(),
@@ -358,6 +368,17 @@ impl Detector {
             };
             let key = keys.key(id);
             let history_start = keys.history_start(key.account, key.region).unwrap_or(m);
+            if self.state(id).policy.is_none() {
+                let fields = KeyFields {
+                    account: keys.resolve(key.account),
+                    region: keys.resolve(key.region),
+                    event_source: keys.resolve(key.event_source),
+                    event_name: keys.resolve(key.event_name),
+                    error_code: key.error_code.map(|e| keys.resolve(e)),
+                };
+                let policy = self.policy.for_key(fields);
+                self.state(id).policy = Some(policy);
+            }
             if let Some(t) = self.step(id, key, history_start, m, sample) {
                 out.push(t);
             }
@@ -394,8 +415,14 @@ impl Detector {
         let stats = st
             .rate
             .stats(m, history_start, cfg.baseline_window_minutes, prior);
-        let warm = m - history_start >= i64::from(cfg.warmup_minutes);
-        let per_window = cfg.tail_probability / cfg.windows_minutes.len() as f64;
+        let policy = st.policy.unwrap_or(KeyPolicy {
+            tail_probability: cfg.tail_probability(),
+            min_ratio: cfg.min_ratio(),
+            min_count: cfg.min_count,
+            suppress: false,
+        });
+        let warm = m - history_start >= i64::from(cfg.warmup_minutes) && !policy.suppress;
+        let per_window = policy.tail_probability / cfg.windows_minutes.len() as f64;
         let mut best: Option<(f64, u32, Model)> = None;
         if warm {
             let hour = m.div_euclid(60);
@@ -408,7 +435,7 @@ impl Detector {
                     .filter(|r| r.0 > m - i64::from(w))
                     .map(|r| u64::from(r.1.count))
                     .sum();
-                if sum < u64::from(cfg.min_count) {
+                if sum < u64::from(policy.min_count) {
                     continue;
                 }
                 // The window is unusual only if it is unusual under every applicable model: the
@@ -441,7 +468,7 @@ impl Detector {
                         strictest = *model;
                     }
                 }
-                if (sum as f64) < cfg.min_ratio * strictest.mean * f64::from(w) {
+                if (sum as f64) < policy.min_ratio * strictest.mean * f64::from(w) {
                     continue;
                 }
                 if p < per_window && best.as_ref().is_none_or(|b| p < b.0) {

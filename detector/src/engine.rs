@@ -69,13 +69,15 @@ impl Engine {
     /// A new engine; `Err(ConfigError)` when a setting is out of range.
     pub fn new(config: DetectorConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let policy = config.policy()?;
         Ok(Engine {
             aggregator: Aggregator::new(
                 config.allowed_lateness_minutes,
                 config.call_rate,
                 config.error_rate,
-            ),
-            detector: Detector::new(config),
+            )
+            .with_policy(policy.clone()),
+            detector: Detector::new(config, policy),
             late: Vec::new(),
             transitions: Vec::new(),
             started: 0,
@@ -292,9 +294,16 @@ mod tests {
     }
 
     /// Runs records (sorted into 5-minute files) through an engine.
-    fn run(mut records: Vec<(i64, String)>) -> (Vec<EmittedInsight>, Engine) {
+    fn run(records: Vec<(i64, String)>) -> (Vec<EmittedInsight>, Engine) {
+        run_with(DetectorConfig::default(), records)
+    }
+
+    fn run_with(
+        config: DetectorConfig,
+        mut records: Vec<(i64, String)>,
+    ) -> (Vec<EmittedInsight>, Engine) {
         records.sort_by_key(|r| r.0);
-        let mut engine = Engine::new(DetectorConfig::default()).unwrap();
+        let mut engine = Engine::new(config).unwrap();
         let mut out = Vec::new();
         let mut i = 0;
         while i < records.len() {
@@ -526,6 +535,96 @@ mod tests {
             starts.iter().all(|t| *t < format_minute(t0 + 6 * 1440)),
             "{starts:?}"
         );
+    }
+
+    #[test]
+    fn sensitive_api_with_no_history_called_twice_alarms_once_does_not() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 4);
+        let first = t0 + 3 * 1440;
+        records.push((
+            first,
+            record(
+                first,
+                10,
+                "CreateLoginProfile",
+                false,
+                "mallory",
+                None,
+                8_000_001,
+            ),
+        ));
+        let second = t0 + 3 * 1440 + 600;
+        for k in 0..2 {
+            records.push((
+                second,
+                record(
+                    second,
+                    10 + k,
+                    "DeactivateMFADevice",
+                    false,
+                    "mallory",
+                    None,
+                    8_000_010 + k as u64,
+                ),
+            ));
+        }
+        // A non-sensitive API called twice is not enough.
+        records.push((
+            second,
+            record(second, 20, "TagUser", false, "bob", None, 8_000_020),
+        ));
+        records.push((
+            second,
+            record(second, 21, "TagUser", false, "bob", None, 8_000_021),
+        ));
+        let (out, _) = run(records);
+        let names: Vec<_> = out
+            .iter()
+            .map(|e| e.record.insight_details.event_name.as_str())
+            .collect();
+        assert_eq!(names, ["DeactivateMFADevice", "DeactivateMFADevice"]);
+    }
+
+    #[test]
+    fn suppressions_silence_keys_and_principals() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 9);
+        let burst = t0 + 8 * 1440;
+        for k in 0..25u64 {
+            let m = burst + (k as i64) / 5;
+            records.push((
+                m,
+                record(
+                    m,
+                    30,
+                    "CreateAccessKey",
+                    false,
+                    "terraform",
+                    None,
+                    1_000_000 + k,
+                ),
+            ));
+            records.push((
+                m,
+                record(m, 31, "CreateGroup", false, "mallory", None, 2_000_000 + k),
+            ));
+        }
+        let mut config = DetectorConfig::default();
+        config
+            .ignore_principals
+            .push(crate::policy::PrincipalSuppression {
+                principal: "arn:aws:iam::*:user/terraform".into(),
+                ..Default::default()
+            });
+        config.overrides.push(crate::policy::Override {
+            event_name: Some("Create*Group".into()),
+            suppress: true,
+            ..Default::default()
+        });
+        let (out, engine) = run_with(config, records);
+        assert!(out.is_empty(), "{out:#?}");
+        assert_eq!(engine.counters().ignored_principal, 25);
     }
 
     #[test]

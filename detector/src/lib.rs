@@ -18,3 +18,4 @@ pub use batch::{BatchBuilder, BatchStats, FileBatch};
 pub use config::DetectorConfig;
 pub use engine::{EmittedInsight, Engine, OpenInsightReport};
 pub use insight::InsightRecord;
+pub mod policy;
