@@ -10,6 +10,7 @@
 pub mod config;
 pub mod decode;
 pub mod demo;
+pub mod evaluate;
 pub mod layout;
 pub mod replay;
 pub mod sink;

@@ -44,6 +44,18 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
     },
+    /// Score detection on labeled buckets with injected attacks of several shapes; print a table.
+    Evaluate {
+        /// Working folder (buckets and Insights).
+        #[arg(long, default_value = "eval-out")]
+        out: PathBuf,
+        /// Per-minute rate series (`timestamp,value` CSV) for the busy APIs, e.g. the Twitter series.
+        #[arg(long, env = "TRAILSIGHT_TWITTER_CSV")]
+        rates: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +99,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 progress: true,
             }))?;
             println!("{summary}");
+            Ok(())
+        }
+        Command::Evaluate { out, rates, config } => {
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            let series = match rates {
+                Some(p) => Some(std::sync::Arc::new(
+                    trailsight::synth::read_rate_csv(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?,
+                )),
+                None => None,
+            };
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let eval = runtime()?.block_on(trailsight::evaluate::evaluate(&out, series, config))?;
+            println!("{eval}");
             Ok(())
         }
         Command::Demo { out, days, scale } => {

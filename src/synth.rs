@@ -132,6 +132,10 @@ pub struct Stream {
     pub principal: Option<String>,
     /// `userAgent` for these calls (the template's when `None`).
     pub user_agent: Option<String>,
+    /// Top-level fields set on every record (e.g. `errorCode`, `eventCategory`).
+    pub fields: Vec<(String, Value)>,
+    /// Extra delivery delay, minutes (to make records late).
+    pub extra_delay: i64,
 }
 
 impl Stream {
@@ -142,7 +146,30 @@ impl Stream {
             rate,
             principal: None,
             user_agent: None,
+            fields: Vec::new(),
+            extra_delay: 0,
         }
+    }
+
+    /// Sets a top-level field on every record (`Value::Null` removes it).
+    pub fn set(mut self, key: &str, value: Value) -> Self {
+        self.fields.push((key.to_string(), value));
+        self
+    }
+
+    /// Makes the calls fail with `error_code`.
+    pub fn failing(self, error_code: &str) -> Self {
+        self.set("errorCode", Value::String(error_code.to_string()))
+            .set(
+                "errorMessage",
+                Value::String(format!("{error_code} (synthetic)")),
+            )
+    }
+
+    /// Delivers every record `minutes` later than usual.
+    pub fn delayed(mut self, minutes: i64) -> Self {
+        self.extra_delay = minutes;
+        self
     }
 
     /// Sets the caller's ARN.
@@ -286,13 +313,22 @@ pub fn write_bucket(spec: &BucketSpec, root: &Path) -> std::io::Result<BucketSta
                 if let Some(ua) = &stream.user_agent {
                     set(&mut r, "userAgent", Value::String(ua.clone()));
                 }
+                for (k, v) in &stream.fields {
+                    match (v, &mut r) {
+                        (Value::Null, Value::Object(o)) => {
+                            o.remove(k);
+                        }
+                        _ => set(&mut r, k, v.clone()),
+                    }
+                }
                 let text = r.to_string();
                 // Delivery: 1–10 minutes late, 3 % of records up to 14 minutes (CloudTrail's "about 5 minutes").
-                let delay = if rng.random_bool(0.03) {
-                    rng.random_range(10..=14)
-                } else {
-                    rng.random_range(1..=10)
-                };
+                let delay = stream.extra_delay
+                    + if rng.random_bool(0.03) {
+                        rng.random_range(10..=14)
+                    } else {
+                        rng.random_range(1..=10)
+                    };
                 let slot = ((minute + delay) / 5 + 1) * 5;
                 if spec.duplicate_fraction > 0.0
                     && rng.random_bool(spec.duplicate_fraction.min(1.0))

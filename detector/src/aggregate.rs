@@ -128,6 +128,26 @@ pub struct LateCall {
     pub key: KeyId,
     /// Its minute.
     pub minute: i64,
+    /// `userIdentityArn` value.
+    pub principal: Sym,
+    /// `userAgent` value.
+    pub user_agent: Sym,
+    /// `errorCode` value, for call-rate keys (`None` on error-rate keys).
+    pub error_code: Option<Sym>,
+}
+
+impl LateCall {
+    /// The call as a one-call minute sample.
+    pub fn sample(&self) -> MinuteSample {
+        MinuteSample {
+            count: 1,
+            attributions: AttributionCounts {
+                principal: vec![(self.principal, 1)],
+                user_agent: vec![(self.user_agent, 1)],
+                error_code: self.error_code.map(|e| vec![(e, 1)]).unwrap_or_default(),
+            },
+        }
+    }
 }
 
 /// Aggregation counters.
@@ -310,6 +330,9 @@ impl Aggregator {
                     late.push(LateCall {
                         key,
                         minute: e.minute,
+                        principal,
+                        user_agent,
+                        error_code: (targets[1] != Some(key)).then_some(error_code),
                     });
                     continue;
                 }

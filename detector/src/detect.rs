@@ -125,6 +125,11 @@ struct OpenInsight {
     /// Nonzero minutes since `start`, in order.
     minutes: Vec<(i64, MinuteSample)>,
     last_active: i64,
+    /// Length of the triggering window, minutes.
+    window: u32,
+    /// Closed minute at which activity was last seen: late calls keep an Insight open
+    /// for `end_after_quiet_minutes` after they arrive, not after their own minute.
+    seen_at: i64,
 }
 
 /// A per-minute count model: mean and variance, calls per minute.
@@ -262,6 +267,7 @@ pub struct Detector {
     prior: RatePrior,
     keys: Vec<KeyState>,
     open: BTreeSet<KeyId>,
+    late: Vec<LateCall>,
 }
 
 /// Where the detector looks up keys and history starts (the aggregator).
@@ -286,6 +292,31 @@ impl KeyLookup for crate::aggregate::Aggregator {
     }
 }
 
+/// Adds `sample` at `minute` into a minute-ordered list.
+fn merge_sample(list: &mut Vec<(i64, MinuteSample)>, minute: i64, sample: &MinuteSample) {
+    match list.binary_search_by_key(&minute, |r| r.0) {
+        Ok(i) => {
+            list[i].1.count += sample.count;
+            list[i].1.attributions.merge(&sample.attributions);
+        }
+        Err(i) => list.insert(i, (minute, sample.clone())),
+    }
+}
+
+fn merge_sample_deque(
+    list: &mut VecDeque<(i64, MinuteSample)>,
+    minute: i64,
+    sample: &MinuteSample,
+) {
+    match list.binary_search_by_key(&minute, |r| r.0) {
+        Ok(i) => {
+            list[i].1.count += sample.count;
+            list[i].1.attributions.merge(&sample.attributions);
+        }
+        Err(i) => list.insert(i, (minute, sample.clone())),
+    }
+}
+
 fn top_values(values: &ValueCounts, minutes: u64) -> TopValues {
     let mut v: Vec<(Sym, u32)> = values.clone();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -306,6 +337,7 @@ impl Detector {
             prior,
             keys: Vec::new(),
             open: BTreeSet::new(),
+            late: Vec::new(),
         }
     }
 
@@ -322,11 +354,83 @@ impl Detector {
         &mut self.keys[i]
     }
 
-    /// Adds a late call to its key's baseline (never to detection: its minute is closed).
+    /// Takes a call that arrived after its minute closed; [`Detector::process_late`] handles it.
     pub fn record_late(&mut self, late: &LateCall) {
-        let st = self.state(late.key);
-        if st.insight.as_ref().is_none_or(|i| late.minute < i.start) {
-            st.rate.record(late.minute, 1);
+        self.late.push(*late);
+    }
+
+    /// Handles the late calls taken since the last call, with `now` the last closed minute.
+    ///
+    /// A late call joins its key's baseline, or the open Insight it falls in, and the
+    /// windows ending at its minute are tested as they would have been had it been on
+    /// time: an unusual window opens an Insight starting in the past, decided now.
+    pub fn process_late(&mut self, keys: &impl KeyLookup, now: i64, out: &mut Vec<Transition>) {
+        let mut late = std::mem::take(&mut self.late);
+        late.sort_by_key(|l| (l.key, l.minute));
+        let max_window = i64::from(self.config.max_window());
+        let mut i = 0;
+        while i < late.len() {
+            let id = late[i].key;
+            let group_end = late[i..]
+                .iter()
+                .position(|l| l.key != id)
+                .map_or(late.len(), |p| i + p);
+            let group = &late[i..group_end];
+            i = group_end;
+            let key = keys.key(id);
+            self.ensure_policy(id, key, keys);
+            let history_start = keys.history_start(key.account, key.region).unwrap_or(now);
+            let st = self.state(id);
+            // Late calls that are tested before they join the baseline, per minute.
+            let mut fresh: Vec<(i64, MinuteSample)> = Vec::new();
+            for call in group {
+                let sample = call.sample();
+                if let Some(ins) = st.insight.as_mut()
+                    && call.minute >= ins.start
+                {
+                    merge_sample(&mut ins.minutes, call.minute, &sample);
+                    ins.last_active = ins.last_active.max(call.minute);
+                    ins.seen_at = now;
+                } else if call.minute > now - max_window && st.insight.is_none() {
+                    merge_sample(&mut fresh, call.minute, &sample);
+                } else {
+                    st.learn(call.minute, &sample);
+                }
+            }
+            for (minute, sample) in &fresh {
+                merge_sample_deque(&mut st.recent, *minute, sample);
+            }
+            let mut opened_at = None;
+            for at in fresh.iter().map(|f| f.0).collect::<Vec<_>>() {
+                if let Some(t) = self.test_at(id, key, history_start, at, now, now, &fresh) {
+                    opened_at = Some(t.insight_start);
+                    out.push(t);
+                    break;
+                }
+            }
+            // Calls not taken by an Insight join the baseline.
+            let st = self.state(id);
+            for (minute, sample) in &fresh {
+                if opened_at.is_none_or(|start| *minute < start) {
+                    st.learn(*minute, sample);
+                }
+            }
+        }
+        self.late = late;
+        self.late.clear();
+    }
+
+    fn ensure_policy(&mut self, id: KeyId, key: RateKey, keys: &impl KeyLookup) {
+        if self.state(id).policy.is_none() {
+            let fields = KeyFields {
+                account: keys.resolve(key.account),
+                region: keys.resolve(key.region),
+                event_source: keys.resolve(key.event_source),
+                event_name: keys.resolve(key.event_name),
+                error_code: key.error_code.map(|e| keys.resolve(e)),
+            };
+            let policy = self.policy.for_key(fields);
+            self.state(id).policy = Some(policy);
         }
     }
 
@@ -368,17 +472,7 @@ impl Detector {
             };
             let key = keys.key(id);
             let history_start = keys.history_start(key.account, key.region).unwrap_or(m);
-            if self.state(id).policy.is_none() {
-                let fields = KeyFields {
-                    account: keys.resolve(key.account),
-                    region: keys.resolve(key.region),
-                    event_source: keys.resolve(key.event_source),
-                    event_name: keys.resolve(key.event_name),
-                    error_code: key.error_code.map(|e| keys.resolve(e)),
-                };
-                let policy = self.policy.for_key(fields);
-                self.state(id).policy = Some(policy);
-            }
+            self.ensure_policy(id, key, keys);
             if let Some(t) = self.step(id, key, history_start, m, sample) {
                 out.push(t);
             }
@@ -393,9 +487,7 @@ impl Detector {
         m: i64,
         sample: &MinuteSample,
     ) -> Option<Transition> {
-        let cfg = self.config.clone();
-        let prior = self.prior;
-        let max_window = i64::from(cfg.max_window());
+        let max_window = i64::from(self.config.max_window());
         let st = self.state(id);
         if sample.count > 0 {
             st.recent.push_back((m, sample.clone()));
@@ -409,6 +501,32 @@ impl Detector {
         if sample.count == 0 {
             return None;
         }
+        let t = self.test_at(id, key, history_start, m, m, m - 1, &[]);
+        if t.is_none() {
+            self.state(id).learn(m, sample);
+        }
+        t
+    }
+
+    /// Tests the trailing windows that end at minute `at` (calls in `recent` up to `at`);
+    /// when one is unusual, opens an Insight at its first call, decided at minute `decided`
+    /// (later than `at` for late records). Calls in `recent` up to `learnt_through` are in the
+    /// baseline, except those in `unlearnt`, and are taken back out of it.
+    #[allow(clippy::too_many_arguments)]
+    fn test_at(
+        &mut self,
+        id: KeyId,
+        key: RateKey,
+        history_start: i64,
+        at: i64,
+        decided: i64,
+        learnt_through: i64,
+        unlearnt: &[(i64, MinuteSample)],
+    ) -> Option<Transition> {
+        let cfg = self.config.clone();
+        let prior = self.prior;
+        let st = self.state(id);
+        let m = at;
         st.rate.evict_before(
             m - i64::from(cfg.profile_window_minutes.max(cfg.baseline_window_minutes)),
         );
@@ -432,7 +550,7 @@ impl Detector {
                 let sum: u64 = st
                     .recent
                     .iter()
-                    .filter(|r| r.0 > m - i64::from(w))
+                    .filter(|r| r.0 > m - i64::from(w) && r.0 <= m)
                     .map(|r| u64::from(r.1.count))
                     .sum();
                 if sum < u64::from(policy.min_count) {
@@ -476,11 +594,8 @@ impl Detector {
                 }
             }
         }
-        let Some((_, w, model)) = best else {
-            st.learn(m, sample);
-            return None;
-        };
-        // Open an Insight at the first call of the triggering window.
+        let (_, w, model) = best?;
+        // Open an Insight at the first call of the triggering window; it holds every call since.
         let window: Vec<(i64, MinuteSample)> = st
             .recent
             .iter()
@@ -489,11 +604,15 @@ impl Detector {
             .collect();
         let start = window.first().map_or(m, |r| r.0);
         for (minute, s) in &window {
-            if *minute < m {
-                st.rate.retract(*minute, s.count);
+            if *minute <= learnt_through {
+                let fresh = unlearnt
+                    .iter()
+                    .find(|u| u.0 == *minute)
+                    .map_or(0, |u| u.1.count);
+                st.rate.retract(*minute, s.count.saturating_sub(fresh));
             }
         }
-        for minute in start..=m {
+        for minute in start..=decided {
             st.rate.exclude(minute);
         }
         let from = m - i64::from(cfg.baseline_window_minutes);
@@ -518,15 +637,18 @@ impl Detector {
                 .map(|(s, n)| (s, n as f64 * scale / base_minutes as f64))
                 .collect();
         }
+        let insight_last_active = window.iter().map(|r| r.0).max().unwrap_or(m);
         let insight = OpenInsight {
             start,
             baseline: stats,
             model,
             baseline_attributions,
             minutes: window,
-            last_active: m,
+            last_active: insight_last_active,
+            seen_at: decided,
+            window: w,
         };
-        let t = transition(key, true, &insight, m, m);
+        let t = transition(key, true, &insight, at, decided);
         st.recent.clear();
         st.insight = Some(Box::new(insight));
         self.open.insert(id);
@@ -547,22 +669,36 @@ impl Detector {
         if sample.count > 0 {
             insight.minutes.push((m, sample.clone()));
         }
+        // A minute with calls is still unusual when the 1-minute, 5-minute or triggering window
+        // ending at it is unusual (at the lenient `end_tail_probability`).
         let b = insight.model;
-        let sum5: u64 = insight
-            .minutes
-            .iter()
-            .rev()
-            .take_while(|r| r.0 > m - 5)
-            .map(|r| u64::from(r.1.count))
-            .sum();
-        let p1 =
-            CountModel::for_window(b.mean, b.variance, 1).tail_probability(u64::from(sample.count));
-        let p5 = CountModel::for_window(b.mean, b.variance, 5).tail_probability(sum5);
-        if sample.count > 0 && p1.min(p5) < cfg.end_tail_probability {
+        let sum_over = |w: i64| -> u64 {
+            insight
+                .minutes
+                .iter()
+                .rev()
+                .take_while(|r| r.0 > m - w)
+                .map(|r| u64::from(r.1.count))
+                .sum()
+        };
+        let trigger = i64::from(insight.window);
+        let p = [1, 5, trigger]
+            .into_iter()
+            .map(|w| {
+                CountModel::for_window(b.mean, b.variance, w as u32).tail_probability(sum_over(w))
+            })
+            .fold(1.0f64, f64::min);
+        if sample.count > 0 && p < cfg.end_tail_probability {
             insight.last_active = m;
         }
         let level_shift = m - insight.start + 1 >= i64::from(cfg.max_insight_minutes);
-        let quiet = m - insight.last_active >= i64::from(cfg.end_after_quiet_minutes);
+        // An Insight fed by late calls may get more of them: wait the allowed lateness too.
+        // A slow burst (long triggering window) is back at baseline only after half that window.
+        let mut quiet_needed = cfg.end_after_quiet_minutes.max(insight.window / 2);
+        if insight.seen_at > insight.last_active {
+            quiet_needed += cfg.allowed_lateness_minutes;
+        }
+        let quiet = m - insight.last_active.max(insight.seen_at) >= i64::from(quiet_needed);
         if !level_shift && !quiet {
             return None;
         }
@@ -642,7 +778,11 @@ fn transition(
     event_minute: i64,
     decided: i64,
 ) -> Transition {
-    let last = if start { decided } else { event_minute - 1 };
+    let last = if start {
+        event_minute.max(insight.last_active)
+    } else {
+        event_minute - 1
+    };
     let minutes = (last - insight.start + 1).max(1) as u64;
     let mut counts = AttributionCounts::default();
     let mut calls = 0u64;

@@ -95,11 +95,30 @@ impl Engine {
     ) -> Vec<EmittedInsight> {
         self.aggregator
             .push(batch, delivered_minute, &mut self.late);
-        for l in self.late.drain(..) {
-            self.detector.record_late(&l);
+        let mut out = Vec::new();
+        if !self.late.is_empty() {
+            for l in self.late.drain(..) {
+                self.detector.record_late(&l);
+            }
+            let now = self.aggregator.closed_before().map_or(0, |c| c - 1);
+            self.detector
+                .process_late(&self.aggregator, now, &mut self.transitions);
+            self.drain_transitions(&mut out);
         }
         let closed = self.aggregator.close_ready();
-        self.run(&closed)
+        out.extend(self.run(&closed));
+        out
+    }
+
+    fn drain_transitions(&mut self, out: &mut Vec<EmittedInsight>) {
+        for t in self.transitions.drain(..) {
+            if t.start {
+                self.started += 1;
+            } else {
+                self.ended += 1;
+            }
+            out.push(build_record(&self.aggregator, &t));
+        }
     }
 
     /// End of input: closes every open minute and returns the records decided.
@@ -114,14 +133,7 @@ impl Engine {
         for c in closed {
             self.detector
                 .close_minute(c, &self.aggregator, &mut self.transitions);
-            for t in self.transitions.drain(..) {
-                if t.start {
-                    self.started += 1;
-                } else {
-                    self.ended += 1;
-                }
-                out.push(build_record(&self.aggregator, &t));
-            }
+            self.drain_transitions(&mut out);
         }
         out
     }
@@ -625,6 +637,41 @@ mod tests {
         let (out, engine) = run_with(config, records);
         assert!(out.is_empty(), "{out:#?}");
         assert_eq!(engine.counters().ignored_principal, 25);
+    }
+
+    #[test]
+    fn late_burst_is_detected_when_it_arrives() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 9);
+        let burst = t0 + 8 * 1440 + 300;
+        for k in 0..12u64 {
+            let m = burst + (k as i64) / 2;
+            // delivered 30 minutes late: past the 15-minute lateness
+            records.push((
+                m + 30,
+                record(m, 30, "CreateUser", false, "mallory", None, 9_000_000 + k),
+            ));
+        }
+        let (out, engine) = run(records);
+        assert_eq!(engine.counters().late, 12);
+        let starts: Vec<_> = out
+            .iter()
+            .filter(|e| e.record.insight_details.state == InsightState::Start)
+            .map(|e| {
+                (
+                    e.record.insight_details.event_name.clone(),
+                    e.record.event_time.clone(),
+                    e.delivery_minute - burst,
+                )
+            })
+            .collect();
+        assert_eq!(starts.len(), 1, "{starts:?}");
+        assert_eq!(starts[0].0, "CreateUser");
+        assert_eq!(starts[0].1, format_minute(burst));
+        assert!(
+            out.iter()
+                .any(|e| e.record.insight_details.state == InsightState::End)
+        );
     }
 
     #[test]
