@@ -13,6 +13,7 @@ pub mod demo;
 pub mod evaluate;
 pub mod layout;
 pub mod replay;
+pub mod series;
 pub mod sink;
 pub mod source;
 pub mod synth;

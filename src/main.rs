@@ -56,6 +56,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Score a rate series (NAB format `timestamp,value`); write `timestamp,value,anomaly_score,label`.
+    Series {
+        /// Input CSV.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output CSV.
+        #[arg(long)]
+        output: PathBuf,
+        /// Bucket length of the series (e.g. `5m`); inferred from the timestamps when omitted.
+        #[arg(long)]
+        bucket: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -117,6 +129,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create {}", out.display()))?;
             let eval = runtime()?.block_on(trailsight::evaluate::evaluate(&out, series, config))?;
             println!("{eval}");
+            Ok(())
+        }
+        Command::Series {
+            input,
+            output,
+            bucket,
+        } => {
+            let s = trailsight::series::run(&input, &output, bucket.as_deref())?;
+            println!(
+                "{} rows scored ({} s buckets), {} labeled anomalous; wrote {}",
+                s.rows,
+                s.bucket_seconds,
+                s.labeled,
+                output.display()
+            );
             Ok(())
         }
         Command::Demo { out, days, scale } => {

@@ -21,3 +21,4 @@ pub use topk::{SpaceSaving, WindowedTopK};
 
 /// Minutes in one hour; the rolling window's bucket width.
 pub const MINUTES_PER_HOUR: i64 = 60;
+pub mod series;

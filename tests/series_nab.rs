@@ -1,0 +1,92 @@
+//! `trailsight series` on every NAB artificial series shipped in tests/data:
+//! NAB's results format comes out, every labeled anomaly window is hit, and
+//! the series without anomalies raise nothing.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn nab_artificial_series_are_scored_sensibly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rates/nab-artificial");
+    let windows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("combined_windows.json")).unwrap())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = String::from(
+        "| series | windows | hit | first label in window | labels outside windows |\n|---|---|---|---|---|\n",
+    );
+    let mut files = 0;
+    for (name, wins) in windows.as_object().unwrap() {
+        let input = root.join(name);
+        let output = dir.path().join(name.replace('/', "_"));
+        let out = Command::new(env!("CARGO_BIN_EXE_trailsight"))
+            .args(["series", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&output).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("timestamp,value,anomaly_score,label"));
+        let rows: Vec<(String, f64, u8)> = lines
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                assert_eq!(f.len(), 4, "{l}");
+                (
+                    f[0].to_string(),
+                    f[2].parse().unwrap(),
+                    f[3].parse().unwrap(),
+                )
+            })
+            .collect();
+        let input_rows = std::fs::read_to_string(&input).unwrap().lines().count() - 1;
+        assert_eq!(rows.len(), input_rows, "{name}");
+        assert!(
+            rows.iter().all(|r| (0.0..=1.0).contains(&r.1) && r.2 <= 1),
+            "{name}"
+        );
+        let wins: Vec<(String, String)> = wins
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w[0].as_str().unwrap()[..19].to_string(),
+                    w[1].as_str().unwrap()[..19].to_string(),
+                )
+            })
+            .collect();
+        let inside = |t: &str| wins.iter().any(|(a, b)| a.as_str() <= t && t <= b.as_str());
+        let firsts: Vec<Option<&str>> = wins
+            .iter()
+            .map(|(a, b)| {
+                rows.iter()
+                    .find(|r| r.2 == 1 && a.as_str() <= r.0.as_str() && r.0.as_str() <= b.as_str())
+                    .map(|r| r.0.as_str())
+            })
+            .collect();
+        let hits = firsts.iter().filter(|f| f.is_some()).count();
+        let outside = rows.iter().filter(|r| r.2 == 1 && !inside(&r.0)).count();
+        table.push_str(&format!(
+            "| {name} | {} | {hits} | {:?} | {outside} |\n",
+            wins.len(),
+            firsts
+        ));
+        assert_eq!(hits, wins.len(), "{name}: missed a labeled window\n{table}");
+        if wins.is_empty() {
+            assert_eq!(
+                outside, 0,
+                "{name}: labels on a series without anomalies\n{table}"
+            );
+        }
+        files += 1;
+    }
+    println!("{table}");
+    assert_eq!(files, 11);
+}
