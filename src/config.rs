@@ -19,6 +19,7 @@
 //! profile_window_minutes = 40320 # 28 days of hourly history for daily/weekly profiles
 //! min_profile_days = 3
 //! min_profile_weeks = 2
+//! profile_prior_minutes = 1440.0 # weight of the overall baseline in each hour's profile
 //! seasonal_floor_fraction = 0.05
 //! call_rate = true
 //! error_rate = true

@@ -15,16 +15,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::MINUTES_PER_HOUR;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct HourBucket {
-    /// Hours since the Unix epoch.
-    hour: i64,
+    /// Hours since the Unix epoch (i32 lasts until the year 246,000).
+    hour: i32,
     /// Calls in the hour's recorded minutes.
     calls: u32,
+    /// Sum over the hour's minutes of count², for the per-minute variance (f32: 16-byte buckets).
+    sum_sq: f32,
     /// Number of minutes of this hour excluded from the baseline (inside an Insight).
-    excluded: u32,
-    /// Sum over the hour's minutes of count², for the per-minute variance.
-    sum_sq: u64,
+    excluded: u16,
+    /// Largest count of one minute in the hour (saturating).
+    max_count: u16,
 }
 
 /// Baseline statistics of a per-minute rate over a window.
@@ -75,8 +77,16 @@ pub struct HourProfile {
     pub samples: u32,
 }
 
+/// Σcount² without its largest minute's share (`max_count² − max_count`, the part above a
+/// Poisson minute of that size): one unusual minute in the window is not evidence that the key is
+/// bursty, repeated ones are.
+fn robust_sum_sq(sum_sq: f64, max_count: u16) -> f64 {
+    let m = f64::from(max_count);
+    (sum_sq - (m * m - m)).max(0.0)
+}
+
 /// `(average, floored mean, variance ≥ mean)` of `n` minutes holding `calls` calls and `sum_sq` Σcount².
-fn moments(calls: u64, sum_sq: u64, n: u64, floor: f64) -> (f64, f64, f64) {
+fn moments(calls: u64, sum_sq: f64, n: u64, floor: f64) -> (f64, f64, f64) {
     if n == 0 {
         let f = floor.max(f64::MIN_POSITIVE);
         return (0.0, f, f);
@@ -84,7 +94,7 @@ fn moments(calls: u64, sum_sq: u64, n: u64, floor: f64) -> (f64, f64, f64) {
     let nf = n as f64;
     let average = calls as f64 / nf;
     let mean = average.max(floor).max(f64::MIN_POSITIVE);
-    let variance = (sum_sq as f64 / nf - average * average).max(mean);
+    let variance = (sum_sq / nf - average * average).max(mean);
     (average, mean, variance)
 }
 
@@ -101,7 +111,7 @@ impl RollingRate {
     }
 
     fn bucket_mut(&mut self, minute: i64) -> &mut HourBucket {
-        let hour = minute.div_euclid(MINUTES_PER_HOUR);
+        let hour = minute.div_euclid(MINUTES_PER_HOUR) as i32;
         let pos = match self.buckets.back() {
             Some(last) if last.hour == hour => self.buckets.len() - 1,
             Some(last) if last.hour < hour => {
@@ -109,7 +119,8 @@ impl RollingRate {
                     hour,
                     calls: 0,
                     excluded: 0,
-                    sum_sq: 0,
+                    sum_sq: 0.0,
+                    max_count: 0,
                 });
                 self.buckets.len() - 1
             }
@@ -118,7 +129,8 @@ impl RollingRate {
                     hour,
                     calls: 0,
                     excluded: 0,
-                    sum_sq: 0,
+                    sum_sq: 0.0,
+                    max_count: 0,
                 });
                 0
             }
@@ -131,7 +143,8 @@ impl RollingRate {
                             hour,
                             calls: 0,
                             excluded: 0,
-                            sum_sq: 0,
+                            sum_sq: 0.0,
+                            max_count: 0,
                         },
                     );
                     i
@@ -149,7 +162,8 @@ impl RollingRate {
         let sq = u64::from(count) * u64::from(count);
         let b = self.bucket_mut(minute);
         b.calls = b.calls.saturating_add(count);
-        b.sum_sq = b.sum_sq.saturating_add(sq);
+        b.sum_sq += sq as f32;
+        b.max_count = b.max_count.max(u16::try_from(count).unwrap_or(u16::MAX));
     }
 
     /// Marks the closed minute `minute` as excluded from the baseline (it lies
@@ -161,19 +175,19 @@ impl RollingRate {
 
     /// Takes back `count` calls recorded at `minute` (they turned out to belong to an Insight).
     pub fn retract(&mut self, minute: i64, count: u32) {
-        let hour = minute.div_euclid(MINUTES_PER_HOUR);
+        let hour = minute.div_euclid(MINUTES_PER_HOUR) as i32;
         if let Ok(i) = self.buckets.binary_search_by_key(&hour, |b| b.hour) {
             let b = &mut self.buckets[i];
             let c = count.min(b.calls);
-            let sq = (u64::from(c) * u64::from(c)).min(b.sum_sq);
+            let sq = (u64::from(c) * u64::from(c)) as f32;
             b.calls -= c;
-            b.sum_sq -= sq;
+            b.sum_sq = (b.sum_sq - sq).max(0.0);
         }
     }
 
     /// Undoes one [`exclude`](Self::exclude) of `minute` (the minute turned out to be normal).
     pub fn include(&mut self, minute: i64) {
-        let hour = minute.div_euclid(MINUTES_PER_HOUR);
+        let hour = minute.div_euclid(MINUTES_PER_HOUR) as i32;
         if let Ok(i) = self.buckets.binary_search_by_key(&hour, |b| b.hour) {
             let b = &mut self.buckets[i];
             b.excluded = b.excluded.saturating_sub(1);
@@ -182,7 +196,7 @@ impl RollingRate {
 
     /// Drops every hour that ends at or before `cutoff_minute`'s hour start.
     pub fn evict_before(&mut self, cutoff_minute: i64) {
-        let cutoff_hour = cutoff_minute.div_euclid(MINUTES_PER_HOUR);
+        let cutoff_hour = cutoff_minute.div_euclid(MINUTES_PER_HOUR) as i32;
         while let Some(first) = self.buckets.front() {
             if first.hour >= cutoff_hour {
                 break;
@@ -208,23 +222,25 @@ impl RollingRate {
             (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
         let first_hour = aligned_start.div_euclid(MINUTES_PER_HOUR);
         let now_hour = now.div_euclid(MINUTES_PER_HOUR);
-        let (mut calls, mut sum_sq, mut excluded) = (0u64, 0u64, 0u64);
+        let (mut calls, mut sum_sq, mut excluded, mut max_count) = (0u64, 0f64, 0u64, 0u16);
         for b in self
             .buckets
             .iter()
             .rev()
-            .take_while(|b| b.hour >= first_hour)
+            .take_while(|b| i64::from(b.hour) >= first_hour)
         {
-            if b.hour <= now_hour {
+            if i64::from(b.hour) <= now_hour {
                 calls += u64::from(b.calls);
-                sum_sq += b.sum_sq;
+                sum_sq += f64::from(b.sum_sq);
                 excluded += u64::from(b.excluded);
+                max_count = max_count.max(b.max_count);
             }
         }
         let start = aligned_start.max(history_start);
         let span = (now - start).max(0) as u64;
         let n = span.saturating_sub(excluded);
-        let (average, mean, variance) = moments(calls, sum_sq, n, prior.floor);
+        let (average, mean, variance) =
+            moments(calls, robust_sum_sq(sum_sq, max_count), n, prior.floor);
         BaselineStats {
             average,
             mean,
@@ -263,25 +279,26 @@ impl RollingRate {
         if samples < min_samples {
             return None;
         }
-        let (mut calls, mut sum_sq, mut excluded) = (0u64, 0u64, 0u64);
+        let (mut calls, mut sum_sq, mut excluded, mut max_count) = (0u64, 0f64, 0u64, 0u16);
         for b in self
             .buckets
             .iter()
             .rev()
-            .skip_while(|b| b.hour >= hour)
-            .take_while(|b| b.hour >= from)
+            .skip_while(|b| i64::from(b.hour) >= hour)
+            .take_while(|b| i64::from(b.hour) >= from)
         {
-            if b.hour.rem_euclid(period_hours) == phase {
+            if i64::from(b.hour).rem_euclid(period_hours) == phase {
                 calls += u64::from(b.calls);
-                sum_sq += b.sum_sq;
+                sum_sq += f64::from(b.sum_sq);
                 excluded += u64::from(b.excluded);
+                max_count = max_count.max(b.max_count);
             }
         }
         let n = (u64::from(samples) * MINUTES_PER_HOUR as u64).saturating_sub(excluded);
         if n == 0 {
             return None;
         }
-        let (_, mean, variance) = moments(calls, sum_sq, n, floor);
+        let (_, mean, variance) = moments(calls, robust_sum_sq(sum_sq, max_count), n, floor);
         Some(HourProfile {
             mean,
             variance,
@@ -316,8 +333,16 @@ mod tests {
         let s = r.stats(1000, 0, 10080, NO_PRIOR);
         assert_eq!(s.minutes, 1000);
         assert!((s.average - 0.004).abs() < 1e-12);
-        // E[X²] = (9 + 1) / 1000, var = 0.01 - 0.004²
-        assert!((s.variance - (0.01 - 0.004f64.powi(2))).abs() < 1e-12);
+        // E[X²] = (9 + 1) / 1000 without the largest minute's excess (9 − 3): (4 / 1000) − 0.004²,
+        // floored at the mean: one busy minute is no evidence of burstiness.
+        assert!((s.variance - 0.004).abs() < 1e-12);
+        r.record(300, 3);
+        let s = r.stats(1000, 0, 10080, NO_PRIOR);
+        // Two minutes of 3: now over-dispersed. Σ = 9 + 1 + 9 − 6 = 13.
+        assert!(
+            (s.variance - (0.013 - 0.007f64.powi(2))).abs() < 1e-9,
+            "{s:?}"
+        );
     }
 
     #[test]

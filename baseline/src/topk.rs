@@ -113,62 +113,106 @@ mod tests {
     }
 }
 
-/// Heavy hitters over a rolling window, one [`SpaceSaving`] summary per UTC day.
+/// Heavy hitters over a rolling window: one space-saving summary of
+/// `capacity` entries per UTC day, stored flat as `(day, item, count)`.
 ///
-/// Memory: at most `window_days + 1` summaries of `capacity` entries each,
-/// allocated only for days with traffic.
+/// Memory: 12 bytes per entry for a 4-byte `T` (at most `capacity` per day
+/// with traffic, `window_days + 1` days): a key called once a day holds 8
+/// entries per attribute, a busy key at most `8 × capacity`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowedTopK<T> {
-    capacity: usize,
-    days: std::collections::VecDeque<(i64, SpaceSaving<T>)>,
+    capacity: u16,
+    window_days: u16,
+    entries: Vec<(i32, T, u32)>,
 }
 
 impl<T: Copy + Ord> WindowedTopK<T> {
-    /// Empty, with `capacity` entries per day.
-    pub fn new(capacity: usize) -> Self {
+    /// Empty, with `capacity` entries per day, keeping `window_days` days (plus the current one).
+    pub fn new(capacity: usize, window_days: usize) -> Self {
         WindowedTopK {
-            capacity,
-            days: std::collections::VecDeque::new(),
+            capacity: capacity.clamp(1, usize::from(u16::MAX)) as u16,
+            window_days: window_days.clamp(1, usize::from(u16::MAX)) as u16,
+            entries: Vec::new(),
         }
     }
 
     /// Counts `n` occurrences of `item` at `minute` (minutes since the epoch).
     pub fn offer(&mut self, minute: i64, item: T, n: u64) {
-        let day = minute.div_euclid(1440);
-        let pos = match self.days.iter().position(|d| d.0 == day) {
-            Some(p) => p,
-            None => {
-                let at = self
-                    .days
-                    .iter()
-                    .position(|d| d.0 > day)
-                    .unwrap_or(self.days.len());
-                self.days.insert(at, (day, SpaceSaving::new(self.capacity)));
-                at
+        let day = minute.div_euclid(1440) as i32;
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        // Drop days that left the window.
+        let newest = self.entries.last().map_or(day, |e| e.0.max(day));
+        let oldest = newest - i32::from(self.window_days);
+        let stale = self.entries.partition_point(|e| e.0 < oldest);
+        if stale > 0 {
+            self.entries.drain(..stale);
+        }
+        if day < oldest {
+            return;
+        }
+        let lo = self.entries.partition_point(|e| e.0 < day);
+        let hi = self.entries.partition_point(|e| e.0 <= day);
+        let today = &mut self.entries[lo..hi];
+        if let Some(e) = today.iter_mut().find(|e| e.1 == item) {
+            e.2 = e.2.saturating_add(n);
+            return;
+        }
+        if today.len() < usize::from(self.capacity) {
+            self.entries.insert(hi, (day, item, n));
+            return;
+        }
+        // Space-saving: the smallest entry (ties: the largest item) gives way and its count carries over.
+        let mut min_i = 0;
+        for (i, e) in today.iter().enumerate() {
+            let m = &today[min_i];
+            if e.2 < m.2 || (e.2 == m.2 && e.1 > m.1) {
+                min_i = i;
             }
-        };
-        self.days[pos].1.offer(item, n);
+        }
+        let floor = today[min_i].2;
+        today[min_i] = (day, item, floor.saturating_add(n));
     }
 
     /// The `n` largest `(item, count)` over the days that overlap `[from_minute, ∞)`,
-    /// and the total count of those days (every item, not only the top), dropping older days.
+    /// and the total count of those days (every item, not only the top).
     pub fn top_since(&mut self, from_minute: i64, n: usize) -> (Vec<(T, u64)>, u64) {
-        let first_day = from_minute.div_euclid(1440);
-        while self.days.front().is_some_and(|d| d.0 < first_day) {
-            self.days.pop_front();
-        }
-        let mut all = SpaceSaving::new(self.capacity * 2);
+        let first_day = from_minute.div_euclid(1440) as i32;
+        let mut merged: Vec<(T, u64)> = Vec::new();
         let mut total = 0;
-        for (_, s) in &self.days {
-            all.merge(s);
-            total += s.total();
+        for &(day, item, count) in &self.entries {
+            if day < first_day {
+                continue;
+            }
+            total += u64::from(count);
+            match merged.iter_mut().find(|m| m.0 == item) {
+                Some(m) => m.1 += u64::from(count),
+                None => merged.push((item, u64::from(count))),
+            }
         }
-        (all.top(n), total)
+        merged.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        merged.truncate(n);
+        (merged, total)
     }
 
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        self.days.capacity() * std::mem::size_of::<(i64, SpaceSaving<T>)>()
-            + self.days.iter().map(|d| d.1.heap_bytes()).sum::<usize>()
+        self.entries.capacity() * std::mem::size_of::<(i32, T, u32)>()
+    }
+}
+
+#[cfg(test)]
+mod windowed_tests {
+    use super::*;
+
+    #[test]
+    fn windowed_top_k_forgets_old_days_and_keeps_totals() {
+        let mut w = WindowedTopK::new(2, 7);
+        w.offer(0, 1u32, 5);
+        w.offer(10, 2, 3);
+        w.offer(20, 3, 1); // day 0 is full: replaces item 2 (count 3), carrying 3 + 1
+        assert_eq!(w.top_since(0, 5), (vec![(1, 5), (3, 4)], 9));
+        w.offer(8 * 1440, 4, 2); // day 8: day 0 leaves the 7-day window
+        assert_eq!(w.top_since(0, 5), (vec![(4, 2)], 2));
+        assert_eq!(w.heap_bytes() % 12, 0);
     }
 }

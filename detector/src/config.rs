@@ -65,6 +65,10 @@ pub struct DetectorConfig {
     pub min_profile_days: u32,
     /// Weeks of history an hour of the week needs before its weekly profile is used. Default 2.
     pub min_profile_weeks: u32,
+    /// Weight of the key's overall baseline in each hour's profile, minutes
+    /// (the profile is shrunk towards it as if the overall rate had been seen
+    /// for this many minutes in that hour). Default 1440.
+    pub profile_prior_minutes: f64,
     /// Floor of a seasonal profile as a fraction of the key's 7-day mean rate, so
     /// an hour that was always quiet is not infinitely sensitive. Default 0.05.
     pub seasonal_floor_fraction: f64,
@@ -97,6 +101,7 @@ impl Default for DetectorConfig {
             profile_window_minutes: 40320,
             min_profile_days: 3,
             min_profile_weeks: 2,
+            profile_prior_minutes: 1440.0,
             seasonal_floor_fraction: 0.05,
             call_rate: true,
             error_rate: true,
@@ -153,6 +158,12 @@ impl DetectorConfig {
             return bad(
                 "min_profile_days",
                 "min_profile_days and min_profile_weeks must be > 0",
+            );
+        }
+        if !(self.profile_prior_minutes >= 0.0 && self.profile_prior_minutes.is_finite()) {
+            return bad(
+                "profile_prior_minutes",
+                "must be a finite number of minutes >= 0",
             );
         }
         if !(0.0..=1.0).contains(&self.seasonal_floor_fraction) {

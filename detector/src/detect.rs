@@ -34,6 +34,8 @@ use crate::aggregate::{
 use crate::config::DetectorConfig;
 use crate::policy::{KeyFields, KeyPolicy, Policy};
 
+/// Days of baseline attributions kept (the 7-day baseline window, plus today).
+const BASELINE_TOPK_DAYS: usize = 7;
 /// Values kept per attribute per day for baseline attributions.
 const BASELINE_TOPK_CAPACITY: usize = 8;
 /// Insights starting within this many minutes of the same time of day as an earlier one are recurring.
@@ -143,7 +145,34 @@ struct Model {
 #[derive(Debug, Clone, Default)]
 struct SeasonCache {
     hour: i64,
-    models: Vec<Model>,
+    models: Models,
+}
+
+/// Up to four models, without allocation.
+#[derive(Debug, Clone, Copy, Default)]
+struct Models {
+    len: usize,
+    items: [Option<Model>; 4],
+}
+
+impl Models {
+    fn push(&mut self, m: Model) {
+        if self.len < self.items.len() {
+            self.items[self.len] = Some(m);
+            self.len += 1;
+        }
+    }
+    fn extend(&mut self, other: &Models) {
+        for m in other.iter() {
+            self.push(m);
+        }
+    }
+    fn iter(&self) -> impl Iterator<Item = Model> + Clone + '_ {
+        self.items[..self.len].iter().flatten().copied()
+    }
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -165,24 +194,30 @@ impl KeyState {
     /// before and the hour after, over the profile window, once `min_profile_days` days are
     /// known) and the weekly profile (same hour of the week, once `min_profile_weeks` weeks are
     /// known). Empty when seasonality is off or the history is too short. Cached per hour.
+    ///
+    /// Each profile's mean is shrunk towards the key's overall baseline `global` with the weight of
+    /// `profile_prior_minutes` minutes (a gamma prior on the hour's rate): a few quiet hours of a
+    /// sparse key are weak evidence that this hour is quieter than the rest of the day, while a
+    /// month of nightly bursts outweighs it.
     fn seasonal(
         &mut self,
         hour: i64,
         history_start: i64,
         cfg: &DetectorConfig,
         floor: f64,
-    ) -> Vec<Model> {
+        global: Model,
+    ) -> Models {
         if !cfg.seasonality {
-            return Vec::new();
+            return Models::default();
         }
         let slot = hour.rem_euclid(2) as usize;
         if let Some(c) = &self.season[slot]
             && c.hour == hour
         {
-            return c.models.clone();
+            return c.models;
         }
         let window = cfg.profile_window_minutes;
-        let mut models = Vec::new();
+        let mut models = Models::default();
         let daily = (-1..=1)
             .filter_map(|d| {
                 self.rate.hour_profile(
@@ -195,11 +230,19 @@ impl KeyState {
                 )
             })
             .max_by(|a, b| a.mean.total_cmp(&b.mean));
+        let k = cfg.profile_prior_minutes;
+        // The mean is shrunk; the dispersion (variance / mean) stays the hour's own: a key
+        // bursty at 02:00 is not thereby bursty at 14:00.
+        let shrink = |p: trailsight_baseline::HourProfile| {
+            let n = f64::from(p.samples) * 60.0;
+            let mean = (p.mean * n + global.mean * k) / (n + k);
+            Model {
+                mean,
+                variance: mean * (p.variance / p.mean).max(1.0),
+            }
+        };
         if let Some(p) = daily {
-            models.push(Model {
-                mean: p.mean,
-                variance: p.variance,
-            });
+            models.push(shrink(p));
         }
         if let Some(p) = self.rate.hour_profile(
             hour,
@@ -209,24 +252,18 @@ impl KeyState {
             cfg.min_profile_weeks,
             floor,
         ) {
-            models.push(Model {
-                mean: p.mean,
-                variance: p.variance,
-            });
+            models.push(shrink(p));
         }
-        self.season[slot] = Some(Box::new(SeasonCache {
-            hour,
-            models: models.clone(),
-        }));
+        self.season[slot] = Some(Box::new(SeasonCache { hour, models }));
         models
     }
 
     fn attributions(&mut self) -> &mut [WindowedTopK<Sym>; 3] {
         self.attributions.get_or_insert_with(|| {
             Box::new([
-                WindowedTopK::new(BASELINE_TOPK_CAPACITY),
-                WindowedTopK::new(BASELINE_TOPK_CAPACITY),
-                WindowedTopK::new(BASELINE_TOPK_CAPACITY),
+                WindowedTopK::new(BASELINE_TOPK_CAPACITY, BASELINE_TOPK_DAYS),
+                WindowedTopK::new(BASELINE_TOPK_CAPACITY, BASELINE_TOPK_DAYS),
+                WindowedTopK::new(BASELINE_TOPK_CAPACITY, BASELINE_TOPK_DAYS),
             ])
         })
     }
@@ -262,7 +299,8 @@ impl KeyState {
 /// Per-key detection state for every rate key.
 #[derive(Debug, Clone)]
 pub struct Detector {
-    config: DetectorConfig,
+    /// Shared so a test can hold the settings while it mutates key state.
+    config: std::sync::Arc<DetectorConfig>,
     policy: Policy,
     prior: RatePrior,
     keys: Vec<KeyState>,
@@ -332,7 +370,7 @@ impl Detector {
             floor: config.min_baseline_rate,
         };
         Detector {
-            config,
+            config: std::sync::Arc::new(config),
             policy,
             prior,
             keys: Vec::new(),
@@ -544,8 +582,12 @@ impl Detector {
         let mut best: Option<(f64, u32, Model)> = None;
         if warm {
             let hour = m.div_euclid(60);
-            let now_models = st.seasonal(hour, history_start, &cfg, prior.floor);
-            let prev_models = st.seasonal(hour - 1, history_start, &cfg, prior.floor);
+            let global = Model {
+                mean: stats.mean,
+                variance: stats.variance,
+            };
+            let now_models = st.seasonal(hour, history_start, &cfg, prior.floor, global);
+            let prev_models = st.seasonal(hour - 1, history_start, &cfg, prior.floor, global);
             for &w in &cfg.windows_minutes {
                 let sum: u64 = st
                     .recent
@@ -560,9 +602,9 @@ impl Detector {
                 // seasonal profiles of this hour (and of the previous one when the window reaches
                 // into it), or the plain 7-day baseline when no profile has enough history yet.
                 let reaches_back = i64::from(w) > m.rem_euclid(60) + 1;
-                let mut models: Vec<Model> = now_models.clone();
+                let mut models = now_models;
                 if reaches_back {
-                    models.extend(prev_models.iter().copied());
+                    models.extend(&prev_models);
                 }
                 if models.is_empty() {
                     models.push(Model {
@@ -571,24 +613,27 @@ impl Detector {
                     });
                 }
                 let seasonal_floor = cfg.seasonal_floor_fraction * stats.mean;
-                let mut p = 0.0f64;
-                let mut strictest = Model {
-                    mean: 0.0,
-                    variance: 0.0,
-                };
-                for model in &mut models {
-                    model.mean = model.mean.max(seasonal_floor).max(prior.floor);
-                    model.variance = model.variance.max(model.mean);
-                    p = p.max(
-                        CountModel::for_window(model.mean, model.variance, w).tail_probability(sum),
-                    );
-                    if model.mean > strictest.mean {
-                        strictest = *model;
+                let floored = models.iter().map(|m| {
+                    let mean = m.mean.max(seasonal_floor).max(prior.floor);
+                    Model {
+                        mean,
+                        variance: m.variance.max(mean),
                     }
-                }
+                });
+                let strictest = floored.clone().fold(
+                    Model {
+                        mean: 0.0,
+                        variance: 0.0,
+                    },
+                    |a, b| if b.mean > a.mean { b } else { a },
+                );
+                // Effect size first: it is cheap, the tail probability is not.
                 if (sum as f64) < policy.min_ratio * strictest.mean * f64::from(w) {
                     continue;
                 }
+                let p = floored
+                    .map(|m| CountModel::for_window(m.mean, m.variance, w).tail_probability(sum))
+                    .fold(0.0f64, f64::max);
                 if p < per_window && best.as_ref().is_none_or(|b| p < b.0) {
                     best = Some((p, w, strictest));
                 }
