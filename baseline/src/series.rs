@@ -61,6 +61,9 @@ pub struct ScoredPoint {
     pub label: u8,
 }
 
+/// An open Insight on a series: (first point, last anomalous point, held-back points).
+type OpenRun = (usize, usize, Vec<(usize, f64)>);
+
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -97,7 +100,7 @@ pub fn score_series(points: &[(i64, f64)], cfg: &SeriesConfig) -> Vec<ScoredPoin
     let max_window = cfg.windows.iter().copied().max().unwrap_or(1);
     let normal = Normal::standard();
     let per_window = cfg.tail_probability / cfg.windows.len().max(1) as f64;
-    let mut open: Option<(usize, usize, Vec<(usize, f64)>)> = None; // (start, last active, held-back points)
+    let mut open: Option<OpenRun> = None;
     let mut out = Vec::with_capacity(points.len());
     for (i, &(t, v)) in points.iter().enumerate() {
         let slot = (t.rem_euclid(86_400) / cfg.bucket_seconds) as usize % per_day;
