@@ -52,6 +52,8 @@ use trailsight_detector::DetectorConfig;
 pub struct Config {
     /// Aggregation, baseline and detection settings (see [`DetectorConfig`]).
     pub detector: DetectorConfig,
+    /// `trailsight serve`: sources, sinks, state (see [`crate::serve::ServeConfig`]).
+    pub serve: Option<crate::serve::ServeConfig>,
 }
 
 /// Why a configuration file could not be used.

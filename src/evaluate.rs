@@ -566,6 +566,7 @@ pub async fn evaluate(
         sink: sink.clone(),
         config: config.clone(),
         progress: false,
+        state: None,
     })
     .await?;
     let files = read_insight_files(&sink)?;

@@ -14,6 +14,8 @@ pub mod evaluate;
 pub mod layout;
 pub mod replay;
 pub mod series;
+pub mod serve;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod synth;

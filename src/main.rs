@@ -31,6 +31,20 @@ enum Command {
         /// TOML configuration file (see README).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// State folder: continue from its checkpoint, skip files already seen, and save a
+        /// checkpoint (open minutes kept open) that `serve` can start from.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Run continuously: poll the sources in the config's `[serve]` table, write Insights as they are decided,
+    /// checkpoint to the state folder; SIGTERM/SIGINT finish in-flight files, checkpoint and exit 0.
+    Serve {
+        /// TOML configuration file with a `[serve]` table (see README).
+        #[arg(long)]
+        config: PathBuf,
+        /// Process what is there now, checkpoint and exit (instead of polling forever).
+        #[arg(long)]
+        once: bool,
     },
     /// Build a 9.5-day demo bucket from real records with an injected CreateAccessKey burst, replay it, show the Insights.
     Demo {
@@ -95,10 +109,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve { config, once } => {
+            let config = Config::load(&config)?;
+            runtime()?.block_on(trailsight::serve::serve(config, once))?;
+            Ok(())
+        }
         Command::Replay {
             source,
             sink,
             config,
+            state,
         } => {
             let config = match config {
                 Some(path) => Config::load(&path)?,
@@ -109,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 sink,
                 config,
                 progress: true,
+                state,
             }))?;
             println!("{summary}");
             Ok(())
@@ -172,6 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 sink: sink.clone(),
                 config: Config::default(),
                 progress: true,
+                state: None,
             }))?;
             println!("\nreplay:\n{summary}\n");
             print_insights(&sink)?;

@@ -30,6 +30,10 @@ pub struct ReplayOptions {
     pub config: Config,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// State folder: load the checkpoint there (if any), skip files it has seen, and save
+    /// the checkpoint at the end without closing the open minutes, so `serve` (or another
+    /// replay) continues from it. `None`: a one-off replay that closes everything at the end.
+    pub state: Option<PathBuf>,
 }
 
 /// A file that could not be read at all, or only in part.
@@ -63,6 +67,9 @@ pub enum ReplayError {
     /// A worker task failed.
     #[error("internal task failure: {0}")]
     Task(String),
+    /// The checkpoint cannot be read or written.
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
 }
 
 /// What a replay did.
@@ -120,45 +127,109 @@ struct EngineOutput {
     written: Vec<PathBuf>,
 }
 
-/// Runs a replay. Returns `Err` only when it cannot run at all (unreadable
-/// source, unwritable sink, bad settings); broken files are reported in the summary.
-pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
-    let started = Instant::now();
-    let engine = Engine::new(opts.config.detector.clone())?;
-    let source = opts.source.clone();
-    let listing: Listing = tokio::task::spawn_blocking(move || list(&source))
-        .await
-        .map_err(|e| ReplayError::Task(e.to_string()))?
-        .map_err(|source| ReplayError::Source {
-            path: opts.source.clone(),
-            source,
-        })?;
+/// Where a log file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Fetcher {
+    /// The file's `path` on disk.
+    Local,
+    /// `GetObject` of the file's key in this bucket.
+    S3(aws_sdk_s3::Client, String),
+}
 
-    let mut summary = ReplaySummary {
-        digests_skipped: listing.digests,
-        insight_files_skipped: listing.insights,
-        other_files: listing.other,
-        ..Default::default()
-    };
-    for (path, reason) in &listing.unreadable {
-        summary.problems.push(FileProblem {
-            key: path.clone(),
-            reason: reason.clone(),
-            skipped: true,
-        });
-    }
-    // Each account's trail location (prefix, organization), from the first file that names it.
-    let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
-    for f in &listing.files {
-        if let (Some(account), Some(location)) = (&f.info.account, &f.info.location) {
-            locations
-                .entry(account.clone())
-                .or_insert_with(|| location.clone());
+impl Fetcher {
+    /// The file's bytes; `Err` with the reason when it cannot be read.
+    pub async fn fetch(&self, file: &SourceFile) -> Result<Vec<u8>, String> {
+        match self {
+            Fetcher::Local => tokio::fs::read(&file.path).await.map_err(|e| e.to_string()),
+            Fetcher::S3(client, bucket) => {
+                let out = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(&file.key)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "GetObject s3://{bucket}/{}: {}",
+                            file.key,
+                            aws_sdk_s3::error::DisplayErrorContext(&e)
+                        )
+                    })?;
+                let body = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| format!("reading s3://{bucket}/{}: {e}", file.key))?;
+                Ok(body.into_bytes().to_vec())
+            }
         }
     }
+}
 
-    let progress = progress_bar(opts.progress, listing.files.iter().map(|f| f.size).sum());
-    let sink = LocalSink::new(&opts.sink);
+/// Where Insights files go: a local folder and/or an S3 bucket and prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks {
+    /// Local folder.
+    pub local: Option<LocalSink>,
+    /// Client, bucket and key prefix.
+    pub s3: Option<(aws_sdk_s3::Client, String, String)>,
+}
+
+impl Sinks {
+    /// Writes one file to every sink; returns where (paths and `s3://` URLs).
+    /// Called from a plain thread: S3 writes block on `handle`.
+    pub fn write(
+        &self,
+        file: &crate::sink::InsightFile,
+        handle: &tokio::runtime::Handle,
+    ) -> std::io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        if let Some(local) = &self.local {
+            out.push(local.write(file)?);
+        }
+        if let Some((client, bucket, prefix)) = &self.s3 {
+            let key = if prefix.is_empty() {
+                file.key.clone()
+            } else {
+                format!("{}/{}", prefix.trim_end_matches('/'), file.key)
+            };
+            let body = aws_sdk_s3::primitives::ByteStream::from(file.body.clone());
+            handle
+                .block_on(
+                    client
+                        .put_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .body(body)
+                        .send(),
+                )
+                .map_err(|e| {
+                    std::io::Error::other(format!(
+                        "PutObject s3://{bucket}/{key}: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    ))
+                })?;
+            out.push(PathBuf::from(format!("s3://{bucket}/{key}")));
+        }
+        Ok(out)
+    }
+}
+
+/// Runs files (each with the index of its fetcher) through `engine` in the given order,
+/// writing Insights to `sinks`; `finish` closes every open minute at the end.
+/// Adds to `summary`; returns the engine.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_files(
+    engine: Engine,
+    files: Vec<(usize, SourceFile)>,
+    fetchers: &[Fetcher],
+    sinks: Sinks,
+    locations: BTreeMap<String, TrailLocation>,
+    finish: bool,
+    progress: Option<&indicatif::ProgressBar>,
+    summary: &mut ReplaySummary,
+) -> Result<Engine, ReplayError> {
+    let handle = tokio::runtime::Handle::current();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>)>(8);
     let engine_thread = std::thread::spawn(move || -> Result<EngineOutput, std::io::Error> {
         let mut engine = engine;
@@ -167,12 +238,14 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         while let Some((decoded, delivered)) = rx.blocking_recv() {
             let emitted = engine.ingest(&decoded.batch, delivered);
             for file in build_files(&emitted, location_of) {
-                written.push(sink.write(&file)?);
+                written.extend(sinks.write(&file, &handle)?);
             }
         }
-        let emitted = engine.finish();
-        for file in build_files(&emitted, location_of) {
-            written.push(sink.write(&file)?);
+        if finish {
+            let emitted = engine.finish();
+            for file in build_files(&emitted, location_of) {
+                written.extend(sinks.write(&file, &handle)?);
+            }
         }
         Ok(EngineOutput { engine, written })
     });
@@ -183,13 +256,16 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         * 2;
     let mut inflight: VecDeque<(SourceFile, tokio::task::JoinHandle<Result<Decoded, String>>)> =
         VecDeque::new();
-    let mut files = listing.files.into_iter();
+    let mut files = files.into_iter();
     loop {
         while inflight.len() < parallel {
-            let Some(file) = files.next() else { break };
-            let path = file.path.clone();
+            let Some((source, file)) = files.next() else {
+                break;
+            };
+            let fetcher = fetchers.get(source).cloned().unwrap_or(Fetcher::Local);
+            let f = file.clone();
             let handle = tokio::spawn(async move {
-                let bytes = tokio::fs::read(&path).await.map_err(|e| e.to_string())?;
+                let bytes = fetcher.fetch(&f).await?;
                 tokio::task::spawn_blocking(move || decode(&bytes))
                     .await
                     .map_err(|e| e.to_string())
@@ -200,7 +276,7 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
             break;
         };
         let result = handle.await.map_err(|e| ReplayError::Task(e.to_string()))?;
-        if let Some(p) = &progress {
+        if let Some(p) = progress {
             p.inc(file.size);
         }
         match result {
@@ -255,16 +331,131 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         .map_err(|e| ReplayError::Task(e.to_string()))?
         .map_err(|_| ReplayError::Task("engine thread panicked".into()))?
         .map_err(ReplayError::Sink)?;
-    if let Some(p) = progress {
-        p.finish_and_clear();
-    }
     let counters = output.engine.counters();
     summary.late = counters.late;
     summary.duplicates = counters.duplicates;
     summary.keys = output.engine.key_count();
     (summary.insights_started, summary.insights_ended) = output.engine.insight_counts();
     summary.open_insights = output.engine.open_insights();
-    summary.files_written = output.written;
+    summary.files_written.extend(output.written);
+    Ok(output.engine)
+}
+
+/// The listing prefix of a key, for cursors: `[<prefix>/]AWSLogs/[o-…/]<account>/CloudTrail/<region>/`,
+/// or `""` for keys outside the layout. Keys under one prefix sort in delivery order.
+pub fn cursor_prefix(key: &str) -> String {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.iter().position(|p| *p == "CloudTrail") {
+        Some(i) if i + 2 < parts.len() => format!("{}/", parts[..i + 2].join("/")),
+        _ => String::new(),
+    }
+}
+
+/// Records `key` as processed in `cursors` (the largest key per prefix).
+pub fn advance_cursor(cursors: &mut BTreeMap<String, String>, key: &str) {
+    let entry = cursors.entry(cursor_prefix(key)).or_default();
+    if key > entry.as_str() {
+        *entry = key.to_string();
+    }
+}
+
+/// True when `key` is after its prefix's cursor (not yet processed).
+pub fn is_new(cursors: &BTreeMap<String, String>, key: &str) -> bool {
+    cursors
+        .get(&cursor_prefix(key))
+        .is_none_or(|c| key > c.as_str())
+}
+
+/// Runs a replay. Returns `Err` only when it cannot run at all (unreadable
+/// source, unwritable sink, bad settings, unreadable checkpoint); broken files
+/// are reported in the summary.
+pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+    const SOURCE_ID: &str = "replay";
+    let started = Instant::now();
+    let mut checkpoint = match &opts.state {
+        Some(dir) => crate::state::load(dir, &opts.config.detector)?,
+        None => None,
+    };
+    let engine = match checkpoint.as_mut() {
+        Some(c) => std::mem::replace(&mut c.engine, Engine::new(opts.config.detector.clone())?),
+        None => Engine::new(opts.config.detector.clone())?,
+    };
+    let mut cursors = checkpoint
+        .as_mut()
+        .and_then(|c| c.cursors.remove(SOURCE_ID))
+        .unwrap_or_default();
+    let source = opts.source.clone();
+    let listing: Listing = tokio::task::spawn_blocking(move || list(&source))
+        .await
+        .map_err(|e| ReplayError::Task(e.to_string()))?
+        .map_err(|source| ReplayError::Source {
+            path: opts.source.clone(),
+            source,
+        })?;
+
+    let mut summary = ReplaySummary {
+        digests_skipped: listing.digests,
+        insight_files_skipped: listing.insights,
+        other_files: listing.other,
+        ..Default::default()
+    };
+    for (path, reason) in &listing.unreadable {
+        summary.problems.push(FileProblem {
+            key: path.clone(),
+            reason: reason.clone(),
+            skipped: true,
+        });
+    }
+    // Each account's trail location (prefix, organization), from the first file that names it.
+    let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
+    for f in &listing.files {
+        if let (Some(account), Some(location)) = (&f.info.account, &f.info.location) {
+            locations
+                .entry(account.clone())
+                .or_insert_with(|| location.clone());
+        }
+    }
+    let files: Vec<SourceFile> = listing
+        .files
+        .into_iter()
+        .filter(|f| is_new(&cursors, &f.key))
+        .collect();
+    for f in &files {
+        advance_cursor(&mut cursors, &f.key);
+    }
+    let progress = progress_bar(opts.progress, files.iter().map(|f| f.size).sum());
+    let sinks = Sinks {
+        local: Some(LocalSink::new(&opts.sink)),
+        s3: None,
+    };
+    let n_files = files.len() as u64;
+    let engine = run_files(
+        engine,
+        files.into_iter().map(|f| (0, f)).collect(),
+        &[Fetcher::Local],
+        sinks,
+        locations,
+        opts.state.is_none(),
+        progress.as_ref(),
+        &mut summary,
+    )
+    .await?;
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    if let Some(dir) = &opts.state {
+        let files_processed = checkpoint.as_ref().map_or(0, |c| c.files_processed) + n_files;
+        let mut all = checkpoint.map(|c| c.cursors).unwrap_or_default();
+        all.insert(SOURCE_ID.to_string(), cursors);
+        crate::state::save(
+            dir,
+            &crate::state::Checkpoint {
+                engine,
+                cursors: all,
+                files_processed,
+            },
+        )?;
+    }
     summary.wall = started.elapsed();
     Ok(summary)
 }

@@ -44,6 +44,7 @@ async fn demo_insights_match_golden_file() {
         sink: sink.clone(),
         config: Default::default(),
         progress: false,
+        state: None,
     })
     .await
     .unwrap();

@@ -160,6 +160,7 @@ async fn create_access_key_burst_is_the_only_insight_and_replay_is_deterministic
             sink,
             config: Default::default(),
             progress: false,
+            state: None,
         })
     };
     let first = run(dir.path().join("out1")).await.unwrap();

@@ -30,7 +30,7 @@ struct HourBucket {
 }
 
 /// Baseline statistics of a per-minute rate over a window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BaselineStats {
     /// Plain average over the window, calls per minute (what Insights events report as `baseline.average`).
     pub average: f64,

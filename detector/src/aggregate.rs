@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::batch::FileBatch;
 
 /// Global symbol: an index into the [`SymbolTable`].
@@ -18,6 +20,7 @@ pub type Sym = u32;
 pub type KeyId = u32;
 
 /// Interned strings, numbered in order of first appearance (deterministic for a given input order).
+/// Serialized as the list of strings.
 #[derive(Debug, Clone, Default)]
 pub struct SymbolTable {
     index: HashMap<Box<str>, Sym>,
@@ -52,8 +55,26 @@ impl SymbolTable {
     }
 }
 
+impl Serialize for SymbolTable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.strings.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SymbolTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let strings = Vec::<Box<str>>::deserialize(d)?;
+        let index = strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as Sym))
+            .collect();
+        Ok(SymbolTable { index, strings })
+    }
+}
+
 /// What a rate is counted over: account, Region, API and, for error rates, the `errorCode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RateKey {
     /// Account (`recipientAccountId`).
     pub account: Sym,
@@ -71,7 +92,7 @@ pub struct RateKey {
 pub type ValueCounts = Vec<(Sym, u32)>;
 
 /// Counts of the attribution values (`userIdentityArn`, `userAgent`, `errorCode`) in one minute.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttributionCounts {
     /// `userIdentityArn` values.
     pub principal: ValueCounts,
@@ -104,7 +125,7 @@ impl AttributionCounts {
 }
 
 /// Calls of one key in one closed minute.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MinuteSample {
     /// Calls (or errors) in the minute.
     pub count: u32,
@@ -122,7 +143,7 @@ pub struct ClosedMinute {
 }
 
 /// A counted event that arrived after its minute closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LateCall {
     /// Its key.
     pub key: KeyId,
@@ -151,7 +172,7 @@ impl LateCall {
 }
 
 /// Aggregation counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregateCounters {
     /// Counted events whose minute had already closed.
     pub late: u64,
@@ -164,12 +185,14 @@ pub struct AggregateCounters {
 /// Minutes a closed minute's `eventID`s are remembered to recognise duplicates among late records.
 const DEDUP_AFTER_CLOSE_MINUTES: i64 = 60;
 
-/// The per-minute aggregator.
-#[derive(Debug, Clone)]
+/// The per-minute aggregator. Serializable (the settings are not part of it: see
+/// [`Aggregator::restore_settings`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Aggregator {
     /// Interned strings of every key and attribution value.
     pub symbols: SymbolTable,
     keys: Vec<RateKey>,
+    #[serde(skip)]
     key_index: HashMap<RateKey, KeyId>,
     open: BTreeMap<i64, HashMap<KeyId, MinuteSample>>,
     seen: BTreeMap<i64, HashSet<u128>>,
@@ -181,7 +204,9 @@ pub struct Aggregator {
     counters: AggregateCounters,
     error_rate: bool,
     call_rate: bool,
+    #[serde(skip)]
     policy: Option<crate::policy::Policy>,
+    #[serde(skip)]
     ignored: HashMap<(Sym, Sym, Sym, Sym), bool>,
 }
 
@@ -204,6 +229,27 @@ impl Aggregator {
             policy: None,
             ignored: HashMap::new(),
         }
+    }
+
+    /// After deserializing: rebuilds the key index and applies the settings.
+    pub fn restore_settings(
+        &mut self,
+        call_rate: bool,
+        error_rate: bool,
+        lateness: u32,
+        policy: crate::policy::Policy,
+    ) {
+        self.key_index = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, i as KeyId))
+            .collect();
+        self.call_rate = call_rate;
+        self.error_rate = error_rate;
+        self.lateness = i64::from(lateness);
+        self.policy = policy.has_principal_suppressions().then_some(policy);
+        self.ignored.clear();
     }
 
     /// Applies the principal suppressions of `policy` to every event.

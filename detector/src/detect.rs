@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use serde::{Deserialize, Serialize};
 use trailsight_baseline::{BaselineStats, CountModel, RatePrior, RollingRate, WindowedTopK};
 
 use crate::aggregate::{
@@ -117,7 +118,7 @@ pub struct OpenInsightInfo {
     pub calls: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct OpenInsight {
     start: i64,
     baseline: BaselineStats,
@@ -135,21 +136,21 @@ struct OpenInsight {
 }
 
 /// A per-minute count model: mean and variance, calls per minute.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Model {
     mean: f64,
     variance: f64,
 }
 
 /// Seasonal models of one hour, cached for the hour.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SeasonCache {
     hour: i64,
     models: Models,
 }
 
 /// Up to four models, without allocation.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Models {
     len: usize,
     items: [Option<Model>; 4],
@@ -175,7 +176,7 @@ impl Models {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct KeyState {
     rate: RollingRate,
     /// Nonzero minutes not part of an Insight, within the longest window.
@@ -185,7 +186,8 @@ struct KeyState {
     season: [Option<Box<SeasonCache>>; 2],
     /// Start minutes of this key's recent Insights (recurrence detection).
     past_starts: Vec<i64>,
-    /// Effective sensitivity settings, resolved on first sight.
+    /// Effective sensitivity settings, resolved on first sight (from the settings: not saved).
+    #[serde(skip)]
     policy: Option<KeyPolicy>,
 }
 
@@ -296,11 +298,14 @@ impl KeyState {
     }
 }
 
-/// Per-key detection state for every rate key.
-#[derive(Debug, Clone)]
+/// Per-key detection state for every rate key. Serializable (the settings are not
+/// part of it: see [`Detector::restore_settings`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Detector {
     /// Shared so a test can hold the settings while it mutates key state.
+    #[serde(skip)]
     config: std::sync::Arc<DetectorConfig>,
+    #[serde(skip)]
     policy: Policy,
     prior: RatePrior,
     keys: Vec<KeyState>,
@@ -376,6 +381,18 @@ impl Detector {
             keys: Vec::new(),
             open: BTreeSet::new(),
             late: Vec::new(),
+        }
+    }
+
+    /// After deserializing: applies the settings.
+    pub fn restore_settings(&mut self, config: DetectorConfig, policy: Policy) {
+        self.prior = RatePrior {
+            floor: config.min_baseline_rate,
+        };
+        self.config = std::sync::Arc::new(config);
+        self.policy = policy;
+        for k in &mut self.keys {
+            k.policy = None;
         }
     }
 

@@ -54,12 +54,17 @@ pub struct OpenInsightReport {
     pub calls: u64,
 }
 
-/// Aggregator and detector together.
-#[derive(Debug, Clone)]
+/// Aggregator and detector together. Serializable between two [`Engine::ingest`]s
+/// (checkpoints); the settings are not part of the state.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Engine {
     aggregator: Aggregator,
     detector: Detector,
+    /// Empty between two calls (scratch space).
+    #[serde(skip)]
     late: Vec<LateCall>,
+    /// Empty between two calls (scratch space).
+    #[serde(skip)]
     transitions: Vec<Transition>,
     started: u64,
     ended: u64,
@@ -83,6 +88,22 @@ impl Engine {
             started: 0,
             ended: 0,
         })
+    }
+
+    /// Rebuilds an engine from its serialized state with the given settings.
+    ///
+    /// Returns `Err(ConfigError)` when a setting is out of range.
+    pub fn restore(mut self, config: DetectorConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let policy = config.policy()?;
+        self.aggregator.restore_settings(
+            config.call_rate,
+            config.error_rate,
+            config.allowed_lateness_minutes,
+            policy.clone(),
+        );
+        self.detector.restore_settings(config, policy);
+        Ok(self)
     }
 
     /// Adds one log file's events and returns the Insights records decided by the minutes it closed.

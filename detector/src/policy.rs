@@ -150,7 +150,7 @@ struct CompiledSuppression {
     account: Option<glob::Pattern>,
 }
 
-/// Compiled sensitivity settings.
+/// Compiled sensitivity settings (`Default`: medium sensitivity, no patterns).
 #[derive(Debug, Clone)]
 pub struct Policy {
     base: KeyPolicy,
@@ -267,6 +267,23 @@ impl Policy {
     /// True when there are principal suppressions at all.
     pub fn has_principal_suppressions(&self) -> bool {
         !self.suppressions.is_empty()
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            base: KeyPolicy {
+                tail_probability: 1e-6,
+                min_ratio: 3.0,
+                min_count: 3,
+                suppress: false,
+            },
+            sensitive: Vec::new(),
+            sensitive_min_count: 2,
+            overrides: Vec::new(),
+            suppressions: Vec::new(),
+        }
     }
 }
 

@@ -1,0 +1,444 @@
+//! `trailsight serve`: the replay pipeline fed continuously from S3 or local
+//! folders, with crash-safe checkpoints.
+//!
+//! Each poll discovers the `AWSLogs/[o-…/]<account>/CloudTrail/<region>/`
+//! prefixes of every source and lists each one from its cursor (`StartAfter`
+//! on S3), so only new keys are listed. New files from all sources are
+//! processed in delivery order, as `replay` does; Insights files are written
+//! as soon as the minutes that decide them close. The engine and the cursors
+//! are checkpointed every `checkpoint_interval_seconds`, after each poll, and
+//! on SIGTERM/SIGINT (which let in-flight files finish first). After a crash,
+//! files after the last checkpoint are read again; Insights are deterministic
+//! (content-derived IDs and keys), so rewriting them changes nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use trailsight_detector::Engine;
+
+use crate::config::Config;
+use crate::layout::{KeyKind, TrailLocation, is_log_file_name, parse_key};
+use crate::replay::{Fetcher, ReplaySummary, Sinks, advance_cursor, is_new, run_files};
+use crate::sink::local::LocalSink;
+use crate::source::SourceFile;
+use crate::state::{Checkpoint, load, save};
+
+/// The `[serve]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Log sources: `s3://<bucket>[/<prefix>]`, `file:///path` or a path.
+    pub sources: Vec<String>,
+    /// Insights sinks: `s3://<bucket>[/<prefix>]`, `file:///path` or a path (at most one of each kind).
+    pub sinks: Vec<String>,
+    /// Folder of the checkpoint (`state.bin`).
+    pub state_dir: PathBuf,
+    /// Seconds between polls. Default 60.
+    #[serde(default = "default_poll")]
+    pub poll_interval_seconds: u64,
+    /// Seconds between checkpoints while a backlog is processed. Default 30.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_interval_seconds: u64,
+    /// Files processed between two checkpoint opportunities (bounds memory and re-reads). Default 500.
+    #[serde(default = "default_batch")]
+    pub batch_files: usize,
+    /// S3 client settings.
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+/// S3 client settings; credentials and region come from the standard AWS chain unless set here.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`.
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing (needed by most S3-compatible servers).
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Region (default: the AWS chain's, else `us-east-1`).
+    pub region: Option<String>,
+    /// Attempts per request, with the SDK's standard exponential backoff. Default 10.
+    pub max_attempts: Option<u32>,
+}
+
+fn default_poll() -> u64 {
+    60
+}
+fn default_checkpoint() -> u64 {
+    30
+}
+fn default_batch() -> usize {
+    500
+}
+
+/// A parsed source or sink URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A bucket and key prefix (no trailing slash).
+    S3 { bucket: String, prefix: String },
+    /// A local folder.
+    Local(PathBuf),
+}
+
+/// Parses `s3://bucket[/prefix]`, `file:///path` or a plain path.
+pub fn parse_location(url: &str) -> anyhow::Result<Location> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        anyhow::ensure!(!bucket.is_empty(), "no bucket in {url:?}");
+        return Ok(Location::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        });
+    }
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    anyhow::ensure!(!path.is_empty(), "empty path in {url:?}");
+    Ok(Location::Local(PathBuf::from(path)))
+}
+
+/// An S3 client for the settings (explicit rustls + ring HTTPS client, standard retries).
+pub async fn s3_client(cfg: &S3Config) -> aws_sdk_s3::Client {
+    use aws_smithy_http_client::tls;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
+    if let Some(r) = &cfg.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    let shared = loader.load().await;
+    let mut b = aws_sdk_s3::config::Builder::from(&shared)
+        .http_client(http)
+        .force_path_style(cfg.force_path_style)
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(cfg.max_attempts.unwrap_or(10)),
+        );
+    if shared.region().is_none() {
+        b = b.region(aws_config::Region::new("us-east-1"));
+    }
+    if let Some(ep) = &cfg.endpoint_url {
+        b = b.endpoint_url(ep);
+    }
+    aws_sdk_s3::Client::from_conf(b.build())
+}
+
+/// Common prefixes one level below `prefix` (which ends with `/` or is empty).
+async fn sub_prefixes(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .delimiter("/")
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            anyhow::anyhow!(
+                "ListObjectsV2 s3://{bucket}/{prefix}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            )
+        })?;
+        out.extend(
+            page.common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_string)),
+        );
+    }
+    Ok(out)
+}
+
+/// New log files of an S3 source: every `…/CloudTrail/<region>/` prefix listed from its cursor.
+async fn list_s3(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    base: &str,
+    cursors: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<SourceFile>> {
+    let base = if base.is_empty() {
+        String::new()
+    } else {
+        format!("{base}/")
+    };
+    let mut regions = Vec::new();
+    for top in sub_prefixes(client, bucket, &format!("{base}AWSLogs/")).await? {
+        let name = top.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        let accounts = if name.starts_with("o-") {
+            sub_prefixes(client, bucket, &top).await?
+        } else {
+            vec![top]
+        };
+        for account in accounts {
+            regions.extend(sub_prefixes(client, bucket, &format!("{account}CloudTrail/")).await?);
+        }
+    }
+    let mut files = Vec::new();
+    for region in regions {
+        let mut req = client.list_objects_v2().bucket(bucket).prefix(&region);
+        if let Some(c) = cursors.get(&region) {
+            req = req.start_after(c);
+        }
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                anyhow::anyhow!(
+                    "ListObjectsV2 s3://{bucket}/{region}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            })?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                if !is_log_file_name(key) || !is_new(cursors, key) {
+                    continue;
+                }
+                let info = parse_key(key);
+                if info.kind == KeyKind::Log {
+                    let size = o.size().map_or(0, |s| s.max(0) as u64);
+                    files.push(SourceFile {
+                        key: key.to_string(),
+                        path: PathBuf::new(),
+                        info,
+                        size,
+                    });
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+struct Source {
+    id: String,
+    location: Location,
+    fetcher: Fetcher,
+}
+
+/// Runs the service until SIGTERM/SIGINT (or, with `once`, until the sources have nothing new).
+///
+/// Returns `Err` when it cannot start (bad URLs, unreadable or incompatible checkpoint) or
+/// cannot save a checkpoint; source and sink errors are logged and retried at the next poll.
+pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
+    let sc = config
+        .serve
+        .clone()
+        .context("the config has no [serve] table")?;
+    let client = if sc
+        .sources
+        .iter()
+        .chain(&sc.sinks)
+        .any(|u| u.starts_with("s3://"))
+    {
+        Some(s3_client(&sc.s3).await)
+    } else {
+        None
+    };
+    let mut sources = Vec::new();
+    for url in &sc.sources {
+        let location = parse_location(url)?;
+        let fetcher = match &location {
+            Location::S3 { bucket, .. } => {
+                Fetcher::S3(client.clone().context("no S3 client")?, bucket.clone())
+            }
+            Location::Local(_) => Fetcher::Local,
+        };
+        sources.push(Source {
+            id: url.clone(),
+            location,
+            fetcher,
+        });
+    }
+    let mut sinks = Sinks::default();
+    for url in &sc.sinks {
+        match parse_location(url)? {
+            Location::Local(p) => sinks.local = Some(LocalSink::new(&p)),
+            Location::S3 { bucket, prefix } => {
+                sinks.s3 = Some((client.clone().context("no S3 client")?, bucket, prefix))
+            }
+        }
+    }
+    anyhow::ensure!(!sources.is_empty(), "[serve] sources is empty");
+
+    let mut checkpoint = match load(&sc.state_dir, &config.detector)? {
+        Some(c) => {
+            tracing::info!(files = c.files_processed, "resumed from checkpoint");
+            c
+        }
+        None => Checkpoint {
+            engine: Engine::new(config.detector.clone())?,
+            cursors: BTreeMap::new(),
+            files_processed: 0,
+        },
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    {
+        let (stop, notify) = (stop.clone(), notify.clone());
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            stop.store(true, Ordering::SeqCst);
+            notify.notify_waiters();
+        });
+    }
+    let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
+    let mut last_checkpoint = Instant::now();
+    loop {
+        // Discover and list what is new in every source.
+        let mut new_files: Vec<(usize, SourceFile)> = Vec::new();
+        for (i, src) in sources.iter().enumerate() {
+            let cursors = checkpoint.cursors.get(&src.id).cloned().unwrap_or_default();
+            let listed = match &src.location {
+                Location::Local(root) => {
+                    let root = root.clone();
+                    tokio::task::spawn_blocking(move || crate::source::local::list(&root))
+                        .await
+                        .map_err(anyhow::Error::from)
+                        .and_then(|r| r.map_err(anyhow::Error::from))
+                        .map(|l| {
+                            l.files
+                                .into_iter()
+                                .filter(|f| is_new(&cursors, &f.key))
+                                .collect::<Vec<_>>()
+                        })
+                }
+                Location::S3 { bucket, prefix } => match &client {
+                    Some(c) => list_s3(c, bucket, prefix, &cursors).await,
+                    None => Err(anyhow::anyhow!("no S3 client")),
+                },
+            };
+            match listed {
+                Ok(files) => new_files.extend(files.into_iter().map(|f| (i, f))),
+                Err(e) => {
+                    tracing::warn!(source = %src.id, error = %format!("{e:#}"), "listing failed; retrying at the next poll")
+                }
+            }
+        }
+        for (_, f) in &new_files {
+            if let (Some(account), Some(location)) = (&f.info.account, &f.info.location) {
+                locations
+                    .entry(account.clone())
+                    .or_insert_with(|| location.clone());
+            }
+        }
+        new_files.sort_by(|a, b| {
+            (a.1.info.delivered_minute, &a.1.key, a.0).cmp(&(
+                b.1.info.delivered_minute,
+                &b.1.key,
+                b.0,
+            ))
+        });
+        let had_new = !new_files.is_empty();
+        let fetchers: Vec<Fetcher> = sources.iter().map(|s| s.fetcher.clone()).collect();
+        let mut iter = new_files.into_iter().peekable();
+        while iter.peek().is_some() && !stop.load(Ordering::SeqCst) {
+            let chunk: Vec<(usize, SourceFile)> =
+                iter.by_ref().take(sc.batch_files.max(1)).collect();
+            let mut summary = ReplaySummary::default();
+            let engine = std::mem::replace(
+                &mut checkpoint.engine,
+                Engine::new(config.detector.clone())?,
+            );
+            let keys: Vec<(usize, String)> =
+                chunk.iter().map(|(i, f)| (*i, f.key.clone())).collect();
+            match run_files(
+                engine,
+                chunk,
+                &fetchers,
+                sinks.clone(),
+                locations.clone(),
+                false,
+                None,
+                &mut summary,
+            )
+            .await
+            {
+                Ok(engine) => checkpoint.engine = engine,
+                Err(e) => {
+                    // The engine state of this chunk is unknown: go back to the last checkpoint.
+                    tracing::error!(error = %e, "processing failed; resuming from the last checkpoint");
+                    checkpoint = load(&sc.state_dir, &config.detector)?.unwrap_or(Checkpoint {
+                        engine: Engine::new(config.detector.clone())?,
+                        cursors: BTreeMap::new(),
+                        files_processed: 0,
+                    });
+                    break;
+                }
+            }
+            for p in &summary.problems {
+                tracing::warn!(file = %p.key, reason = %p.reason, skipped = p.skipped, "unreadable log file");
+            }
+            if summary
+                .problems
+                .iter()
+                .any(|p| p.reason.contains("GetObject") || p.reason.contains("reading s3://"))
+            {
+                // A source outage mid-chunk: don't advance past files we could not read.
+                tracing::warn!("source errors: resuming from the last checkpoint at the next poll");
+                checkpoint = load(&sc.state_dir, &config.detector)?.unwrap_or(Checkpoint {
+                    engine: Engine::new(config.detector.clone())?,
+                    cursors: BTreeMap::new(),
+                    files_processed: 0,
+                });
+                break;
+            }
+            for (i, key) in &keys {
+                advance_cursor(
+                    checkpoint
+                        .cursors
+                        .entry(sources[*i].id.clone())
+                        .or_default(),
+                    key,
+                );
+            }
+            checkpoint.files_processed += keys.len() as u64;
+            tracing::info!(
+                files = keys.len(),
+                written = summary.files_written.len(),
+                "processed"
+            );
+            if last_checkpoint.elapsed() >= Duration::from_secs(sc.checkpoint_interval_seconds) {
+                let bytes = save(&sc.state_dir, &checkpoint)?;
+                tracing::info!(bytes, "checkpoint");
+                last_checkpoint = Instant::now();
+            }
+        }
+        save(&sc.state_dir, &checkpoint)?;
+        last_checkpoint = Instant::now();
+        if stop.load(Ordering::SeqCst) || (once && !had_new) {
+            break;
+        }
+        if once {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(sc.poll_interval_seconds)) => {}
+            _ = notify.notified() => {}
+        }
+        if stop.load(Ordering::SeqCst) {
+            save(&sc.state_dir, &checkpoint)?;
+            break;
+        }
+    }
+    tracing::info!(files = checkpoint.files_processed, "stopped");
+    Ok(())
+}

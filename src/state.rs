@@ -1,0 +1,218 @@
+//! Crash-safe checkpoints: the engine (every key's baseline, the open minutes,
+//! the open Insights) and each source's cursors, in a versioned binary file.
+//!
+//! Format (little endian): the 16-byte magic `TRAILSIGHT-STATE`, a `u32`
+//! format version, a `u64` payload length, a `u32` CRC-32 of the payload, then
+//! the payload (postcard-encoded [`Checkpoint`]). Written to a temporary file,
+//! fsynced, renamed over `state.bin`, and the folder fsynced, so a crash at any
+//! point leaves either the previous checkpoint or the new one. A file that is
+//! truncated, corrupt or of another version is an error naming the file, never
+//! a silent reset.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use trailsight_detector::{DetectorConfig, Engine};
+
+/// Checkpoint file name inside the state folder.
+pub const STATE_FILE: &str = "state.bin";
+const MAGIC: &[u8; 16] = b"TRAILSIGHT-STATE";
+/// Current format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything a restart needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The engine.
+    pub engine: Engine,
+    /// Per source URL, per listing prefix, the last key processed.
+    pub cursors: BTreeMap<String, BTreeMap<String, String>>,
+    /// Log files processed in total.
+    pub files_processed: u64,
+}
+
+/// Why a checkpoint could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing failed.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a trailsight checkpoint, is truncated, or fails its checksum.
+    #[error("checkpoint {path} is corrupt: {reason}; move it away to start from scratch")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file was written by another format version.
+    #[error(
+        "checkpoint {path} has format version {found}, this build reads version {FORMAT_VERSION}"
+    )]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// The state does not fit the settings.
+    #[error("checkpoint {path}: {reason}")]
+    Settings {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `checkpoint` to `<dir>/state.bin` atomically; returns the file size in bytes.
+pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<u64, StateError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(STATE_FILE);
+    let payload = postcard::to_stdvec(checkpoint).map_err(|e| StateError::Corrupt {
+        path: path.clone(),
+        reason: format!("cannot encode: {e}"),
+    })?;
+    let mut bytes = Vec::with_capacity(payload.len() + 32);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(bytes.len() as u64)
+}
+
+/// Reads `<dir>/state.bin`; `Ok(None)` when there is none. The engine gets `config`.
+pub fn load(dir: &Path, config: &DetectorConfig) -> Result<Option<Checkpoint>, StateError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StateError::Io { path, source: e }),
+    };
+    let corrupt = |reason: &str| StateError::Corrupt {
+        path: path.clone(),
+        reason: reason.to_string(),
+    };
+    if bytes.len() < 32 || &bytes[..16] != MAGIC {
+        return Err(corrupt(
+            "not a trailsight checkpoint (bad magic or too short)",
+        ));
+    }
+    let version = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+    if version != FORMAT_VERSION {
+        return Err(StateError::Version {
+            path,
+            found: version,
+        });
+    }
+    let mut len8 = [0u8; 8];
+    len8.copy_from_slice(&bytes[20..28]);
+    let len = u64::from_le_bytes(len8) as usize;
+    let crc = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]);
+    let payload = &bytes[32..];
+    if payload.len() != len {
+        return Err(corrupt(&format!(
+            "payload is {} bytes, header says {len} (truncated?)",
+            payload.len()
+        )));
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut checkpoint: Checkpoint =
+        postcard::from_bytes(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
+    checkpoint.engine =
+        checkpoint
+            .engine
+            .restore(config.clone())
+            .map_err(|e| StateError::Settings {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+    Ok(Some(checkpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(DetectorConfig::default()).unwrap();
+        let mut cursors = BTreeMap::new();
+        cursors.insert(
+            "s3://b".to_string(),
+            BTreeMap::from([("AWSLogs/1/CloudTrail/r/".to_string(), "k".to_string())]),
+        );
+        let size = save(
+            dir.path(),
+            &Checkpoint {
+                engine,
+                cursors: cursors.clone(),
+                files_processed: 3,
+            },
+        )
+        .unwrap();
+        assert!(size > 32);
+        let back = load(dir.path(), &DetectorConfig::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.cursors, cursors);
+        assert_eq!(back.files_processed, 3);
+
+        let path = dir.path().join(STATE_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = load(dir.path(), &DetectorConfig::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("state.bin is corrupt: checksum mismatch"),
+            "{e}"
+        );
+        std::fs::write(&path, &bytes[..40]).unwrap();
+        assert!(
+            load(dir.path(), &DetectorConfig::default())
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
+        bytes[16] = 9;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            load(dir.path(), &DetectorConfig::default()),
+            Err(StateError::Version { found: 9, .. })
+        ));
+        assert!(
+            load(&dir.path().join("none"), &DetectorConfig::default())
+                .unwrap()
+                .is_none()
+        );
+    }
+}
