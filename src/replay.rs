@@ -370,7 +370,9 @@ pub fn is_new(cursors: &BTreeMap<String, String>, key: &str) -> bool {
 /// source, unwritable sink, bad settings, unreadable checkpoint); broken files
 /// are reported in the summary.
 pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
-    const SOURCE_ID: &str = "replay";
+    // Cursors are keyed by listing prefix (`AWSLogs/<account>/CloudTrail/<region>/`), shared by every
+    // source, so a replay of a synced copy seeds `serve` on the bucket without re-reading it.
+    const SOURCE_ID: &str = crate::state::CURSORS;
     let started = Instant::now();
     let mut checkpoint = match &opts.state {
         Some(dir) => crate::state::load(dir, &opts.config.detector)?,

@@ -306,7 +306,11 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         // Discover and list what is new in every source.
         let mut new_files: Vec<(usize, SourceFile)> = Vec::new();
         for (i, src) in sources.iter().enumerate() {
-            let cursors = checkpoint.cursors.get(&src.id).cloned().unwrap_or_default();
+            let cursors = checkpoint
+                .cursors
+                .get(crate::state::CURSORS)
+                .cloned()
+                .unwrap_or_default();
             let listed = match &src.location {
                 Location::Local(root) => {
                     let root = root.clone();
@@ -401,14 +405,12 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 });
                 break;
             }
-            for (i, key) in &keys {
-                advance_cursor(
-                    checkpoint
-                        .cursors
-                        .entry(sources[*i].id.clone())
-                        .or_default(),
-                    key,
-                );
+            let cursors = checkpoint
+                .cursors
+                .entry(crate::state::CURSORS.to_string())
+                .or_default();
+            for (_, key) in &keys {
+                advance_cursor(cursors, key);
             }
             checkpoint.files_processed += keys.len() as u64;
             tracing::info!(

@@ -19,6 +19,8 @@ use trailsight_detector::{DetectorConfig, Engine};
 /// Checkpoint file name inside the state folder.
 pub const STATE_FILE: &str = "state.bin";
 const MAGIC: &[u8; 16] = b"TRAILSIGHT-STATE";
+/// The cursor namespace shared by every source (keys are listing prefixes).
+pub const CURSORS: &str = "logs";
 /// Current format version.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -27,7 +29,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub struct Checkpoint {
     /// The engine.
     pub engine: Engine,
-    /// Per source URL, per listing prefix, the last key processed.
+    /// Per namespace ([`CURSORS`]), per listing prefix, the last key processed.
     pub cursors: BTreeMap<String, BTreeMap<String, String>>,
     /// Log files processed in total.
     pub files_processed: u64,
