@@ -70,6 +70,21 @@ pub enum ReplayError {
     /// The checkpoint cannot be read or written.
     #[error("{0}")]
     State(#[from] crate::state::StateError),
+    /// The source could not be reached (network error, timeout, 5xx after the SDK's retries);
+    /// files from this one on were not processed.
+    #[error("source unavailable: {0}")]
+    SourceUnavailable(String),
+}
+
+/// Why a log file's bytes could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The object itself cannot be read (missing, forbidden, broken on disk): report and skip it.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The source is down or timing out: the file must be read again later, not skipped.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What a replay did.
@@ -137,10 +152,17 @@ pub enum Fetcher {
 }
 
 impl Fetcher {
-    /// The file's bytes; `Err` with the reason when it cannot be read.
-    pub async fn fetch(&self, file: &SourceFile) -> Result<Vec<u8>, String> {
+    /// The file's bytes.
+    ///
+    /// Returns `Err(FetchError::Unreadable)` for a local read error or an S3 error response
+    /// other than throttling/5xx (e.g. `NoSuchKey`, `AccessDenied`), and
+    /// `Err(FetchError::Unavailable)` when S3 cannot be reached, times out or keeps answering
+    /// 5xx/throttling after the SDK's retries, or the body is cut off.
+    pub async fn fetch(&self, file: &SourceFile) -> Result<Vec<u8>, FetchError> {
         match self {
-            Fetcher::Local => tokio::fs::read(&file.path).await.map_err(|e| e.to_string()),
+            Fetcher::Local => tokio::fs::read(&file.path)
+                .await
+                .map_err(|e| FetchError::Unreadable(e.to_string())),
             Fetcher::S3(client, bucket) => {
                 let out = client
                     .get_object()
@@ -149,20 +171,48 @@ impl Fetcher {
                     .send()
                     .await
                     .map_err(|e| {
-                        format!(
+                        let reason = format!(
                             "GetObject s3://{bucket}/{}: {}",
                             file.key,
                             aws_sdk_s3::error::DisplayErrorContext(&e)
-                        )
+                        );
+                        if is_transient(&e) {
+                            FetchError::Unavailable(reason)
+                        } else {
+                            FetchError::Unreadable(reason)
+                        }
                     })?;
-                let body = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| format!("reading s3://{bucket}/{}: {e}", file.key))?;
+                let body = out.body.collect().await.map_err(|e| {
+                    FetchError::Unavailable(format!("reading s3://{bucket}/{}: {e}", file.key))
+                })?;
                 Ok(body.into_bytes().to_vec())
             }
         }
+    }
+
+    /// Files fetched at once: I/O-bound S3 requests need more in flight than local reads.
+    fn parallelism(fetchers: &[Fetcher]) -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        if fetchers.iter().any(|f| matches!(f, Fetcher::S3(..))) {
+            (cores * 8).max(16)
+        } else {
+            (cores * 2).max(2)
+        }
+    }
+}
+
+/// True for errors that say nothing about the object: no connection, timeout, a cut-off
+/// response, throttling or a server error.
+fn is_transient<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    use aws_sdk_s3::error::SdkError;
+    match e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            status >= 500 || status == 429
+        }
+        _ => true,
     }
 }
 
@@ -231,6 +281,8 @@ pub async fn run_files(
 ) -> Result<Engine, ReplayError> {
     let handle = tokio::runtime::Handle::current();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>)>(8);
+    let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let aborted_in_engine = aborted.clone();
     let engine_thread = std::thread::spawn(move || -> Result<EngineOutput, std::io::Error> {
         let mut engine = engine;
         let mut written = Vec::new();
@@ -241,7 +293,7 @@ pub async fn run_files(
                 written.extend(sinks.write(&file, &handle)?);
             }
         }
-        if finish {
+        if finish && !aborted_in_engine.load(std::sync::atomic::Ordering::SeqCst) {
             let emitted = engine.finish();
             for file in build_files(&emitted, location_of) {
                 written.extend(sinks.write(&file, &handle)?);
@@ -250,12 +302,10 @@ pub async fn run_files(
         Ok(EngineOutput { engine, written })
     });
 
-    let parallel = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(1)
-        * 2;
-    let mut inflight: VecDeque<(SourceFile, tokio::task::JoinHandle<Result<Decoded, String>>)> =
-        VecDeque::new();
+    let parallel = Fetcher::parallelism(fetchers);
+    type Job = tokio::task::JoinHandle<Result<Decoded, FetchError>>;
+    let mut inflight: VecDeque<(SourceFile, Job)> = VecDeque::new();
+    let mut unavailable = None;
     let mut files = files.into_iter();
     loop {
         while inflight.len() < parallel {
@@ -268,7 +318,7 @@ pub async fn run_files(
                 let bytes = fetcher.fetch(&f).await?;
                 tokio::task::spawn_blocking(move || decode(&bytes))
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| FetchError::Unreadable(format!("decoder task failed: {e}")))
             });
             inflight.push_back((file, handle));
         }
@@ -280,7 +330,12 @@ pub async fn run_files(
             p.inc(file.size);
         }
         match result {
-            Err(reason) => summary.problems.push(FileProblem {
+            Err(FetchError::Unavailable(reason)) => {
+                // Later files must not reach the engine before this one: stop here.
+                unavailable = Some(reason);
+                break;
+            }
+            Err(FetchError::Unreadable(reason)) => summary.problems.push(FileProblem {
                 key: file.key.clone(),
                 reason,
                 skipped: true,
@@ -325,12 +380,19 @@ pub async fn run_files(
             }
         }
     }
+    aborted.store(unavailable.is_some(), std::sync::atomic::Ordering::SeqCst);
     drop(tx);
+    for (_, job) in inflight {
+        job.abort();
+    }
     let output = tokio::task::spawn_blocking(move || engine_thread.join())
         .await
         .map_err(|e| ReplayError::Task(e.to_string()))?
         .map_err(|_| ReplayError::Task("engine thread panicked".into()))?
         .map_err(ReplayError::Sink)?;
+    if let Some(reason) = unavailable {
+        return Err(ReplayError::SourceUnavailable(reason));
+    }
     let counters = output.engine.counters();
     summary.late = counters.late;
     summary.duplicates = counters.duplicates;

@@ -220,6 +220,45 @@ async fn list_s3(
     Ok(files)
 }
 
+/// The checkpoint in `dir`, or a new engine when there is none.
+///
+/// Returns `Err` (naming the file) when the checkpoint is corrupt or was written by an
+/// incompatible version or configuration: never a silent reset.
+fn load_or_new(dir: &std::path::Path, config: &Config) -> anyhow::Result<Checkpoint> {
+    Ok(match load(dir, &config.detector)? {
+        Some(c) => c,
+        None => Checkpoint {
+            engine: Engine::new(config.detector.clone())?,
+            cursors: BTreeMap::new(),
+            files_processed: 0,
+        },
+    })
+}
+
+/// New log files of one source (after `cursors`).
+async fn list_source(
+    src: &Source,
+    client: Option<&aws_sdk_s3::Client>,
+    cursors: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<SourceFile>> {
+    match &src.location {
+        Location::Local(root) => {
+            let root = root.clone();
+            let listing =
+                tokio::task::spawn_blocking(move || crate::source::local::list(&root)).await??;
+            Ok(listing
+                .files
+                .into_iter()
+                .filter(|f| is_new(cursors, &f.key))
+                .collect())
+        }
+        Location::S3 { bucket, prefix } => {
+            let client = client.context("no S3 client")?;
+            list_s3(client, bucket, prefix, cursors).await
+        }
+    }
+}
+
 struct Source {
     id: String,
     location: Location,
@@ -271,17 +310,13 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     }
     anyhow::ensure!(!sources.is_empty(), "[serve] sources is empty");
 
-    let mut checkpoint = match load(&sc.state_dir, &config.detector)? {
-        Some(c) => {
-            tracing::info!(files = c.files_processed, "resumed from checkpoint");
-            c
-        }
-        None => Checkpoint {
-            engine: Engine::new(config.detector.clone())?,
-            cursors: BTreeMap::new(),
-            files_processed: 0,
-        },
-    };
+    let mut checkpoint = load_or_new(&sc.state_dir, &config)?;
+    if checkpoint.files_processed > 0 {
+        tracing::info!(
+            files = checkpoint.files_processed,
+            "resumed from checkpoint"
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let notify = Arc::new(tokio::sync::Notify::new());
     {
@@ -297,7 +332,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => {}
             }
             stop.store(true, Ordering::SeqCst);
-            notify.notify_waiters();
+            notify.notify_one();
         });
     }
     let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
@@ -305,37 +340,24 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     loop {
         // Discover and list what is new in every source.
         let mut new_files: Vec<(usize, SourceFile)> = Vec::new();
+        let cursors = checkpoint
+            .cursors
+            .get(crate::state::CURSORS)
+            .cloned()
+            .unwrap_or_default();
+        let mut listed_all = true;
         for (i, src) in sources.iter().enumerate() {
-            let cursors = checkpoint
-                .cursors
-                .get(crate::state::CURSORS)
-                .cloned()
-                .unwrap_or_default();
-            let listed = match &src.location {
-                Location::Local(root) => {
-                    let root = root.clone();
-                    tokio::task::spawn_blocking(move || crate::source::local::list(&root))
-                        .await
-                        .map_err(anyhow::Error::from)
-                        .and_then(|r| r.map_err(anyhow::Error::from))
-                        .map(|l| {
-                            l.files
-                                .into_iter()
-                                .filter(|f| is_new(&cursors, &f.key))
-                                .collect::<Vec<_>>()
-                        })
-                }
-                Location::S3 { bucket, prefix } => match &client {
-                    Some(c) => list_s3(c, bucket, prefix, &cursors).await,
-                    None => Err(anyhow::anyhow!("no S3 client")),
-                },
-            };
-            match listed {
+            match list_source(src, client.as_ref(), &cursors).await {
                 Ok(files) => new_files.extend(files.into_iter().map(|f| (i, f))),
                 Err(e) => {
-                    tracing::warn!(source = %src.id, error = %format!("{e:#}"), "listing failed; retrying at the next poll")
+                    listed_all = false;
+                    tracing::warn!(source = %src.id, error = %format!("{e:#}"), "listing failed; retrying at the next poll");
                 }
             }
+        }
+        if !listed_all {
+            // The watermark is shared: files of the other sources must not go ahead of this one's.
+            new_files.clear();
         }
         for (_, f) in &new_files {
             if let (Some(account), Some(location)) = (&f.info.account, &f.info.location) {
@@ -352,6 +374,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             ))
         });
         let had_new = !new_files.is_empty();
+        let mut failed = !listed_all;
         let fetchers: Vec<Fetcher> = sources.iter().map(|s| s.fetcher.clone()).collect();
         let mut iter = new_files.into_iter().peekable();
         while iter.peek().is_some() && !stop.load(Ordering::SeqCst) {
@@ -362,9 +385,8 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 &mut checkpoint.engine,
                 Engine::new(config.detector.clone())?,
             );
-            let keys: Vec<(usize, String)> =
-                chunk.iter().map(|(i, f)| (*i, f.key.clone())).collect();
-            match run_files(
+            let keys: Vec<String> = chunk.iter().map(|(_, f)| f.key.clone()).collect();
+            let result = run_files(
                 engine,
                 chunk,
                 &fetchers,
@@ -374,47 +396,33 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 None,
                 &mut summary,
             )
-            .await
-            {
-                Ok(engine) => checkpoint.engine = engine,
-                Err(e) => {
-                    // The engine state of this chunk is unknown: go back to the last checkpoint.
-                    tracing::error!(error = %e, "processing failed; resuming from the last checkpoint");
-                    checkpoint = load(&sc.state_dir, &config.detector)?.unwrap_or(Checkpoint {
-                        engine: Engine::new(config.detector.clone())?,
-                        cursors: BTreeMap::new(),
-                        files_processed: 0,
-                    });
-                    break;
-                }
-            }
+            .await;
             for p in &summary.problems {
                 tracing::warn!(file = %p.key, reason = %p.reason, skipped = p.skipped, "unreadable log file");
             }
-            if summary
-                .problems
-                .iter()
-                .any(|p| p.reason.contains("GetObject") || p.reason.contains("reading s3://"))
-            {
-                // A source outage mid-chunk: don't advance past files we could not read.
-                tracing::warn!("source errors: resuming from the last checkpoint at the next poll");
-                checkpoint = load(&sc.state_dir, &config.detector)?.unwrap_or(Checkpoint {
-                    engine: Engine::new(config.detector.clone())?,
-                    cursors: BTreeMap::new(),
-                    files_processed: 0,
-                });
-                break;
+            match result {
+                Ok(engine) => checkpoint.engine = engine,
+                Err(e) => {
+                    // A source or sink outage: the engine went past what was written or read.
+                    // Go back to the last checkpoint; its files are read again at the next poll,
+                    // and the Insights they give are rewritten byte for byte.
+                    tracing::error!(error = %e, "processing stopped; resuming from the last checkpoint at the next poll");
+                    checkpoint = load_or_new(&sc.state_dir, &config)?;
+                    failed = true;
+                    break;
+                }
             }
             let cursors = checkpoint
                 .cursors
                 .entry(crate::state::CURSORS.to_string())
                 .or_default();
-            for (_, key) in &keys {
+            for key in &keys {
                 advance_cursor(cursors, key);
             }
             checkpoint.files_processed += keys.len() as u64;
             tracing::info!(
                 files = keys.len(),
+                records = summary.records.records,
                 written = summary.files_written.len(),
                 "processed"
             );
@@ -424,12 +432,14 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 last_checkpoint = Instant::now();
             }
         }
-        save(&sc.state_dir, &checkpoint)?;
-        last_checkpoint = Instant::now();
-        if stop.load(Ordering::SeqCst) || (once && !had_new) {
+        if !failed {
+            save(&sc.state_dir, &checkpoint)?;
+            last_checkpoint = Instant::now();
+        }
+        if stop.load(Ordering::SeqCst) || (once && !had_new && !failed) {
             break;
         }
-        if once {
+        if once && !failed {
             continue;
         }
         tokio::select! {
@@ -437,7 +447,9 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             _ = notify.notified() => {}
         }
         if stop.load(Ordering::SeqCst) {
-            save(&sc.state_dir, &checkpoint)?;
+            if !failed {
+                save(&sc.state_dir, &checkpoint)?;
+            }
             break;
         }
     }

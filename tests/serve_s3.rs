@@ -23,6 +23,7 @@ const AK: &str = "AKIATRAILSIGHTTEST";
 const SK: &str = "trailsight-test-secret-key";
 
 /// Starts an S3 server over `root` on 127.0.0.1:`port` (0: any); returns its address.
+/// Aborting the returned task stops the server and drops its open connections (a real outage).
 async fn start_s3(root: &Path, port: u16) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let fs = s3s_fs::FileSystem::new(root).unwrap();
     let mut b = S3ServiceBuilder::new(fs);
@@ -34,16 +35,20 @@ async fn start_s3(root: &Path, port: u16) -> (SocketAddr, tokio::task::JoinHandl
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let http = ConnBuilder::new(TokioExecutor::new());
+        // Connections live in this set: dropping it (task aborted) closes them all.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 continue;
             };
+            let _ = socket.set_nodelay(true);
             let conn = http
                 .serve_connection(TokioIo::new(socket), service.clone())
                 .into_owned();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let _ = conn.await;
             });
+            while connections.try_join_next().is_some() {}
         }
     });
     (addr, task)
@@ -58,14 +63,30 @@ fn s3_config(addr: SocketAddr) -> S3Config {
     }
 }
 
-fn set_test_credentials(secret: &str) {
-    // SAFETY: every test in this file sets the same variables before starting any thread that reads them.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", AK);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", secret);
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        std::env::remove_var("AWS_PROFILE");
-    }
+/// The test credentials for every client this process builds (set once, the same values in every test).
+fn set_test_credentials() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: set once, before any client reads them, always to the same values.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", AK);
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", SK);
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+            std::env::remove_var("AWS_PROFILE");
+        }
+    });
+}
+
+/// A client of the same server signing with another secret.
+fn client_with_secret(client: &aws_sdk_s3::Client, secret: &str) -> aws_sdk_s3::Client {
+    let conf = client
+        .config()
+        .to_builder()
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            AK, secret, None, None, "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
 }
 
 /// A multi-day bucket from real records: the demo account, plus a second account behind an
@@ -157,14 +178,22 @@ fn test_config() -> trailsight::config::Config {
     c
 }
 
-fn write_config(dir: &Path, addr: SocketAddr, name: &str, poll: u64) -> PathBuf {
+/// A `serve` config for the test server; `max_attempts` per S3 request (the SDK's retries).
+fn write_config(
+    dir: &Path,
+    addr: SocketAddr,
+    name: &str,
+    poll: u64,
+    max_attempts: u32,
+) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
         format!(
-            "[serve]\nsources = [\"s3://trail\", \"s3://trail/org\"]\nsinks = [\"s3://insights/out\"]\nstate_dir = \"{}\"\n\
+            "[serve]\nsources = [\"s3://trail\", \"s3://trail/org\"]\nsinks = [\"s3://ins/o\"]\nstate_dir = \"{}\"\n\
              poll_interval_seconds = {poll}\ncheckpoint_interval_seconds = 0\nbatch_files = 200\n\
              [serve.s3]\nendpoint_url = \"http://{addr}\"\nforce_path_style = true\nregion = \"us-east-1\"\n\
+             max_attempts = {max_attempts}\n\
              [detector]\nwarmup_minutes = 720\n",
             dir.join(format!("{name}-state")).display()
         ),
@@ -175,6 +204,7 @@ fn write_config(dir: &Path, addr: SocketAddr, name: &str, poll: u64) -> PathBuf 
 
 /// The service as a child process (tokio's `Command`: waiting on it must not block the runtime
 /// that serves S3 to it).
+/// Its log goes to `<config>.log` (appended), which the assertions print on failure.
 fn serve_cmd(config: &Path, once: bool) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_trailsight"));
     c.arg("serve").arg("--config").arg(config);
@@ -187,9 +217,37 @@ fn serve_cmd(config: &Path, once: bool) -> tokio::process::Command {
         .env_remove("AWS_PROFILE")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log_file(config))
         .kill_on_drop(true);
     c
+}
+
+fn log_path(config: &Path) -> PathBuf {
+    config.with_extension("log")
+}
+
+fn log_file(config: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(config))
+        .unwrap()
+}
+
+/// Lines of the service's log that contain `what`.
+fn count_lines(config: &Path, what: &str) -> usize {
+    std::fs::read_to_string(log_path(config))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what))
+        .count()
+}
+
+/// The last lines of the service's log.
+fn log_tail(config: &Path) -> String {
+    let log = std::fs::read_to_string(log_path(config)).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// Same keys, same bytes (without dumping the bytes).
@@ -204,14 +262,19 @@ fn assert_same(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>
     }
 }
 
-/// The Insights objects in the sink bucket, as `out/<key>` → bytes.
+/// The Insights objects under the sink bucket and prefix `s3://ins/o`, as `<key>` → bytes.
+///
+/// The names are short on purpose: s3s-fs keeps each object's metadata in a file named after
+/// base64(bucket) and base64(key), and Linux file names stop at 255 bytes, so an organization
+/// trail's Insights key under a long bucket and prefix gets `InternalError` from s3s-fs (not from
+/// S3, whose keys go up to 1,024 bytes).
 fn sink_objects(s3_root: &Path) -> BTreeMap<String, Vec<u8>> {
-    tree(&s3_root.join("insights/out"))
+    tree(&s3_root.join("ins/o"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_over_s3_equals_replay_even_after_kill_9() {
-    set_test_credentials(SK);
+    set_test_credentials();
     let dir = tempfile::tempdir().unwrap();
     let s3_root = dir.path().join("s3");
     std::fs::create_dir_all(&s3_root).unwrap();
@@ -221,15 +284,14 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
     upload(&client, &bucket_dir, "trail").await;
     client
         .create_bucket()
-        .bucket("insights")
+        .bucket("ins")
         .send()
         .await
         .unwrap();
     let expected = expected(&bucket_dir, dir.path()).await;
 
     // A wrong secret is refused by the server.
-    set_test_credentials("wrong-secret");
-    let bad = s3_client(&s3_config(addr)).await;
+    let bad = client_with_secret(&client, "wrong-secret");
     let err = bad
         .list_objects_v2()
         .bucket("trail")
@@ -241,19 +303,14 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
             .contains("SignatureDoesNotMatch"),
         "{err:?}"
     );
-    set_test_credentials(SK);
 
     // Uninterrupted run.
-    let config = write_config(dir.path(), addr, "clean", 1);
-    let out = tokio::time::timeout(Duration::from_secs(300), serve_cmd(&config, true).output())
+    let config = write_config(dir.path(), addr, "clean", 1, 10);
+    let status = tokio::time::timeout(Duration::from_secs(300), serve_cmd(&config, true).status())
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(status.success(), "{}", log_tail(&config));
     let clean = sink_objects(&s3_root);
     assert_same(
         &clean,
@@ -262,24 +319,39 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
     );
 
     // kill -9 at random moments, restart each time, then run to the end.
-    std::fs::remove_dir_all(s3_root.join("insights/out")).unwrap();
-    let config = write_config(dir.path(), addr, "crashy", 1);
+    std::fs::remove_dir_all(s3_root.join("ins/o")).unwrap();
+    let config = write_config(dir.path(), addr, "crashy", 1, 10);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+    let mut killed_running = 0;
     for _ in 0..4 {
+        // Kill after 1 or 2 more batches plus a random delay: mid-batch, mid-upload or
+        // mid-checkpoint, wherever it lands.
+        let batches = count_lines(&config, "processed") + rng.random_range(1..=2);
         let mut child = serve_cmd(&config, true).spawn().unwrap();
-        let ms = rng.random_range(200..2500);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        while count_lines(&config, "processed") < batches && child.try_wait().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        if child.try_wait().unwrap().is_none() {
+            killed_running += 1;
+        }
         let _ = child.kill().await; // SIGKILL
     }
-    let out = tokio::time::timeout(Duration::from_secs(300), serve_cmd(&config, true).output())
+    assert!(
+        killed_running >= 3,
+        "the crash test must kill the service mid-run ({killed_running} of 4 kills did)"
+    );
+    let log = std::fs::read_to_string(log_path(&config)).unwrap();
+    assert!(
+        log.contains("resumed from checkpoint"),
+        "restarts must resume from a checkpoint: {}",
+        log_tail(&config)
+    );
+    let status = tokio::time::timeout(Duration::from_secs(300), serve_cmd(&config, true).status())
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(status.success(), "{}", log_tail(&config));
     assert_same(
         &sink_objects(&s3_root),
         &expected,
@@ -289,7 +361,7 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() {
-    set_test_credentials(SK);
+    set_test_credentials();
     let dir = tempfile::tempdir().unwrap();
     let s3_root = dir.path().join("s3");
     std::fs::create_dir_all(&s3_root).unwrap();
@@ -299,25 +371,28 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
     upload(&client, &bucket_dir, "trail").await;
     client
         .create_bucket()
-        .bucket("insights")
+        .bucket("ins")
         .send()
         .await
         .unwrap();
     let expected = expected(&bucket_dir, dir.path()).await;
 
-    let config = write_config(dir.path(), addr, "svc", 1);
+    // Two attempts per request: a 3-second outage outlasts the SDK's retries, so the service's
+    // own recovery (back to the checkpoint, read again at the next poll) is what is tested.
+    let config = write_config(dir.path(), addr, "svc", 1, 2);
     let mut child = serve_cmd(&config, false).spawn().unwrap();
     // The S3 server goes away for a while mid-run, then comes back on the same port.
     tokio::time::sleep(Duration::from_millis(800)).await;
     server.abort();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_addr2, _server2) = start_s3(&s3_root, addr.port()).await;
-    // Wait until the service has caught up (the sink equals replay's), at most 120 s.
+    // Wait until the service has caught up (the sink equals replay's), at most 300 s.
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     while sink_objects(&s3_root) != expected && std::time::Instant::now() < deadline {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "serve must not stop when S3 is down"
+            "serve must not stop when S3 is down: {}",
+            log_tail(&config)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -325,6 +400,12 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
         &sink_objects(&s3_root),
         &expected,
         "nothing lost or duplicated across the outage",
+    );
+    let log = std::fs::read_to_string(log_path(&config)).unwrap();
+    assert!(
+        log.contains("resuming from the last checkpoint") || log.contains("listing failed"),
+        "the service must have seen the outage: {}",
+        log_tail(&config)
     );
 
     // Graceful SIGTERM: exit 0 within a few seconds, checkpoint written.
@@ -347,11 +428,10 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = e.read_to_string(&mut stderr).await;
-    }
-    assert!(code.success(), "exit status {code:?}: {stderr}");
+    assert!(
+        code.success(),
+        "exit status {code:?}: {}",
+        log_tail(&config)
+    );
     assert!(std::fs::metadata(&state).unwrap().modified().unwrap() >= before);
 }
