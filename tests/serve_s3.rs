@@ -113,6 +113,11 @@ fn build_bucket(dir: &Path) -> PathBuf {
     b.streams
         .retain(|s| s.template["eventName"] != "DescribeInstanceInformation");
     trailsight::synth::write_bucket(&b, &bucket).unwrap();
+    // One object that is not gzip at all, beside a real file: reported and skipped by both.
+    let (key, _) = tree(&bucket).into_iter().nth(100).unwrap();
+    let (head, name) = key.rsplit_once('/').unwrap();
+    let broken = format!("{}_NOTGZIPNOTGZIP00.json.gz", &name[..name.len() - 25]);
+    std::fs::write(bucket.join(head).join(broken), b"this is not gzip").unwrap();
     bucket
 }
 
@@ -316,6 +321,11 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
         &clean,
         &expected,
         "serve over S3 must write exactly replay's Insights",
+    );
+    assert!(
+        count_lines(&config, "NOTGZIPNOTGZIP00") >= 1,
+        "the broken object must be reported: {}",
+        log_tail(&config)
     );
 
     // kill -9 at random moments, restart each time, then run to the end.
