@@ -184,13 +184,7 @@ fn test_config() -> trailsight::config::Config {
 }
 
 /// A `serve` config for the test server; `max_attempts` per S3 request (the SDK's retries).
-fn write_config(
-    dir: &Path,
-    addr: SocketAddr,
-    name: &str,
-    poll: u64,
-    max_attempts: u32,
-) -> PathBuf {
+fn write_config(dir: &Path, addr: SocketAddr, name: &str, poll: u64, max_attempts: u32) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
@@ -287,12 +281,7 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
     let client = s3_client(&s3_config(addr)).await;
     let bucket_dir = build_bucket(dir.path());
     upload(&client, &bucket_dir, "trail").await;
-    client
-        .create_bucket()
-        .bucket("ins")
-        .send()
-        .await
-        .unwrap();
+    client.create_bucket().bucket("ins").send().await.unwrap();
     let expected = expected(&bucket_dir, dir.path()).await;
 
     // A wrong secret is refused by the server.
@@ -379,12 +368,7 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
     let client = s3_client(&s3_config(addr)).await;
     let bucket_dir = build_bucket(dir.path());
     upload(&client, &bucket_dir, "trail").await;
-    client
-        .create_bucket()
-        .bucket("ins")
-        .send()
-        .await
-        .unwrap();
+    client.create_bucket().bucket("ins").send().await.unwrap();
     let expected = expected(&bucket_dir, dir.path()).await;
 
     // Two attempts per request: a 3-second outage outlasts the SDK's retries, so the service's
