@@ -1,0 +1,180 @@
+//! `trailsight serve` on local folders, as a child process: files that arrive
+//! while it runs are picked up at the next poll and the sink ends equal to
+//! `replay`'s; SIGTERM exits 0 with a checkpoint; a corrupt checkpoint stops it
+//! with an error naming the file, never a silent reset.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    if !root.exists() {
+        return BTreeMap::new();
+    }
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let key = e.path().strip_prefix(root).unwrap();
+            (
+                key.to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Three and a half days of the demo bucket (its burst on day 8); warm-up shortened to match.
+fn build_bucket(root: &Path) {
+    let mut spec = trailsight::demo::demo_spec(9.5, 0.3, 11).unwrap();
+    spec.start_minute += 6 * 1440;
+    spec.minutes = 3 * 1440 + 720;
+    trailsight::synth::write_bucket(&spec, root).unwrap();
+}
+
+const DETECTOR: &str = "[detector]\nwarmup_minutes = 720\n";
+
+fn trailsight() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trailsight"))
+}
+
+fn serve_config(dir: &Path, source: &Path, sink: &Path, state: &Path) -> PathBuf {
+    let path = dir.join("serve.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[serve]\nsources = [{:?}]\nsinks = [\"file://{}\"]\nstate_dir = {:?}\n\
+             poll_interval_seconds = 1\ncheckpoint_interval_seconds = 1\nbatch_files = 100\n{DETECTOR}",
+            source.display().to_string(),
+            sink.display(),
+            state.display().to_string(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all");
+    build_bucket(&all);
+
+    // What replay (with a state folder, as serve keeps minutes open) writes for all the files.
+    let cfg = dir.path().join("replay.toml");
+    std::fs::write(&cfg, DETECTOR).unwrap();
+    let expected_dir = dir.path().join("expected");
+    let out = trailsight()
+        .args(["replay", "--source"])
+        .arg(&all)
+        .arg("--sink")
+        .arg(&expected_dir)
+        .arg("--state")
+        .arg(dir.path().join("replay-state"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let expected = tree(&expected_dir);
+    assert_eq!(
+        expected.len(),
+        2,
+        "one Start and one End file: {expected:?}"
+    );
+
+    // The service starts on the first 60% of the files (in delivery order); the rest arrive while it runs.
+    let files = tree(&all);
+    let split = files.len() * 6 / 10;
+    let source = dir.path().join("trail");
+    let put = |range: std::ops::Range<usize>| {
+        for (key, bytes) in files.iter().skip(range.start).take(range.len()) {
+            let p = source.join(key);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+    };
+    put(0..split);
+    let sink = dir.path().join("sink");
+    let state = dir.path().join("state");
+    let config = serve_config(dir.path(), &source, &sink, &state);
+    let mut child = trailsight()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |what: &dyn Fn() -> bool, child: &mut std::process::Child| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !what() {
+            assert!(Instant::now() < deadline, "timed out");
+            assert!(child.try_wait().unwrap().is_none(), "serve stopped");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(&|| state.join("state.bin").exists(), &mut child);
+    put(split..files.len());
+    wait_for(&|| tree(&sink) == expected, &mut child);
+
+    // SIGTERM: exit 0 within a few seconds, with a checkpoint.
+    let t = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let config_value: trailsight::config::Config =
+        toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let processed = |state: &Path| {
+        trailsight::state::load(state, &config_value.detector)
+            .unwrap()
+            .expect("a checkpoint")
+            .files_processed
+    };
+    assert!(processed(&state) >= split as u64);
+
+    // A restart resumes from the checkpoint: every file counted once, no new Insights files.
+    let out = trailsight()
+        .args(["serve", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(processed(&state), files.len() as u64);
+    assert_eq!(tree(&sink), expected);
+
+    // A corrupt checkpoint is an error naming the file; the file is left as it was.
+    let bin = state.join("state.bin");
+    let mut bytes = std::fs::read(&bin).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&bin, &bytes).unwrap();
+    let out = trailsight()
+        .args(["serve", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&bin.display().to_string()) && err.contains("corrupt"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&bin).unwrap(), bytes);
+}
