@@ -6,7 +6,8 @@
 //! eighth day is timed.
 //!
 //! Prints: µs per closed minute, ns per key-minute (per tracked key and per
-//! key with calls), heap bytes per key; criterion then times one closed minute.
+//! key with calls), heap bytes per key, checkpoint bytes per key; criterion then
+//! times one closed minute.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
@@ -107,6 +108,14 @@ fn detector(c: &mut Criterion) {
         bytes as f64 / det.key_count() as f64,
         bytes as f64 / (1 << 20) as f64,
         out.len()
+    );
+    // What `serve` checkpoints for these keys (postcard, as in state.bin; the engine adds its
+    // symbol table, open minutes and cursors on top).
+    let checkpoint = postcard::to_allocvec(&det).expect("serializable");
+    eprintln!(
+        "checkpoint of the detector state: {} bytes, {:.0} bytes per key",
+        checkpoint.len(),
+        checkpoint.len() as f64 / f64::from(KEYS)
     );
     let mut g = c.benchmark_group("detector");
     g.sample_size(10);

@@ -67,6 +67,10 @@ pub struct S3Config {
     pub max_attempts: Option<u32>,
 }
 
+/// Keys listed per prefix per poll, in batches of `batch_files`: bounds the memory a large backlog
+/// takes (a slice at a time) without costing more requests than listing it whole.
+const LISTING_BATCHES: usize = 20;
+
 fn default_poll() -> u64 {
     60
 }
@@ -161,13 +165,25 @@ async fn sub_prefixes(
     Ok(out)
 }
 
-/// New log files of an S3 source: every `…/CloudTrail/<region>/` prefix listed from its cursor.
+/// What one poll found in a source.
+#[derive(Debug, Default)]
+struct Listed {
+    /// New log files.
+    files: Vec<SourceFile>,
+    /// For each prefix whose listing stopped at the per-poll limit, its last key listed, as the
+    /// (delivery minute, key) order used to process files.
+    truncated_at: Vec<(Option<i64>, String)>,
+}
+
+/// New log files of an S3 source: every `…/CloudTrail/<region>/` prefix listed from its cursor
+/// (`StartAfter`), at most `limit` keys per prefix per poll so a large backlog is taken in slices.
 async fn list_s3(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     base: &str,
     cursors: &BTreeMap<String, String>,
-) -> anyhow::Result<Vec<SourceFile>> {
+    limit: usize,
+) -> anyhow::Result<Listed> {
     let base = if base.is_empty() {
         String::new()
     } else {
@@ -185,14 +201,23 @@ async fn list_s3(
             regions.extend(sub_prefixes(client, bucket, &format!("{account}CloudTrail/")).await?);
         }
     }
-    let mut files = Vec::new();
+    let mut listed = Listed::default();
     for region in regions {
         let mut req = client.list_objects_v2().bucket(bucket).prefix(&region);
         if let Some(c) = cursors.get(&region) {
             req = req.start_after(c);
         }
         let mut pages = req.into_paginator().send();
+        let mut seen = 0usize;
+        let mut last: Option<(Option<i64>, String)> = None;
         while let Some(page) = pages.next().await {
+            if seen >= limit
+                && let Some(last) = last.take()
+            {
+                // More keys remain after the last file listed: take them at the next poll.
+                listed.truncated_at.push(last);
+                break;
+            }
             let page = page.map_err(|e| {
                 anyhow::anyhow!(
                     "ListObjectsV2 s3://{bucket}/{region}: {}",
@@ -201,13 +226,15 @@ async fn list_s3(
             })?;
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
+                seen += 1;
                 if !is_log_file_name(key) || !is_new(cursors, key) {
                     continue;
                 }
                 let info = parse_key(key);
                 if info.kind == KeyKind::Log {
                     let size = o.size().map_or(0, |s| s.max(0) as u64);
-                    files.push(SourceFile {
+                    last = Some((info.delivered_minute, key.to_string()));
+                    listed.files.push(SourceFile {
                         key: key.to_string(),
                         path: PathBuf::new(),
                         info,
@@ -217,7 +244,7 @@ async fn list_s3(
             }
         }
     }
-    Ok(files)
+    Ok(listed)
 }
 
 /// The checkpoint in `dir`, or a new engine when there is none.
@@ -235,26 +262,30 @@ fn load_or_new(dir: &std::path::Path, config: &Config) -> anyhow::Result<Checkpo
     })
 }
 
-/// New log files of one source (after `cursors`).
+/// New log files of one source (after `cursors`); S3 prefixes at most `limit` keys each.
 async fn list_source(
     src: &Source,
     client: Option<&aws_sdk_s3::Client>,
     cursors: &BTreeMap<String, String>,
-) -> anyhow::Result<Vec<SourceFile>> {
+    limit: usize,
+) -> anyhow::Result<Listed> {
     match &src.location {
         Location::Local(root) => {
             let root = root.clone();
             let listing =
                 tokio::task::spawn_blocking(move || crate::source::local::list(&root)).await??;
-            Ok(listing
-                .files
-                .into_iter()
-                .filter(|f| is_new(cursors, &f.key))
-                .collect())
+            Ok(Listed {
+                files: listing
+                    .files
+                    .into_iter()
+                    .filter(|f| is_new(cursors, &f.key))
+                    .collect(),
+                truncated_at: Vec::new(),
+            })
         }
         Location::S3 { bucket, prefix } => {
             let client = client.context("no S3 client")?;
-            list_s3(client, bucket, prefix, cursors).await
+            list_s3(client, bucket, prefix, cursors, limit).await
         }
     }
 }
@@ -346,9 +377,18 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             .cloned()
             .unwrap_or_default();
         let mut listed_all = true;
+        let mut horizon: Option<(Option<i64>, String)> = None;
+        let limit = sc.batch_files.max(1).saturating_mul(LISTING_BATCHES);
         for (i, src) in sources.iter().enumerate() {
-            match list_source(src, client.as_ref(), &cursors).await {
-                Ok(files) => new_files.extend(files.into_iter().map(|f| (i, f))),
+            match list_source(src, client.as_ref(), &cursors, limit).await {
+                Ok(listed) => {
+                    new_files.extend(listed.files.into_iter().map(|f| (i, f)));
+                    for t in listed.truncated_at {
+                        if horizon.as_ref().is_none_or(|h| t < *h) {
+                            horizon = Some(t);
+                        }
+                    }
+                }
                 Err(e) => {
                     listed_all = false;
                     tracing::warn!(source = %src.id, error = %format!("{e:#}"), "listing failed; retrying at the next poll");
@@ -373,6 +413,11 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 b.0,
             ))
         });
+        if let Some((minute, key)) = &horizon {
+            tracing::info!(up_to = %key, "backlog: listed a slice, processing up to its end");
+            // A prefix still has unlisted files after this point: nothing may go ahead of them.
+            new_files.retain(|(_, f)| (f.info.delivered_minute, &f.key) <= (*minute, key));
+        }
         let had_new = !new_files.is_empty();
         let mut failed = !listed_all;
         let fetchers: Vec<Fetcher> = sources.iter().map(|s| s.fetcher.clone()).collect();
@@ -439,7 +484,8 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         if stop.load(Ordering::SeqCst) || (once && !had_new && !failed) {
             break;
         }
-        if once && !failed {
+        if (once || horizon.is_some()) && !failed {
+            // More is known to be waiting (or `--once` runs until nothing is new): poll again now.
             continue;
         }
         tokio::select! {

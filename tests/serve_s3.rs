@@ -184,13 +184,20 @@ fn test_config() -> trailsight::config::Config {
 }
 
 /// A `serve` config for the test server; `max_attempts` per S3 request (the SDK's retries).
-fn write_config(dir: &Path, addr: SocketAddr, name: &str, poll: u64, max_attempts: u32) -> PathBuf {
+/// `batch_files` is files per batch (and, ×20, keys listed per prefix per poll).
+fn write_config(
+    dir: &Path,
+    addr: SocketAddr,
+    name: &str,
+    batch_files: usize,
+    max_attempts: u32,
+) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
         format!(
             "[serve]\nsources = [\"s3://trail\", \"s3://trail/org\"]\nsinks = [\"s3://ins/o\"]\nstate_dir = \"{}\"\n\
-             poll_interval_seconds = {poll}\ncheckpoint_interval_seconds = 0\nbatch_files = 200\n\
+             poll_interval_seconds = 1\ncheckpoint_interval_seconds = 0\nbatch_files = {batch_files}\n\
              [serve.s3]\nendpoint_url = \"http://{addr}\"\nforce_path_style = true\nregion = \"us-east-1\"\n\
              max_attempts = {max_attempts}\n\
              [detector]\nwarmup_minutes = 720\n",
@@ -299,7 +306,7 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
     );
 
     // Uninterrupted run.
-    let config = write_config(dir.path(), addr, "clean", 1, 10);
+    let config = write_config(dir.path(), addr, "clean", 200, 10);
     let status = tokio::time::timeout(Duration::from_secs(300), serve_cmd(&config, true).status())
         .await
         .unwrap()
@@ -319,7 +326,8 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
 
     // kill -9 at random moments, restart each time, then run to the end.
     std::fs::remove_dir_all(s3_root.join("ins/o")).unwrap();
-    let config = write_config(dir.path(), addr, "crashy", 1, 10);
+    // Small batches: each prefix (~1,000 keys) is listed in slices of 800 keys over several polls.
+    let config = write_config(dir.path(), addr, "crashy", 40, 10);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
     let mut killed_running = 0;
     for _ in 0..4 {
@@ -341,6 +349,11 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
         "the crash test must kill the service mid-run ({killed_running} of 4 kills did)"
     );
     let log = std::fs::read_to_string(log_path(&config)).unwrap();
+    assert!(
+        log.contains("backlog: listed a slice"),
+        "the backlog must be listed in slices: {}",
+        log_tail(&config)
+    );
     assert!(
         log.contains("resumed from checkpoint"),
         "restarts must resume from a checkpoint: {}",
@@ -373,7 +386,7 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
 
     // Two attempts per request: a 3-second outage outlasts the SDK's retries, so the service's
     // own recovery (back to the checkpoint, read again at the next poll) is what is tested.
-    let config = write_config(dir.path(), addr, "svc", 1, 2);
+    let config = write_config(dir.path(), addr, "svc", 200, 2);
     let mut child = serve_cmd(&config, false).spawn().unwrap();
     // The S3 server goes away for a while mid-run, then comes back on the same port.
     tokio::time::sleep(Duration::from_millis(800)).await;
