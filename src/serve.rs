@@ -7,7 +7,7 @@
 //! processed in delivery order, as `replay` does; Insights files are written
 //! as soon as the minutes that decide them close. The engine and the cursors
 //! are checkpointed every `checkpoint_interval_seconds`, after each poll, and
-//! on SIGTERM/SIGINT (which let in-flight files finish first). After a crash,
+//! on SIGTERM/SIGINT (which let the current batch finish first). After a crash,
 //! files after the last checkpoint are read again; Insights are deterministic
 //! (content-derived IDs and keys), so rewriting them changes nothing.
 
