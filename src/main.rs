@@ -37,7 +37,7 @@ enum Command {
         state: Option<PathBuf>,
     },
     /// Run continuously: poll the sources in the config's `[serve]` table, write Insights as they are decided,
-    /// checkpoint to the state folder; SIGTERM/SIGINT finish the current batch, checkpoint and exit 0.
+    /// checkpoint to the state folder; SIGTERM/SIGINT finish the files in flight, checkpoint and exit 0.
     Serve {
         /// TOML configuration file with a `[serve]` table (see README).
         #[arg(long)]

@@ -122,6 +122,8 @@ pub struct ReplaySummary {
     pub files_written: Vec<PathBuf>,
     /// Wall time.
     pub wall: Duration,
+    /// Files taken through (read, or skipped as unreadable), from the start of the list given.
+    pub files_consumed: usize,
     /// Files with record-level issues (skipped records, missing `readOnly`), at most
     /// [`MAX_RECORD_ISSUES_REPORTED`]: (file key, records with issues, first record index, first issue).
     pub record_issues: Vec<(String, u64, usize, String)>,
@@ -266,7 +268,9 @@ impl Sinks {
 }
 
 /// Runs files (each with the index of its fetcher) through `engine` in the given order,
-/// writing Insights to `sinks`; `finish` closes every open minute at the end.
+/// writing Insights to `sinks`; `finish` closes every open minute at the end. When `stop` is
+/// set, no new file is started: the files in flight are finished, and `summary.files_consumed`
+/// says how many of `files` (a prefix, in order) went through.
 /// Adds to `summary`; returns the engine.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_files(
@@ -277,6 +281,7 @@ pub async fn run_files(
     locations: BTreeMap<String, TrailLocation>,
     finish: bool,
     progress: Option<&indicatif::ProgressBar>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
     summary: &mut ReplaySummary,
 ) -> Result<Engine, ReplayError> {
     let handle = tokio::runtime::Handle::current();
@@ -308,7 +313,9 @@ pub async fn run_files(
     let mut unavailable = None;
     let mut files = files.into_iter();
     loop {
-        while inflight.len() < parallel {
+        while inflight.len() < parallel
+            && !stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        {
             let Some((source, file)) = files.next() else {
                 break;
             };
@@ -326,6 +333,7 @@ pub async fn run_files(
             break;
         };
         let result = handle.await.map_err(|e| ReplayError::Task(e.to_string()))?;
+        summary.files_consumed += 1;
         if let Some(p) = progress {
             p.inc(file.size);
         }
@@ -501,6 +509,7 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         locations,
         opts.state.is_none(),
         progress.as_ref(),
+        None,
         &mut summary,
     )
     .await?;

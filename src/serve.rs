@@ -7,7 +7,7 @@
 //! processed in delivery order, as `replay` does; Insights files are written
 //! as soon as the minutes that decide them close. The engine and the cursors
 //! are checkpointed every `checkpoint_interval_seconds`, after each poll, and
-//! on SIGTERM/SIGINT (which let the current batch finish first). After a crash,
+//! on SIGTERM/SIGINT (which let the files in flight finish first). After a crash,
 //! files after the last checkpoint are read again; Insights are deterministic
 //! (content-derived IDs and keys), so rewriting them changes nothing.
 
@@ -439,6 +439,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 locations.clone(),
                 false,
                 None,
+                Some(stop.as_ref()),
                 &mut summary,
             )
             .await;
@@ -461,12 +462,14 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 .cursors
                 .entry(crate::state::CURSORS.to_string())
                 .or_default();
-            for key in &keys {
+            // After SIGTERM only the files in flight were finished: the rest are read after restart.
+            let done = &keys[..summary.files_consumed.min(keys.len())];
+            for key in done {
                 advance_cursor(cursors, key);
             }
-            checkpoint.files_processed += keys.len() as u64;
+            checkpoint.files_processed += done.len() as u64;
             tracing::info!(
-                files = keys.len(),
+                files = done.len(),
                 records = summary.records.records,
                 written = summary.files_written.len(),
                 "processed"

@@ -348,6 +348,27 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
         killed_running >= 3,
         "the crash test must kill the service mid-run ({killed_running} of 4 kills did)"
     );
+    // And a graceful stop mid-backlog: the files in flight finish, exit 0 within seconds.
+    let batches = count_lines(&config, "processed") + 1;
+    let mut child = serve_cmd(&config, true).spawn().unwrap();
+    while count_lines(&config, "processed") < batches && child.try_wait().unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().expect("serve is running mid-backlog");
+    let t = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("serve did not stop within 10 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}: {}", log_tail(&config));
+    assert!(t.elapsed() < Duration::from_secs(10));
     let log = std::fs::read_to_string(log_path(&config)).unwrap();
     assert!(
         log.contains("backlog: listed a slice"),
