@@ -8,6 +8,7 @@
 //! records for the demo, tests and benchmarks.
 
 pub mod config;
+pub mod cursor;
 pub mod decode;
 pub mod demo;
 pub mod evaluate;

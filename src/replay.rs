@@ -411,38 +411,12 @@ pub async fn run_files(
     Ok(output.engine)
 }
 
-/// The listing prefix of a key, for cursors: `[<prefix>/]AWSLogs/[o-…/]<account>/CloudTrail/<region>/`,
-/// or `""` for keys outside the layout. Keys under one prefix sort in delivery order.
-pub fn cursor_prefix(key: &str) -> String {
-    let parts: Vec<&str> = key.split('/').collect();
-    match parts.iter().position(|p| *p == "CloudTrail") {
-        Some(i) if i + 2 < parts.len() => format!("{}/", parts[..i + 2].join("/")),
-        _ => String::new(),
-    }
-}
-
-/// Records `key` as processed in `cursors` (the largest key per prefix).
-pub fn advance_cursor(cursors: &mut BTreeMap<String, String>, key: &str) {
-    let entry = cursors.entry(cursor_prefix(key)).or_default();
-    if key > entry.as_str() {
-        *entry = key.to_string();
-    }
-}
-
-/// True when `key` is after its prefix's cursor (not yet processed).
-pub fn is_new(cursors: &BTreeMap<String, String>, key: &str) -> bool {
-    cursors
-        .get(&cursor_prefix(key))
-        .is_none_or(|c| key > c.as_str())
-}
-
 /// Runs a replay. Returns `Err` only when it cannot run at all (unreadable
 /// source, unwritable sink, bad settings, unreadable checkpoint); broken files
 /// are reported in the summary.
 pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     // Cursors are keyed by listing prefix (`AWSLogs/<account>/CloudTrail/<region>/`), shared by every
     // source, so a replay of a synced copy seeds `serve` on the bucket without re-reading it.
-    const SOURCE_ID: &str = crate::state::CURSORS;
     let started = Instant::now();
     let mut checkpoint = match &opts.state {
         Some(dir) => crate::state::load(dir, &opts.config.detector)?,
@@ -454,7 +428,7 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     };
     let mut cursors = checkpoint
         .as_mut()
-        .and_then(|c| c.cursors.remove(SOURCE_ID))
+        .map(|c| std::mem::take(&mut c.cursors))
         .unwrap_or_default();
     let source = opts.source.clone();
     let listing: Listing = tokio::task::spawn_blocking(move || list(&source))
@@ -490,10 +464,10 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let files: Vec<SourceFile> = listing
         .files
         .into_iter()
-        .filter(|f| is_new(&cursors, &f.key))
+        .filter(|f| cursors.is_new(&f.key))
         .collect();
     for f in &files {
-        advance_cursor(&mut cursors, &f.key);
+        cursors.advance(&f.key);
     }
     let progress = progress_bar(opts.progress, files.iter().map(|f| f.size).sum());
     let sinks = Sinks {
@@ -518,13 +492,11 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     }
     if let Some(dir) = &opts.state {
         let files_processed = checkpoint.as_ref().map_or(0, |c| c.files_processed) + n_files;
-        let mut all = checkpoint.map(|c| c.cursors).unwrap_or_default();
-        all.insert(SOURCE_ID.to_string(), cursors);
         crate::state::save(
             dir,
             &crate::state::Checkpoint {
                 engine,
-                cursors: all,
+                cursors,
                 files_processed,
             },
         )?;

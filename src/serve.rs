@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use trailsight_detector::Engine;
 
 use crate::config::Config;
+use crate::cursor::Cursors;
 use crate::layout::{KeyKind, TrailLocation, is_log_file_name, parse_key};
-use crate::replay::{Fetcher, ReplaySummary, Sinks, advance_cursor, is_new, run_files};
+use crate::replay::{Fetcher, ReplaySummary, Sinks, run_files};
 use crate::sink::local::LocalSink;
 use crate::source::SourceFile;
 use crate::state::{Checkpoint, load, save};
@@ -181,7 +182,7 @@ async fn list_s3(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     base: &str,
-    cursors: &BTreeMap<String, String>,
+    cursors: &Cursors,
     limit: usize,
 ) -> anyhow::Result<Listed> {
     let base = if base.is_empty() {
@@ -204,7 +205,7 @@ async fn list_s3(
     let mut listed = Listed::default();
     for region in regions {
         let mut req = client.list_objects_v2().bucket(bucket).prefix(&region);
-        if let Some(c) = cursors.get(&region) {
+        if let Some(c) = cursors.start_after(&region) {
             req = req.start_after(c);
         }
         let mut pages = req.into_paginator().send();
@@ -227,7 +228,7 @@ async fn list_s3(
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
                 seen += 1;
-                if !is_log_file_name(key) || !is_new(cursors, key) {
+                if !is_log_file_name(key) || !cursors.is_new(key) {
                     continue;
                 }
                 let info = parse_key(key);
@@ -256,7 +257,7 @@ fn load_or_new(dir: &std::path::Path, config: &Config) -> anyhow::Result<Checkpo
         Some(c) => c,
         None => Checkpoint {
             engine: Engine::new(config.detector.clone())?,
-            cursors: BTreeMap::new(),
+            cursors: Cursors::default(),
             files_processed: 0,
         },
     })
@@ -266,7 +267,7 @@ fn load_or_new(dir: &std::path::Path, config: &Config) -> anyhow::Result<Checkpo
 async fn list_source(
     src: &Source,
     client: Option<&aws_sdk_s3::Client>,
-    cursors: &BTreeMap<String, String>,
+    cursors: &Cursors,
     limit: usize,
 ) -> anyhow::Result<Listed> {
     match &src.location {
@@ -278,7 +279,7 @@ async fn list_source(
                 files: listing
                     .files
                     .into_iter()
-                    .filter(|f| is_new(cursors, &f.key))
+                    .filter(|f| cursors.is_new(&f.key))
                     .collect(),
                 truncated_at: Vec::new(),
             })
@@ -371,11 +372,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     loop {
         // Discover and list what is new in every source.
         let mut new_files: Vec<(usize, SourceFile)> = Vec::new();
-        let cursors = checkpoint
-            .cursors
-            .get(crate::state::CURSORS)
-            .cloned()
-            .unwrap_or_default();
+        let cursors = checkpoint.cursors.clone();
         let mut listed_all = true;
         let mut horizon: Option<(Option<i64>, String)> = None;
         let limit = sc.batch_files.max(1).saturating_mul(LISTING_BATCHES);
@@ -458,14 +455,10 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                     break;
                 }
             }
-            let cursors = checkpoint
-                .cursors
-                .entry(crate::state::CURSORS.to_string())
-                .or_default();
             // After SIGTERM only the files in flight were finished: the rest are read after restart.
             let done = &keys[..summary.files_consumed.min(keys.len())];
             for key in done {
-                advance_cursor(cursors, key);
+                checkpoint.cursors.advance(key);
             }
             checkpoint.files_processed += done.len() as u64;
             tracing::info!(

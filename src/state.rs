@@ -9,7 +9,6 @@
 //! truncated, corrupt or of another version is an error naming the file, never
 //! a silent reset.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -19,18 +18,17 @@ use trailsight_detector::{DetectorConfig, Engine};
 /// Checkpoint file name inside the state folder.
 pub const STATE_FILE: &str = "state.bin";
 const MAGIC: &[u8; 16] = b"TRAILSIGHT-STATE";
-/// The cursor namespace shared by every source (keys are listing prefixes).
-pub const CURSORS: &str = "logs";
-/// Current format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current format version (2: cursors with a reorder window).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Everything a restart needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The engine.
     pub engine: Engine,
-    /// Per namespace ([`CURSORS`]), per listing prefix, the last key processed.
-    pub cursors: BTreeMap<String, BTreeMap<String, String>>,
+    /// Log files processed, per listing prefix (shared by every source, so a replay of a
+    /// synced copy seeds `serve` on the bucket).
+    pub cursors: crate::cursor::Cursors,
     /// Log files processed in total.
     pub files_processed: u64,
 }
@@ -166,11 +164,9 @@ mod tests {
     fn round_trip_and_corruption_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::new(DetectorConfig::default()).unwrap();
-        let mut cursors = BTreeMap::new();
-        cursors.insert(
-            "s3://b".to_string(),
-            BTreeMap::from([("AWSLogs/1/CloudTrail/r/".to_string(), "k".to_string())]),
-        );
+        let mut cursors = crate::cursor::Cursors::default();
+        cursors
+            .advance("AWSLogs/1/CloudTrail/r/2026/11/10/1_CloudTrail_r_20261110T1200Z_a.json.gz");
         let size = save(
             dir.path(),
             &Checkpoint {

@@ -159,6 +159,41 @@ fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
     assert_eq!(processed(&state), files.len() as u64);
     assert_eq!(tree(&sink), expected);
 
+    // A file that appears after later files were processed (an upload that finished late) is
+    // read if it was delivered within the reorder window (60 min) of the newest; an older one is not.
+    let (last_key, last_bytes) = files.iter().next_back().unwrap();
+    let with_time = |minutes_back: i64, suffix: &str| {
+        let (head, name) = last_key.rsplit_once('/').unwrap();
+        let stamp_at = name.find("_20").unwrap() + 1;
+        let t =
+            chrono::NaiveDateTime::parse_from_str(&name[stamp_at..stamp_at + 13], "%Y%m%dT%H%M")
+                .unwrap()
+                - chrono::Duration::minutes(minutes_back);
+        let day = t.format("%Y/%m/%d").to_string();
+        let head = format!("{}/{day}", &head[..head.len() - 11]);
+        format!(
+            "{head}/{}{}_{suffix}.json.gz",
+            &name[..stamp_at],
+            t.format("%Y%m%dT%H%MZ")
+        )
+    };
+    for (minutes_back, suffix) in [(20, "LATEUPLOAD000001"), (180, "TOOLATEUPLOAD001")] {
+        let p = source.join(with_time(minutes_back, suffix));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, last_bytes).unwrap();
+    }
+    let out = trailsight()
+        .args(["serve", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        processed(&state),
+        files.len() as u64 + 1,
+        "the late upload within the window is read, the older one is not"
+    );
+
     // A corrupt checkpoint is an error naming the file; the file is left as it was.
     let bin = state.join("state.bin");
     let mut bytes = std::fs::read(&bin).unwrap();
