@@ -3,28 +3,12 @@
 //! `replay`'s; SIGTERM exits 0 with a checkpoint; a corrupt checkpoint stops it
 //! with an error naming the file, never a silent reset.
 
-use std::collections::BTreeMap;
+mod common;
+use common::tree;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    if !root.exists() {
-        return BTreeMap::new();
-    }
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let key = e.path().strip_prefix(root).unwrap();
-            (
-                key.to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
 
 /// Three and a half days of the demo bucket (its burst on day 8); warm-up shortened to match.
 fn build_bucket(root: &Path) {
@@ -54,6 +38,16 @@ fn serve_config(dir: &Path, source: &Path, sink: &Path, state: &Path) -> PathBuf
     )
     .unwrap();
     path
+}
+
+/// `serve --once`, which must succeed.
+fn serve_once(config: &Path) {
+    let out = trailsight()
+        .args(["serve", "--once", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]
@@ -150,12 +144,7 @@ fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
     assert!(processed(&state) >= split as u64);
 
     // A restart resumes from the checkpoint: every file counted once, no new Insights files.
-    let out = trailsight()
-        .args(["serve", "--once", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    serve_once(&config);
     assert_eq!(processed(&state), files.len() as u64);
     assert_eq!(tree(&sink), expected);
 
@@ -182,12 +171,7 @@ fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, last_bytes).unwrap();
     }
-    let out = trailsight()
-        .args(["serve", "--once", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    serve_once(&config);
     assert_eq!(
         processed(&state),
         files.len() as u64 + 1,

@@ -4,6 +4,9 @@
 //! moments and restarts; SIGTERM exits 0 with a checkpoint; a wrong secret is
 //! refused.
 
+mod common;
+use common::tree;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -119,27 +122,6 @@ fn build_bucket(dir: &Path) -> PathBuf {
     let broken = format!("{}_NOTGZIPNOTGZIP00.json.gz", &name[..name.len() - 25]);
     std::fs::write(bucket.join(head).join(broken), b"this is not gzip").unwrap();
     bucket
-}
-
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    if !root.exists() {
-        return BTreeMap::new();
-    }
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| {
-            (
-                e.path()
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
 }
 
 async fn upload(client: &aws_sdk_s3::Client, bucket_dir: &Path, bucket: &str) {
