@@ -112,6 +112,11 @@ impl Cursors {
         ))
     }
 
+    /// The newest key processed in each prefix.
+    pub fn last_keys(&self) -> impl Iterator<Item = &str> {
+        self.prefixes.values().map(|c| c.last.as_str())
+    }
+
     /// Number of prefixes with a cursor.
     pub fn len(&self) -> usize {
         self.prefixes.len()

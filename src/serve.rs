@@ -396,11 +396,12 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             // The watermark is shared: files of the other sources must not go ahead of this one's.
             new_files.clear();
         }
-        for (_, f) in &new_files {
-            if let (Some(account), Some(location)) = (&f.info.account, &f.info.location) {
-                locations
-                    .entry(account.clone())
-                    .or_insert_with(|| location.clone());
+        // Each account's trail location (prefix, organization), for the Insights keys: from the
+        // files processed before (an End may come while an account has no new file) and the new ones.
+        let processed = checkpoint.cursors.last_keys().map(parse_key);
+        for info in processed.chain(new_files.iter().map(|(_, f)| f.info.clone())) {
+            if let (Some(account), Some(location)) = (info.account, info.location) {
+                locations.entry(account).or_insert(location);
             }
         }
         new_files.sort_by(|a, b| {

@@ -197,3 +197,87 @@ fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
     );
     assert_eq!(std::fs::read(&bin).unwrap(), bytes);
 }
+
+/// An Insight's `End` can be decided by another account's files (the watermark is shared): after
+/// a restart, it must still go under its own account's trail prefix and organization level.
+#[test]
+fn an_end_decided_by_another_accounts_files_keeps_its_trail_location_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all");
+    let burst = trailsight::demo::burst_start(trailsight::demo::DEMO_START_MINUTE);
+    // Account A, behind an organization trail with a prefix, stops delivering 20 minutes into its burst.
+    let mut a = trailsight::demo::demo_spec(9.5, 0.3, 21).unwrap();
+    a.start_minute += 6 * 1440;
+    a.minutes = burst + 20 - a.start_minute;
+    a.account = "444455556666".into();
+    a.location = trailsight::layout::TrailLocation {
+        prefix: "org".into(),
+        org_id: Some("o-abcdef1234".into()),
+    };
+    trailsight::synth::write_bucket(&a, &all).unwrap();
+    // Account B goes on (without its own burst).
+    let mut b = trailsight::demo::demo_spec(9.5, 0.3, 22).unwrap();
+    b.start_minute += 6 * 1440;
+    b.minutes = 3 * 1440 + 720;
+    b.streams
+        .retain(|s| s.template["eventName"] != "CreateAccessKey");
+    trailsight::synth::write_bucket(&b, &all).unwrap();
+
+    let cfg = dir.path().join("replay.toml");
+    std::fs::write(&cfg, DETECTOR).unwrap();
+    let expected_dir = dir.path().join("expected");
+    let out = trailsight()
+        .args(["replay", "--source"])
+        .arg(&all)
+        .arg("--sink")
+        .arg(&expected_dir)
+        .arg("--state")
+        .arg(dir.path().join("replay-state"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let expected = tree(&expected_dir);
+    assert!(
+        expected
+            .keys()
+            .any(|k| k.starts_with("org/AWSLogs/o-abcdef1234/444455556666/CloudTrail-Insight/"))
+            && expected.len() == 2,
+        "A's Start and End under its organization prefix: {:?}",
+        expected.keys().collect::<Vec<_>>()
+    );
+
+    // Serve A's files and B's up to A's last delivery; then, in a new process, B's later files.
+    let files = tree(&all);
+    let a_last = files
+        .keys()
+        .filter(|k| k.starts_with("org/"))
+        .filter_map(|k| trailsight::layout::parse_key(k).delivered_minute)
+        .max()
+        .unwrap();
+    let source = dir.path().join("trail");
+    let put = |later: bool| {
+        for (key, bytes) in &files {
+            let minute = trailsight::layout::parse_key(key).delivered_minute.unwrap();
+            if (minute > a_last) == later {
+                let p = source.join(key);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, bytes).unwrap();
+            }
+        }
+    };
+    let sink = dir.path().join("sink");
+    let config = serve_config(dir.path(), &source, &sink, &dir.path().join("state"));
+    put(false);
+    serve_once(&config);
+    assert_eq!(tree(&sink).len(), 1, "the Start only, so far");
+    put(true);
+    serve_once(&config);
+    let got = tree(&sink);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    assert!(got == expected, "same keys, different bytes");
+}
