@@ -88,6 +88,18 @@ pub fn parse_key(key: &str) -> LogKey {
     out
 }
 
+/// Adds each account's trail location (prefix, organization level) from the first key naming it.
+pub fn add_locations(
+    locations: &mut std::collections::BTreeMap<String, TrailLocation>,
+    keys: impl IntoIterator<Item = LogKey>,
+) {
+    for info in keys {
+        if let (Some(account), Some(location)) = (info.account, info.location) {
+            locations.entry(account).or_insert(location);
+        }
+    }
+}
+
 /// The delivery minute in a CloudTrail file name: the `_YYYYMMDDTHHmmZ_` (or `…HHmmssZ`) field.
 pub fn delivery_minute_of(file_name: &str) -> Option<i64> {
     let stem = file_name.split('.').next().unwrap_or(file_name);

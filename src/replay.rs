@@ -453,14 +453,17 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         });
     }
     // Each account's trail location (prefix, organization), from the first file that names it.
+    // (Also from the checkpoint's files: an Insight may end while its account has no new file.)
     let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
-    for f in &listing.files {
-        if let (Some(account), Some(location)) = (&f.info.account, &f.info.location) {
-            locations
-                .entry(account.clone())
-                .or_insert_with(|| location.clone());
-        }
-    }
+    let processed = cursors.last_keys().map(crate::layout::parse_key);
+    crate::layout::add_locations(
+        &mut locations,
+        listing
+            .files
+            .iter()
+            .map(|f| f.info.clone())
+            .chain(processed),
+    );
     let files: Vec<SourceFile> = listing
         .files
         .into_iter()

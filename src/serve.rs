@@ -23,7 +23,7 @@ use trailsight_detector::Engine;
 
 use crate::config::Config;
 use crate::cursor::Cursors;
-use crate::layout::{KeyKind, TrailLocation, is_log_file_name, parse_key};
+use crate::layout::{KeyKind, TrailLocation, add_locations, is_log_file_name, parse_key};
 use crate::replay::{Fetcher, ReplaySummary, Sinks, run_files};
 use crate::sink::local::LocalSink;
 use crate::source::SourceFile;
@@ -399,11 +399,10 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         // Each account's trail location (prefix, organization), for the Insights keys: from the
         // files processed before (an End may come while an account has no new file) and the new ones.
         let processed = checkpoint.cursors.last_keys().map(parse_key);
-        for info in processed.chain(new_files.iter().map(|(_, f)| f.info.clone())) {
-            if let (Some(account), Some(location)) = (info.account, info.location) {
-                locations.entry(account).or_insert(location);
-            }
-        }
+        add_locations(
+            &mut locations,
+            processed.chain(new_files.iter().map(|(_, f)| f.info.clone())),
+        );
         new_files.sort_by(|a, b| {
             (a.1.info.delivered_minute, &a.1.key, a.0).cmp(&(
                 b.1.info.delivered_minute,
