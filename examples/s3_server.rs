@@ -36,7 +36,9 @@ async fn main() -> anyhow::Result<()> {
         secret_key.as_str(),
     ));
     let service = builder.build();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
     eprintln!(
         "S3 server on http://{} over {root} (access key {access_key}); Ctrl-C stops it",
         listener.local_addr()?

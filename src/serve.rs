@@ -461,6 +461,9 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 checkpoint.cursors.advance(key);
             }
             checkpoint.files_processed += done.len() as u64;
+            for path in &summary.files_written {
+                tracing::info!(file = %path.display(), "Insights file written");
+            }
             tracing::info!(
                 files = done.len(),
                 records = summary.records.records,
