@@ -25,9 +25,17 @@ use trailsight::serve::{S3Config, s3_client};
 const AK: &str = "AKIATRAILSIGHTTEST";
 const SK: &str = "trailsight-test-secret-key";
 
+/// Every request the server got, as `METHOD uri`.
+type RequestLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 /// Starts an S3 server over `root` on 127.0.0.1:`port` (0: any); returns its address.
 /// Aborting the returned task stops the server and drops its open connections (a real outage).
-async fn start_s3(root: &Path, port: u16) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// Requests are appended to `log`.
+async fn start_s3(
+    root: &Path,
+    port: u16,
+    log: RequestLog,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let fs = s3s_fs::FileSystem::new(root).unwrap();
     let mut b = S3ServiceBuilder::new(fs);
     b.set_auth(SimpleAuth::from_single(AK, SK));
@@ -45,8 +53,16 @@ async fn start_s3(root: &Path, port: u16) -> (SocketAddr, tokio::task::JoinHandl
                 continue;
             };
             let _ = socket.set_nodelay(true);
+            let (service, log) = (service.clone(), log.clone());
+            let logged =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{} {}", req.method(), req.uri()));
+                    hyper::service::Service::call(&service, req)
+                });
             let conn = http
-                .serve_connection(TokioIo::new(socket), service.clone())
+                .serve_connection(TokioIo::new(socket), logged)
                 .into_owned();
             connections.spawn(async move {
                 let _ = conn.await;
@@ -266,7 +282,7 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let s3_root = dir.path().join("s3");
     std::fs::create_dir_all(&s3_root).unwrap();
-    let (addr, _server) = start_s3(&s3_root, 0).await;
+    let (addr, _server) = start_s3(&s3_root, 0, RequestLog::default()).await;
     let client = s3_client(&s3_config(addr)).await;
     let bucket_dir = build_bucket(dir.path());
     upload(&client, &bucket_dir, "trail").await;
@@ -380,7 +396,8 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
     let dir = tempfile::tempdir().unwrap();
     let s3_root = dir.path().join("s3");
     std::fs::create_dir_all(&s3_root).unwrap();
-    let (addr, server) = start_s3(&s3_root, 0).await;
+    let requests = RequestLog::default();
+    let (addr, server) = start_s3(&s3_root, 0, requests.clone()).await;
     let client = s3_client(&s3_config(addr)).await;
     let bucket_dir = build_bucket(dir.path());
     upload(&client, &bucket_dir, "trail").await;
@@ -395,7 +412,7 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
     tokio::time::sleep(Duration::from_millis(800)).await;
     server.abort();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_addr2, _server2) = start_s3(&s3_root, addr.port()).await;
+    let (_addr2, _server2) = start_s3(&s3_root, addr.port(), requests.clone()).await;
     // Wait until the service has caught up (the sink equals replay's), at most 300 s.
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     while sink_objects(&s3_root) != expected && std::time::Instant::now() < deadline {
@@ -416,6 +433,52 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
         log.contains("resuming from the last checkpoint") || log.contains("listing failed"),
         "the service must have seen the outage: {}",
         log_tail(&config)
+    );
+
+    // Caught up, the service polls incrementally: every listing of a Region prefix starts after its
+    // cursor (`start-after`), and nothing is downloaded again.
+    let total = tree(&bucket_dir).len() as u64;
+    let state_dir = dir.path().join("svc-state");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while trailsight::state::load(&state_dir, &test_config().detector)
+        .unwrap()
+        .map_or(0, |c| c.files_processed)
+        < total
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let is_download = |r: &String| r.starts_with("GET") && r.contains("x-id=GetObject");
+    let downloads = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| is_download(r))
+        .count();
+    assert!(
+        downloads as u64 >= total,
+        "the backlog was downloaded: {downloads} GetObject"
+    );
+    requests.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_millis(3500)).await; // about three polls
+    let seen = requests.lock().unwrap().clone();
+    let region_listings: Vec<&String> = seen
+        .iter()
+        .filter(|r| r.contains("list-type=2") && !r.contains("delimiter="))
+        .collect();
+    assert!(region_listings.len() >= 4, "{seen:#?}");
+    assert!(
+        region_listings.iter().all(|r| r.contains("start-after=")),
+        "{region_listings:#?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r.starts_with("GET") && r.contains("GetObject")),
+        "{seen:#?}"
     );
 
     // Graceful SIGTERM: exit 0 within a few seconds, checkpoint written.
