@@ -40,6 +40,24 @@ fn serve_config(dir: &Path, source: &Path, sink: &Path, state: &Path) -> PathBuf
     path
 }
 
+/// `replay --state` (open minutes stay open, as in serve), which must succeed.
+fn replay_with_state(source: &Path, sink: &Path, state: &Path) {
+    let cfg = state.with_extension("toml");
+    std::fs::write(&cfg, DETECTOR).unwrap();
+    let out = trailsight()
+        .args(["replay", "--source"])
+        .arg(source)
+        .arg("--sink")
+        .arg(sink)
+        .arg("--state")
+        .arg(state)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// `serve --once`, which must succeed.
 fn serve_once(config: &Path) {
     let out = trailsight()
@@ -57,21 +75,8 @@ fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
     build_bucket(&all);
 
     // What replay (with a state folder, as serve keeps minutes open) writes for all the files.
-    let cfg = dir.path().join("replay.toml");
-    std::fs::write(&cfg, DETECTOR).unwrap();
     let expected_dir = dir.path().join("expected");
-    let out = trailsight()
-        .args(["replay", "--source"])
-        .arg(&all)
-        .arg("--sink")
-        .arg(&expected_dir)
-        .arg("--state")
-        .arg(dir.path().join("replay-state"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    replay_with_state(&all, &expected_dir, &dir.path().join("replay-state"));
     let expected = tree(&expected_dir);
     assert_eq!(
         expected.len(),
@@ -223,21 +228,8 @@ fn an_end_decided_by_another_accounts_files_keeps_its_trail_location_across_rest
         .retain(|s| s.template["eventName"] != "CreateAccessKey");
     trailsight::synth::write_bucket(&b, &all).unwrap();
 
-    let cfg = dir.path().join("replay.toml");
-    std::fs::write(&cfg, DETECTOR).unwrap();
     let expected_dir = dir.path().join("expected");
-    let out = trailsight()
-        .args(["replay", "--source"])
-        .arg(&all)
-        .arg("--sink")
-        .arg(&expected_dir)
-        .arg("--state")
-        .arg(dir.path().join("replay-state"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    replay_with_state(&all, &expected_dir, &dir.path().join("replay-state"));
     let expected = tree(&expected_dir);
     assert!(
         expected
@@ -280,4 +272,51 @@ fn an_end_decided_by_another_accounts_files_keeps_its_trail_location_across_rest
         expected.keys().collect::<Vec<_>>()
     );
     assert!(got == expected, "same keys, different bytes");
+}
+
+/// A new deployment seeded from history: `replay --state` over a synced copy of the older files,
+/// then `serve` on the bucket with that state folder reads only the newer files, and together they
+/// write exactly what one run over everything writes.
+#[test]
+fn replay_state_seeds_serve_which_reads_only_newer_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all");
+    build_bucket(&all);
+    let expected_dir = dir.path().join("expected");
+    replay_with_state(&all, &expected_dir, &dir.path().join("expected-state"));
+    let expected = tree(&expected_dir);
+    assert_eq!(expected.len(), 2);
+
+    // History: the first 60 % of the files, synced to another folder; the bucket holds them all.
+    let files = tree(&all);
+    let history = dir.path().join("history");
+    for (key, bytes) in files.iter().take(files.len() * 6 / 10) {
+        let p = history.join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let state = dir.path().join("state");
+    let seeded_sink = dir.path().join("history-insights");
+    replay_with_state(&history, &seeded_sink, &state);
+
+    let sink = dir.path().join("sink");
+    let config = serve_config(dir.path(), &all, &sink, &state);
+    serve_once(&config);
+    let detector: trailsight::config::Config =
+        toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let checkpoint = trailsight::state::load(&state, &detector.detector)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        checkpoint.files_processed,
+        files.len() as u64,
+        "each file read once, by replay or by serve"
+    );
+    let mut together = tree(&seeded_sink);
+    together.extend(tree(&sink));
+    assert_eq!(
+        together.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    assert!(together == expected, "same keys, different bytes");
 }
