@@ -469,7 +469,7 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
         .iter()
         .filter(|r| r.contains("list-type=2") && !r.contains("delimiter="))
         .collect();
-    assert!(region_listings.len() >= 4, "{seen:#?}");
+    assert!(region_listings.len() >= 2, "{seen:#?}");
     assert!(
         region_listings.iter().all(|r| r.contains("start-after=")),
         "{region_listings:#?}"
