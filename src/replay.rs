@@ -157,9 +157,10 @@ impl Fetcher {
     /// The file's bytes.
     ///
     /// Returns `Err(FetchError::Unreadable)` for a local read error or an S3 error response
-    /// other than throttling/5xx (e.g. `NoSuchKey`, `AccessDenied`), and
-    /// `Err(FetchError::Unavailable)` when S3 cannot be reached, times out or keeps answering
-    /// 5xx/throttling after the SDK's retries, or the body is cut off.
+    /// about the object (e.g. `NoSuchKey`, `AccessDenied`), and `Err(FetchError::Unavailable)`
+    /// when S3 cannot be reached, times out, keeps answering 5xx/throttling after the SDK's
+    /// retries, refuses the credentials (`ExpiredToken`, `SignatureDoesNotMatch`, …), or the
+    /// body is cut off.
     pub async fn fetch(&self, file: &SourceFile) -> Result<Vec<u8>, FetchError> {
         match self {
             Fetcher::Local => tokio::fs::read(&file.path)
@@ -203,16 +204,32 @@ impl Fetcher {
     }
 }
 
+/// Error codes that are about the service's credentials, not the object: every object would fail
+/// the same way, so skipping would lose them all.
+const CREDENTIAL_ERRORS: &[&str] = &[
+    "ExpiredToken",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "RequestTimeTooSkewed",
+    "SignatureDoesNotMatch",
+    "TokenRefreshRequired",
+];
+
 /// True for errors that say nothing about the object: no connection, timeout, a cut-off
-/// response, throttling or a server error.
-fn is_transient<E>(
+/// response, throttling, a server error, or credentials that the server refuses.
+fn is_transient<E: aws_sdk_s3::error::ProvideErrorMetadata>(
     e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> bool {
     use aws_sdk_s3::error::SdkError;
     match e {
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
-            status >= 500 || status == 429
+            status >= 500
+                || status == 429
+                || se
+                    .err()
+                    .code()
+                    .is_some_and(|c| CREDENTIAL_ERRORS.contains(&c))
         }
         _ => true,
     }

@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use trailsight::layout::TrailLocation;
-use trailsight::replay::{ReplayOptions, replay};
+use trailsight::replay::{FetchError, Fetcher, ReplayOptions, replay};
 use trailsight::serve::{S3Config, s3_client};
 
 const AK: &str = "AKIATRAILSIGHTTEST";
@@ -302,6 +302,30 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
             .contains("SignatureDoesNotMatch"),
         "{err:?}"
     );
+
+    // To the service, refused credentials mean "S3 unavailable" (read again later), never
+    // "skip this object"; a missing object is skipped.
+    let (key, _) = tree(&bucket_dir).into_iter().next().unwrap();
+    let fetch = |c: &aws_sdk_s3::Client, key: &str| {
+        let fetcher = Fetcher::S3(c.clone(), "trail".into());
+        let file = trailsight::source::SourceFile {
+            key: key.to_string(),
+            path: PathBuf::new(),
+            info: trailsight::layout::parse_key(key),
+            size: 0,
+        };
+        async move { fetcher.fetch(&file).await }
+    };
+    assert!(fetch(&client, &key).await.is_ok());
+    assert!(matches!(
+        fetch(&bad, &key).await,
+        Err(FetchError::Unavailable(_))
+    ));
+    let gone = "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/08/gone.json.gz";
+    assert!(matches!(
+        fetch(&client, gone).await,
+        Err(FetchError::Unreadable(_))
+    ));
 
     // Uninterrupted run.
     let config = write_config(dir.path(), addr, "clean", 200, 10);
