@@ -284,23 +284,43 @@ impl Sinks {
     }
 }
 
+/// How [`run_files`] reads and writes.
+pub struct RunFiles<'a> {
+    /// One per source; each file names its fetcher by index.
+    pub fetchers: &'a [Fetcher],
+    /// Where Insights files go.
+    pub sinks: Sinks,
+    /// Each account's trail location, for the Insights keys.
+    pub locations: BTreeMap<String, TrailLocation>,
+    /// Close every open minute at the end (a one-off replay), or keep them open (state, serve).
+    pub finish: bool,
+    /// Advanced by each file's compressed size.
+    pub progress: Option<&'a indicatif::ProgressBar>,
+    /// When set, no new file is started: the files in flight are finished, and
+    /// `summary.files_consumed` says how many of the files (a prefix, in order) went through.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
 /// Runs files (each with the index of its fetcher) through `engine` in the given order,
-/// writing Insights to `sinks`; `finish` closes every open minute at the end. When `stop` is
-/// set, no new file is started: the files in flight are finished, and `summary.files_consumed`
-/// says how many of `files` (a prefix, in order) went through.
-/// Adds to `summary`; returns the engine.
-#[allow(clippy::too_many_arguments)]
+/// writing Insights as the engine decides them. Adds to `summary`; returns the engine.
+///
+/// Returns `Err(ReplayError::SourceUnavailable)` when a file cannot be fetched for a reason
+/// that is not the file's (the engine then holds only the files before it), and
+/// `Err(ReplayError::Sink)` when an Insights file cannot be written.
 pub async fn run_files(
     engine: Engine,
     files: Vec<(usize, SourceFile)>,
-    fetchers: &[Fetcher],
-    sinks: Sinks,
-    locations: BTreeMap<String, TrailLocation>,
-    finish: bool,
-    progress: Option<&indicatif::ProgressBar>,
-    stop: Option<&std::sync::atomic::AtomicBool>,
+    run: RunFiles<'_>,
     summary: &mut ReplaySummary,
 ) -> Result<Engine, ReplayError> {
+    let RunFiles {
+        fetchers,
+        sinks,
+        locations,
+        finish,
+        progress,
+        stop,
+    } = run;
     let handle = tokio::runtime::Handle::current();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>)>(8);
     let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -498,12 +518,14 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let engine = run_files(
         engine,
         files.into_iter().map(|f| (0, f)).collect(),
-        &[Fetcher::Local],
-        sinks,
-        locations,
-        opts.state.is_none(),
-        progress.as_ref(),
-        None,
+        RunFiles {
+            fetchers: &[Fetcher::Local],
+            sinks,
+            locations,
+            finish: opts.state.is_none(),
+            progress: progress.as_ref(),
+            stop: None,
+        },
         &mut summary,
     )
     .await?;

@@ -24,7 +24,7 @@ use trailsight_detector::Engine;
 use crate::config::Config;
 use crate::cursor::Cursors;
 use crate::layout::{KeyKind, TrailLocation, add_locations, is_log_file_name, parse_key};
-use crate::replay::{Fetcher, ReplaySummary, Sinks, run_files};
+use crate::replay::{Fetcher, ReplaySummary, RunFiles, Sinks, run_files};
 use crate::sink::local::LocalSink;
 use crate::source::SourceFile;
 use crate::state::{Checkpoint, load, save};
@@ -428,18 +428,15 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 Engine::new(config.detector.clone())?,
             );
             let keys: Vec<String> = chunk.iter().map(|(_, f)| f.key.clone()).collect();
-            let result = run_files(
-                engine,
-                chunk,
-                &fetchers,
-                sinks.clone(),
-                locations.clone(),
-                false,
-                None,
-                Some(stop.as_ref()),
-                &mut summary,
-            )
-            .await;
+            let run = RunFiles {
+                fetchers: &fetchers,
+                sinks: sinks.clone(),
+                locations: locations.clone(),
+                finish: false,
+                progress: None,
+                stop: Some(stop.as_ref()),
+            };
+            let result = run_files(engine, chunk, run, &mut summary).await;
             for p in &summary.problems {
                 tracing::warn!(file = %p.key, reason = %p.reason, skipped = p.skipped, "unreadable log file");
             }
