@@ -291,6 +291,62 @@ async fn list_source(
     }
 }
 
+/// What one poll of every source found.
+struct Poll {
+    /// New files (with their source's index), in processing order, up to the horizon.
+    new_files: Vec<(usize, SourceFile)>,
+    /// The earliest end of a listing slice, when a prefix has more keys than one poll lists.
+    horizon: Option<(Option<i64>, String)>,
+    /// False when a source could not be listed (then `new_files` is empty).
+    listed_all: bool,
+}
+
+/// Lists every source from `cursors`, merges what is new into processing order (delivery time,
+/// key, source) and keeps only what may go first: nothing when a source failed (the watermark is
+/// shared, so no source may run ahead of another), nothing after a listing slice's end.
+async fn poll_sources(
+    sources: &[Source],
+    client: Option<&aws_sdk_s3::Client>,
+    cursors: &Cursors,
+    sc: &ServeConfig,
+) -> Poll {
+    let mut new_files: Vec<(usize, SourceFile)> = Vec::new();
+    let mut listed_all = true;
+    let mut horizon: Option<(Option<i64>, String)> = None;
+    let limit = sc.batch_files.max(1).saturating_mul(LISTING_BATCHES);
+    for (i, src) in sources.iter().enumerate() {
+        match list_source(src, client, cursors, limit).await {
+            Ok(listed) => {
+                new_files.extend(listed.files.into_iter().map(|f| (i, f)));
+                for t in listed.truncated_at {
+                    if horizon.as_ref().is_none_or(|h| t < *h) {
+                        horizon = Some(t);
+                    }
+                }
+            }
+            Err(e) => {
+                listed_all = false;
+                tracing::warn!(source = %src.id, error = %format!("{e:#}"), "listing failed; retrying at the next poll");
+            }
+        }
+    }
+    if !listed_all {
+        new_files.clear();
+    }
+    new_files.sort_by(|a, b| {
+        (a.1.info.delivered_minute, &a.1.key, a.0).cmp(&(b.1.info.delivered_minute, &b.1.key, b.0))
+    });
+    if let Some((minute, key)) = &horizon {
+        tracing::info!(up_to = %key, "backlog: listed a slice, processing up to its end");
+        new_files.retain(|(_, f)| (f.info.delivered_minute, &f.key) <= (*minute, key));
+    }
+    Poll {
+        new_files,
+        horizon,
+        listed_all,
+    }
+}
+
 struct Source {
     id: String,
     location: Location,
@@ -370,32 +426,11 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
     let mut last_checkpoint = Instant::now();
     loop {
-        // Discover and list what is new in every source.
-        let mut new_files: Vec<(usize, SourceFile)> = Vec::new();
-        let cursors = checkpoint.cursors.clone();
-        let mut listed_all = true;
-        let mut horizon: Option<(Option<i64>, String)> = None;
-        let limit = sc.batch_files.max(1).saturating_mul(LISTING_BATCHES);
-        for (i, src) in sources.iter().enumerate() {
-            match list_source(src, client.as_ref(), &cursors, limit).await {
-                Ok(listed) => {
-                    new_files.extend(listed.files.into_iter().map(|f| (i, f)));
-                    for t in listed.truncated_at {
-                        if horizon.as_ref().is_none_or(|h| t < *h) {
-                            horizon = Some(t);
-                        }
-                    }
-                }
-                Err(e) => {
-                    listed_all = false;
-                    tracing::warn!(source = %src.id, error = %format!("{e:#}"), "listing failed; retrying at the next poll");
-                }
-            }
-        }
-        if !listed_all {
-            // The watermark is shared: files of the other sources must not go ahead of this one's.
-            new_files.clear();
-        }
+        let Poll {
+            new_files,
+            horizon,
+            listed_all,
+        } = poll_sources(&sources, client.as_ref(), &checkpoint.cursors, &sc).await;
         // Each account's trail location (prefix, organization), for the Insights keys: from the
         // files processed before (an End may come while an account has no new file) and the new ones.
         let processed = checkpoint.cursors.last_keys().map(parse_key);
@@ -403,18 +438,6 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             &mut locations,
             processed.chain(new_files.iter().map(|(_, f)| f.info.clone())),
         );
-        new_files.sort_by(|a, b| {
-            (a.1.info.delivered_minute, &a.1.key, a.0).cmp(&(
-                b.1.info.delivered_minute,
-                &b.1.key,
-                b.0,
-            ))
-        });
-        if let Some((minute, key)) = &horizon {
-            tracing::info!(up_to = %key, "backlog: listed a slice, processing up to its end");
-            // A prefix still has unlisted files after this point: nothing may go ahead of them.
-            new_files.retain(|(_, f)| (f.info.delivered_minute, &f.key) <= (*minute, key));
-        }
         let had_new = !new_files.is_empty();
         let mut failed = !listed_all;
         let fetchers: Vec<Fetcher> = sources.iter().map(|s| s.fetcher.clone()).collect();
