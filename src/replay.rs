@@ -157,10 +157,10 @@ impl Fetcher {
     /// The file's bytes.
     ///
     /// Returns `Err(FetchError::Unreadable)` for a local read error or an S3 error response
-    /// about the object (e.g. `NoSuchKey`, `AccessDenied`), and `Err(FetchError::Unavailable)`
-    /// when S3 cannot be reached, times out, keeps answering 5xx/throttling after the SDK's
-    /// retries, refuses the credentials (`ExpiredToken`, `SignatureDoesNotMatch`, …), or the
-    /// body is cut off.
+    /// about the object (e.g. `NoSuchKey`, `InvalidObjectState`), and
+    /// `Err(FetchError::Unavailable)` when S3 cannot be reached, times out, keeps answering
+    /// 5xx/throttling after the SDK's retries, refuses the credentials or permissions
+    /// (`ExpiredToken`, `SignatureDoesNotMatch`, `AccessDenied`, `KMS.…`), or the body is cut off.
     pub async fn fetch(&self, file: &SourceFile) -> Result<Vec<u8>, FetchError> {
         match self {
             Fetcher::Local => tokio::fs::read(&file.path)
@@ -204,9 +204,12 @@ impl Fetcher {
     }
 }
 
-/// Error codes that are about the service's credentials, not the object: every object would fail
-/// the same way, so skipping would lose them all.
+/// Error codes that are about the service's credentials or permissions, not the object: in a
+/// trail bucket every object is written alike, so every object would fail the same way (a role
+/// without `kms:Decrypt` on an SSE-KMS trail gets `AccessDenied`) and skipping would lose them all.
 const CREDENTIAL_ERRORS: &[&str] = &[
+    "AccessDenied",
+    "AllAccessDisabled",
     "ExpiredToken",
     "InvalidAccessKeyId",
     "InvalidToken",
@@ -229,7 +232,7 @@ fn is_transient<E: aws_sdk_s3::error::ProvideErrorMetadata>(
                 || se
                     .err()
                     .code()
-                    .is_some_and(|c| CREDENTIAL_ERRORS.contains(&c))
+                    .is_some_and(|c| CREDENTIAL_ERRORS.contains(&c) || c.starts_with("KMS."))
         }
         _ => true,
     }
