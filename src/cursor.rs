@@ -71,16 +71,24 @@ impl Cursors {
         }
     }
 
-    /// Records `key` as processed; forgets keys that fell out of the window.
+    /// Records `key` as processed. Only keys with a delivery time inside the window are kept
+    /// (others are judged by the cursor alone); when the cursor moves, keys that fell out of the
+    /// window are forgotten, so a prefix holds about one window of keys.
     pub fn advance(&mut self, key: &str) {
         let c = self.prefixes.entry(cursor_prefix(key)).or_default();
-        if key > c.last.as_str() {
+        let moved = key > c.last.as_str();
+        if moved {
             c.last = key.to_string();
         }
-        c.recent.insert(key.to_string());
-        if let Some(start) = c.window_start() {
+        let Some(start) = c.window_start() else {
+            return;
+        };
+        if minute_of_key(key).is_some_and(|m| m >= start) {
+            c.recent.insert(key.to_string());
+        }
+        if moved {
             c.recent
-                .retain(|k| minute_of_key(k).is_none_or(|m| m >= start));
+                .retain(|k| minute_of_key(k).is_some_and(|m| m >= start));
         }
     }
 
@@ -115,16 +123,6 @@ impl Cursors {
     /// The newest key processed in each prefix.
     pub fn last_keys(&self) -> impl Iterator<Item = &str> {
         self.prefixes.values().map(|c| c.last.as_str())
-    }
-
-    /// Number of prefixes with a cursor.
-    pub fn len(&self) -> usize {
-        self.prefixes.len()
-    }
-
-    /// True when nothing was processed.
-    pub fn is_empty(&self) -> bool {
-        self.prefixes.is_empty()
     }
 }
 
@@ -191,7 +189,10 @@ mod tests {
     #[test]
     fn keys_outside_the_layout_fall_back_to_the_plain_cursor() {
         let mut c = Cursors::default();
-        c.advance("AWSLogs/1/CloudTrail/r/b.json");
+        for name in ["a", "b"] {
+            c.advance(&format!("AWSLogs/1/CloudTrail/r/{name}.json"));
+        }
+        assert!(c.prefixes["AWSLogs/1/CloudTrail/r/"].recent.is_empty());
         assert!(!c.is_new("AWSLogs/1/CloudTrail/r/a.json"));
         assert!(c.is_new("AWSLogs/1/CloudTrail/r/c.json"));
         assert_eq!(

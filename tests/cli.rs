@@ -1,6 +1,9 @@
 //! The `trailsight` binary: `replay` on a folder with good and broken files
 //! reports every problem precisely, keeps every good record and exits 0.
 
+mod common;
+use common::put;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -9,12 +12,6 @@ fn gz(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
-}
-
-fn put(root: &Path, key: &str, bytes: &[u8]) {
-    let p = root.join(key);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, bytes).unwrap();
 }
 
 #[test]

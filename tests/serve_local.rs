@@ -4,7 +4,7 @@
 //! with an error naming the file, never a silent reset.
 
 mod common;
-use common::tree;
+use common::{put, tree};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -88,14 +88,12 @@ fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
     let files = tree(&all);
     let split = files.len() * 6 / 10;
     let source = dir.path().join("trail");
-    let put = |range: std::ops::Range<usize>| {
+    let put_range = |range: std::ops::Range<usize>| {
         for (key, bytes) in files.iter().skip(range.start).take(range.len()) {
-            let p = source.join(key);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, bytes).unwrap();
+            put(&source, key, bytes);
         }
     };
-    put(0..split);
+    put_range(0..split);
     let sink = dir.path().join("sink");
     let state = dir.path().join("state");
     let config = serve_config(dir.path(), &source, &sink, &state);
@@ -115,7 +113,7 @@ fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
         }
     };
     wait_for(&|| state.join("state.bin").exists(), &mut child);
-    put(split..files.len());
+    put_range(split..files.len());
     wait_for(&|| tree(&sink) == expected, &mut child);
 
     // SIGTERM: exit 0 within a few seconds, with a checkpoint.
@@ -172,9 +170,7 @@ fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
         )
     };
     for (minutes_back, suffix) in [(20, "LATEUPLOAD000001"), (180, "TOOLATEUPLOAD001")] {
-        let p = source.join(with_time(minutes_back, suffix));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, last_bytes).unwrap();
+        put(&source, &with_time(minutes_back, suffix), last_bytes);
     }
     serve_once(&config);
     assert_eq!(
@@ -249,22 +245,20 @@ fn an_end_decided_by_another_accounts_files_keeps_its_trail_location_across_rest
         .max()
         .unwrap();
     let source = dir.path().join("trail");
-    let put = |later: bool| {
+    let put_part = |later: bool| {
         for (key, bytes) in &files {
             let minute = trailsight::layout::parse_key(key).delivered_minute.unwrap();
             if (minute > a_last) == later {
-                let p = source.join(key);
-                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                std::fs::write(p, bytes).unwrap();
+                put(&source, key, bytes);
             }
         }
     };
     let sink = dir.path().join("sink");
     let config = serve_config(dir.path(), &source, &sink, &dir.path().join("state"));
-    put(false);
+    put_part(false);
     serve_once(&config);
     assert_eq!(tree(&sink).len(), 1, "the Start only, so far");
-    put(true);
+    put_part(true);
     serve_once(&config);
     let got = tree(&sink);
     assert_eq!(
@@ -291,9 +285,7 @@ fn replay_state_seeds_serve_which_reads_only_newer_files() {
     let files = tree(&all);
     let history = dir.path().join("history");
     for (key, bytes) in files.iter().take(files.len() * 6 / 10) {
-        let p = history.join(key);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, bytes).unwrap();
+        put(&history, key, bytes);
     }
     let state = dir.path().join("state");
     let seeded_sink = dir.path().join("history-insights");

@@ -1,7 +1,17 @@
 //! Helpers shared by the integration tests.
 
+// Each test crate compiles this module and uses only some of it.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// Writes `bytes` at `root/key`, creating folders.
+pub fn put(root: &Path, key: &str, bytes: &[u8]) {
+    let p = root.join(key);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
 
 /// Every file under `root` (not hidden ones, e.g. s3s-fs metadata), as relative path → bytes;
 /// empty when `root` does not exist.
