@@ -23,6 +23,17 @@ pub enum Sensitivity {
 }
 
 impl Sensitivity {
+    /// The false-alarm budget this sensitivity stands for: the expected number of false
+    /// Insights per rate key per 30 days on benign traffic (low 0.01, medium 0.1, high 1).
+    /// Each key's per-test significance level follows from it (see `detect`).
+    pub fn false_insights_per_key_per_30_days(self) -> f64 {
+        match self {
+            Sensitivity::Low => 0.01,
+            Sensitivity::Medium => 0.1,
+            Sensitivity::High => 1.0,
+        }
+    }
+
     /// Significance level per key-minute (shared by all windows).
     pub fn tail_probability(self) -> f64 {
         match self {
