@@ -18,8 +18,8 @@ use trailsight_detector::{DetectorConfig, Engine};
 /// Checkpoint file name inside the state folder.
 pub const STATE_FILE: &str = "state.bin";
 const MAGIC: &[u8; 16] = b"TRAILSIGHT-STATE";
-/// Current format version (2: cursors with a reorder window).
-pub const FORMAT_VERSION: u32 = 2;
+/// Current format version (3: detector state with multi-scale dispersion and delayed learning).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Everything a restart needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::MINUTES_PER_HOUR;
+use crate::dispersion::{Dispersion, ScaleMoments};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct HourBucket {
@@ -21,8 +22,11 @@ struct HourBucket {
     hour: i32,
     /// Calls in the hour's recorded minutes.
     calls: u32,
-    /// Sum over the hour's minutes of count², for the per-minute variance (f32: 16-byte buckets).
+    /// Sum over the hour's minutes of count², for the per-minute variance.
     sum_sq: f32,
+    /// Sum over the hour's four aligned quarter hours of (calls in the quarter hour)², for the
+    /// dispersion of 15-minute sums (see [`crate::dispersion`]).
+    sum_sq15: f32,
     /// Number of minutes of this hour excluded from the baseline (inside an Insight).
     excluded: u16,
     /// Largest count of one minute in the hour (saturating).
@@ -42,6 +46,8 @@ pub struct BaselineStats {
     pub minutes: u32,
     /// Calls in the window.
     pub calls: u64,
+    /// Index of dispersion of window sums at 1, 15 and 60 minutes over the window.
+    pub dispersion: Dispersion,
 }
 
 /// The prior belief about a key with little or no history: a floor under its rate.
@@ -75,6 +81,10 @@ pub struct HourProfile {
     pub variance: f64,
     /// Hours of this phase that were observed (days for a daily cycle, weeks for a weekly one).
     pub samples: u32,
+    /// Minutes those hours hold, less excluded ones.
+    pub minutes: u64,
+    /// Index of dispersion of window sums over those hours (unshrunk).
+    pub dispersion: Dispersion,
 }
 
 /// Σcount² without its largest minute's share (`max_count² − max_count`, the part above a
@@ -98,10 +108,44 @@ fn moments(calls: u64, sum_sq: f64, n: u64, floor: f64) -> (f64, f64, f64) {
     (average, mean, variance)
 }
 
+/// Sums over a set of hour buckets.
+#[derive(Debug, Default)]
+struct Accumulated {
+    calls: u64,
+    sum_sq: f64,
+    sum_sq15: f64,
+    sum_sq60: f64,
+    excluded: u64,
+    max_count: u16,
+}
+
+impl Accumulated {
+    fn add(&mut self, b: &HourBucket) {
+        self.calls += u64::from(b.calls);
+        self.sum_sq += f64::from(b.sum_sq);
+        self.sum_sq15 += f64::from(b.sum_sq15);
+        self.sum_sq60 += f64::from(b.calls) * f64::from(b.calls);
+        self.excluded += u64::from(b.excluded);
+        self.max_count = self.max_count.max(b.max_count);
+    }
+
+    /// Dispersion over `n` minutes, with the (robust) per-minute Σcount².
+    fn dispersion(&self, n: u64, robust_sum_sq: f64) -> Dispersion {
+        Dispersion::from_moments(&ScaleMoments {
+            minutes: n,
+            calls: self.calls,
+            sum_sq: [robust_sum_sq, self.sum_sq15, self.sum_sq60],
+        })
+    }
+}
+
 /// Rolling per-minute counts of one key (calls per minute, UTC minute buckets).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RollingRate {
     buckets: VecDeque<HourBucket>,
+    /// The quarter hour last recorded into (`minute.div_euclid(15)`) and its calls so far, so
+    /// that `sum_sq15` grows by `(s + c)² − s²` as minutes of one quarter hour arrive in order.
+    quarter: (i64, u32),
 }
 
 impl RollingRate {
@@ -120,6 +164,7 @@ impl RollingRate {
                     calls: 0,
                     excluded: 0,
                     sum_sq: 0.0,
+                    sum_sq15: 0.0,
                     max_count: 0,
                 });
                 self.buckets.len() - 1
@@ -130,6 +175,7 @@ impl RollingRate {
                     calls: 0,
                     excluded: 0,
                     sum_sq: 0.0,
+                    sum_sq15: 0.0,
                     max_count: 0,
                 });
                 0
@@ -144,6 +190,7 @@ impl RollingRate {
                             calls: 0,
                             excluded: 0,
                             sum_sq: 0.0,
+                            sum_sq15: 0.0,
                             max_count: 0,
                         },
                     );
@@ -160,9 +207,24 @@ impl RollingRate {
             return;
         }
         let sq = u64::from(count) * u64::from(count);
+        let quarter = minute.div_euclid(15);
+        let before = if self.quarter.0 == quarter {
+            self.quarter.1
+        } else {
+            0
+        };
+        let after = before.saturating_add(count);
+        // A minute of an earlier quarter hour (recorded late) counts as a block of its own and
+        // leaves the running quarter alone.
+        if quarter >= self.quarter.0 {
+            self.quarter = (quarter, after);
+        }
+        let sq15 = (u64::from(after) * u64::from(after)) as f64
+            - (u64::from(before) * u64::from(before)) as f64;
         let b = self.bucket_mut(minute);
         b.calls = b.calls.saturating_add(count);
         b.sum_sq += sq as f32;
+        b.sum_sq15 += sq15 as f32;
         b.max_count = b.max_count.max(u16::try_from(count).unwrap_or(u16::MAX));
     }
 
@@ -182,6 +244,7 @@ impl RollingRate {
             let sq = (u64::from(c) * u64::from(c)) as f32;
             b.calls -= c;
             b.sum_sq = (b.sum_sq - sq).max(0.0);
+            b.sum_sq15 = (b.sum_sq15 - sq).max(b.sum_sq);
         }
     }
 
@@ -222,31 +285,31 @@ impl RollingRate {
             (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
         let first_hour = aligned_start.div_euclid(MINUTES_PER_HOUR);
         let now_hour = now.div_euclid(MINUTES_PER_HOUR);
-        let (mut calls, mut sum_sq, mut excluded, mut max_count) = (0u64, 0f64, 0u64, 0u16);
+        let mut acc = Accumulated::default();
         for b in self
             .buckets
             .iter()
             .rev()
             .take_while(|b| i64::from(b.hour) >= first_hour)
         {
-            if i64::from(b.hour) <= now_hour {
-                calls += u64::from(b.calls);
-                sum_sq += f64::from(b.sum_sq);
-                excluded += u64::from(b.excluded);
-                max_count = max_count.max(b.max_count);
+            if i64::from(b.hour) < now_hour
+                || (i64::from(b.hour) == now_hour && now.rem_euclid(MINUTES_PER_HOUR) > 0)
+            {
+                acc.add(b);
             }
         }
         let start = aligned_start.max(history_start);
         let span = (now - start).max(0) as u64;
-        let n = span.saturating_sub(excluded);
-        let (average, mean, variance) =
-            moments(calls, robust_sum_sq(sum_sq, max_count), n, prior.floor);
+        let n = span.saturating_sub(acc.excluded);
+        let robust = robust_sum_sq(acc.sum_sq, acc.max_count);
+        let (average, mean, variance) = moments(acc.calls, robust, n, prior.floor);
         BaselineStats {
             average,
             mean,
             variance,
             minutes: u32::try_from(n).unwrap_or(u32::MAX),
-            calls,
+            calls: acc.calls,
+            dispersion: acc.dispersion(n, robust),
         }
     }
 
@@ -279,7 +342,7 @@ impl RollingRate {
         if samples < min_samples {
             return None;
         }
-        let (mut calls, mut sum_sq, mut excluded, mut max_count) = (0u64, 0f64, 0u64, 0u16);
+        let mut acc = Accumulated::default();
         for b in self
             .buckets
             .iter()
@@ -288,21 +351,21 @@ impl RollingRate {
             .take_while(|b| i64::from(b.hour) >= from)
         {
             if i64::from(b.hour).rem_euclid(period_hours) == phase {
-                calls += u64::from(b.calls);
-                sum_sq += f64::from(b.sum_sq);
-                excluded += u64::from(b.excluded);
-                max_count = max_count.max(b.max_count);
+                acc.add(b);
             }
         }
-        let n = (u64::from(samples) * MINUTES_PER_HOUR as u64).saturating_sub(excluded);
+        let n = (u64::from(samples) * MINUTES_PER_HOUR as u64).saturating_sub(acc.excluded);
         if n == 0 {
             return None;
         }
-        let (_, mean, variance) = moments(calls, robust_sum_sq(sum_sq, max_count), n, floor);
+        let robust = robust_sum_sq(acc.sum_sq, acc.max_count);
+        let (_, mean, variance) = moments(acc.calls, robust, n, floor);
         Some(HourProfile {
             mean,
             variance,
             samples,
+            minutes: n,
+            dispersion: acc.dispersion(n, robust),
         })
     }
 

@@ -1,7 +1,9 @@
 //! Tail probabilities of per-window call counts under a baseline rate.
 //!
-//! The model is chosen from the baseline's first two moments: a Poisson
-//! distribution when the per-minute variance is not above the mean, otherwise a
+//! The model is chosen from the first two moments of the window's sum (see
+//! [`crate::dispersion`] for how the variance of a sum is measured at each
+//! time scale): a Poisson distribution when the variance is not above the
+//! mean, otherwise a
 //! negative binomial distribution fitted by the method of moments (mean `μ`,
 //! variance `σ²`: `r = μ² / (σ² − μ)`, `p = r / (r + μ)`), which gives bursty
 //! APIs the heavier tail they really have.
@@ -18,14 +20,18 @@ pub enum CountModel {
 }
 
 impl CountModel {
-    /// Model for a window of `minutes` minutes given a per-minute `mean` and
-    /// `variance` (calls per minute, calls² per minute²). Minutes are treated
-    /// as independent, so the window mean is `minutes · mean` and the window
-    /// variance `minutes · variance`.
-    pub fn for_window(mean_per_minute: f64, variance_per_minute: f64, minutes: u32) -> Self {
-        let w = f64::from(minutes.max(1));
-        let mean = (mean_per_minute * w).max(f64::MIN_POSITIVE);
-        let variance = (variance_per_minute * w).max(0.0);
+    /// Model of a window's sum with this `mean` and `variance` (calls, calls²).
+    pub fn new(mean: f64, variance: f64) -> Self {
+        let mean = if mean.is_finite() {
+            mean.max(f64::MIN_POSITIVE)
+        } else {
+            f64::MAX
+        };
+        let variance = if variance.is_finite() {
+            variance.max(0.0)
+        } else {
+            0.0
+        };
         // Below 1 % over-dispersion the Poisson tail is indistinguishable and cheaper.
         if variance > mean * 1.01 {
             CountModel::NegativeBinomial { mean, variance }
@@ -71,18 +77,11 @@ impl CountModel {
     }
 }
 
-/// `P(X >= observed)` for a window of `minutes` minutes under a baseline of
-/// `mean_per_minute` calls per minute with per-minute `variance_per_minute`.
+/// `P(X >= observed)` for a window sum with this `mean` and `variance` (calls, calls²).
 ///
-/// Shorthand for [`CountModel::for_window`] followed by
-/// [`CountModel::tail_probability`].
-pub fn count_tail_probability(
-    observed: u64,
-    mean_per_minute: f64,
-    variance_per_minute: f64,
-    minutes: u32,
-) -> f64 {
-    CountModel::for_window(mean_per_minute, variance_per_minute, minutes).tail_probability(observed)
+/// Shorthand for [`CountModel::new`] followed by [`CountModel::tail_probability`].
+pub fn count_tail_probability(observed: u64, mean: f64, variance: f64) -> f64 {
+    CountModel::new(mean, variance).tail_probability(observed)
 }
 
 #[cfg(test)]
@@ -102,21 +101,22 @@ mod tests {
     #[test]
     fn aws_published_example_is_extreme() {
         // AWS's example: 3 calls in 5 minutes against 8.82145e-05 calls/minute.
-        let p = count_tail_probability(3, 8.82145e-05, 8.82145e-05, 5);
+        let p = count_tail_probability(3, 5.0 * 8.82145e-05, 5.0 * 8.82145e-05);
         assert!(p < 1e-9, "{p}");
     }
 
     #[test]
     fn overdispersion_widens_the_tail() {
-        let poisson = count_tail_probability(30, 10.0, 10.0, 1);
-        let nb = count_tail_probability(30, 10.0, 60.0, 1);
+        let poisson = count_tail_probability(30, 10.0, 10.0);
+        let nb = count_tail_probability(30, 10.0, 60.0);
         assert!(nb > poisson * 100.0, "nb {nb} poisson {poisson}");
     }
 
     proptest! {
         #[test]
         fn tail_is_a_probability_and_monotone(mean in 1e-6f64..500.0, disp in 1.0f64..20.0, k in 0u64..2000, w in 1u32..120) {
-            let model = CountModel::for_window(mean, mean * disp, w);
+            let w = f64::from(w);
+            let model = CountModel::new(mean * w, mean * disp * w);
             let a = model.tail_probability(k);
             let b = model.tail_probability(k + 1);
             prop_assert!((0.0..=1.0).contains(&a));
@@ -125,8 +125,8 @@ mod tests {
 
         #[test]
         fn higher_baseline_makes_a_count_less_surprising(mean in 1e-4f64..50.0, k in 1u64..200) {
-            let low = count_tail_probability(k, mean, mean, 1);
-            let high = count_tail_probability(k, mean * 2.0, mean * 2.0, 1);
+            let low = count_tail_probability(k, mean, mean);
+            let high = count_tail_probability(k, mean * 2.0, mean * 2.0);
             prop_assert!(high + 1e-12 >= low);
         }
     }

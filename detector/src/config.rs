@@ -20,14 +20,19 @@ pub struct DetectorConfig {
     /// History an account and Region must have before any of its keys can raise
     /// an Insight, minutes. Default 2160 (36 hours, as AWS).
     pub warmup_minutes: u32,
-    /// Trailing test windows, minutes. Default `[1, 5, 15, 60]`.
+    /// Trailing test windows, minutes. Default `[1, 5, 15, 60, 360]`. Windows up to an hour
+    /// are the short windows (a key's calls join its baseline only after leaving them);
+    /// longer ones are tested on keys with at most `RECENT_CAP` (64) active minutes in them.
     pub windows_minutes: Vec<u32>,
-    /// Global sensitivity: `low`, `medium` or `high`. Sets `tail_probability`
-    /// (1e-8, 1e-6, 1e-4) and `min_ratio` (5, 3, 2) unless those are given. Default `medium`.
+    /// Global sensitivity: `low`, `medium` or `high`, a false-alarm budget of 0.01, 0.1 or 1
+    /// expected false Insights per key per 30 days. Sets `tail_probability` (the budget over
+    /// the 43,200 minutes of 30 days) and `min_ratio` (5, 3, 2) unless those are given.
+    /// Default `medium`.
     pub sensitivity: Sensitivity,
     /// Tail probability below which a closed minute is significant, for all
     /// windows together (each window is tested at this value divided by the
-    /// number of windows: Bonferroni). Default: from `sensitivity` (1e-6).
+    /// number of windows: Bonferroni). Default: from `sensitivity` (medium:
+    /// 0.1 / 43,200 ≈ 2.3e-6).
     pub tail_probability: Option<f64>,
     /// Minimum calls (or errors) in the triggering window. Default 3.
     pub min_count: u32,
@@ -84,7 +89,7 @@ impl Default for DetectorConfig {
             allowed_lateness_minutes: 15,
             baseline_window_minutes: 10080,
             warmup_minutes: 2160,
-            windows_minutes: vec![1, 5, 15, 60],
+            windows_minutes: vec![1, 5, 15, 60, 360],
             sensitivity: Sensitivity::Medium,
             tail_probability: None,
             min_count: 3,
@@ -214,6 +219,18 @@ impl DetectorConfig {
             field: "overrides",
             reason: e.to_string(),
         })
+    }
+
+    /// The longest short window (at most an hour), minutes: calls join a key's baseline only
+    /// once they are older than this.
+    pub fn short_window(&self) -> u32 {
+        self.windows_minutes
+            .iter()
+            .copied()
+            .filter(|&w| w <= 60)
+            .max()
+            .unwrap_or(1)
+            .max(5)
     }
 
     /// The longest test window, minutes.

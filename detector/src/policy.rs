@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Sensitivity {
-    /// Tail probability 1e-8, minimum ratio 5.
+    /// 0.01 false Insights per key per 30 days, minimum ratio 5.
     Low,
-    /// Tail probability 1e-6, minimum ratio 3.
+    /// 0.1 false Insights per key per 30 days, minimum ratio 3.
     #[default]
     Medium,
-    /// Tail probability 1e-4, minimum ratio 2.
+    /// 1 false Insight per key per 30 days, minimum ratio 2.
     High,
 }
 
@@ -34,13 +34,10 @@ impl Sensitivity {
         }
     }
 
-    /// Significance level per key-minute (shared by all windows).
+    /// Significance level per key-minute (shared by all windows): the false-alarm budget
+    /// spread over the 43,200 minutes of 30 days (Bonferroni over minutes).
     pub fn tail_probability(self) -> f64 {
-        match self {
-            Sensitivity::Low => 1e-8,
-            Sensitivity::Medium => 1e-6,
-            Sensitivity::High => 1e-4,
-        }
+        self.false_insights_per_key_per_30_days() / (30.0 * 1440.0)
     }
 
     /// Minimum ratio of the window's rate to the baseline rate.
@@ -390,7 +387,7 @@ mod tests {
         let ec2 = p.for_key(key("ec2.amazonaws.com", "StartInstances", None));
         assert_eq!(
             (ec2.tail_probability, ec2.min_ratio, ec2.suppress),
-            (1e-8, 5.0, false)
+            (Sensitivity::Low.tail_probability(), 5.0, false)
         );
         assert!(
             p.for_key(key("ec2.amazonaws.com", "RunInstances", None))

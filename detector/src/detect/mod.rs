@@ -2,38 +2,53 @@
 //! `Start`/`End` transitions, fed closed minutes in order.
 //!
 //! For each closed minute and each key with calls in it, the detector tests the
-//! trailing windows (default 1, 5, 15 and 60 minutes) against the key's
-//! baseline (mean and variance of calls per minute over the baseline window).
-//! A window is significant when its count's tail probability under the
-//! baseline model (Poisson, or negative binomial when over-dispersed) is below
-//! `tail_probability / windows` (Bonferroni), it holds at least `min_count`
-//! calls, and its rate is at least `min_ratio` times the baseline. The first
-//! significant minute opens an Insight that starts at the first call of the
-//! triggering window.
+//! trailing windows (default 1, 5, 15, 60 and 360 minutes) against the key's
+//! expected rate ([`model`]): its whole-window baseline or, with enough history,
+//! its seasonal profiles (hour of the day, hour of the week). A window's sum is
+//! judged under a count model whose variance is the one observed for sums of
+//! that length in the key's own history ([`trailsight_baseline::dispersion`]),
+//! so bursty keys are not over-confident at long windows.
 //!
-//! With enough history the baseline is seasonal: the same hour of the day
-//! (±1 hour, the busiest) over the profile window, and the same hour of the
-//! week; a window is unusual only if it is unusual under each of them. Before
-//! that, the plain 7-day baseline is used.
+//! A window is significant ([`window`]) when its tail probability is below the
+//! key's per-window level, it holds at least `min_count` calls and its rate is
+//! at least `min_ratio` × the expected rate. The level follows from the
+//! false-alarm budget (`sensitivity`: expected false Insights per key per 30
+//! days): the budget is spread over the 43,200 minutes of 30 days and the
+//! windows tested each minute (Bonferroni), so the expected number of false
+//! Starts per key per 30 days is at most the budget when the models hold.
 //!
-//! While an Insight is open its minutes are kept out of the baseline (a long
-//! attack cannot make itself normal). It ends after `end_after_quiet_minutes`
-//! minutes with no unusual minute; the `End` time is the minute after the last
-//! unusual one. Its unusual minutes stay out of the baseline unless the key had
-//! an Insight at about the same time of day before (recurring activity, which
-//! the daily profile should learn). An Insight that lasts `max_insight_minutes`
-//! is a level shift: it ends and its minutes join the baseline.
+//! A window is never judged against its own calls: a key's calls join its
+//! baseline only once they leave the short windows (≤ 60 minutes), and leave
+//! the 6-hour window before they are learnt while the key has at most
+//! [`RECENT_CAP`] active minutes in it (the sparse keys that window exists for:
+//! six calls spread over hours on a weekly API; busier keys are served by the
+//! short windows).
+//!
+//! The first significant minute opens an Insight at the first call of the
+//! triggering window ([`open`]). While it is open its minutes are kept out of
+//! the baseline (a long attack cannot make itself normal) and each minute is
+//! judged against the key's *current* expectation ([`end`]); it ends after
+//! `end_after_quiet_minutes` with no unusual minute. Late calls ([`late`]) join
+//! the open Insight they fall in, or are tested as if on time.
+
+mod attribution;
+mod end;
+mod late;
+pub mod model;
+mod open;
+pub mod window;
 
 use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use trailsight_baseline::{BaselineStats, CountModel, RatePrior, RollingRate, WindowedTopK};
+use trailsight_baseline::{BaselineStats, RatePrior, RollingRate, WindowedTopK};
 
-use crate::aggregate::{
-    AttributionCounts, ClosedMinute, KeyId, LateCall, MinuteSample, RateKey, Sym, ValueCounts,
-};
+use crate::aggregate::{ClosedMinute, KeyId, LateCall, MinuteSample, RateKey, Sym};
 use crate::config::DetectorConfig;
 use crate::policy::{KeyFields, KeyPolicy, Policy};
+
+pub use attribution::{ATTRIBUTION_VALUES, Attribute, AttributionSummary, TopValues};
+use model::SeasonCache;
 
 /// Days of baseline attributions kept (the 7-day baseline window, plus today).
 const BASELINE_TOPK_DAYS: usize = 7;
@@ -43,44 +58,12 @@ const BASELINE_TOPK_CAPACITY: usize = 8;
 const RECURRENCE_TOLERANCE_MINUTES: i64 = 60;
 /// Earlier Insight starts remembered per key.
 const MAX_PAST_STARTS: usize = 16;
-/// Attribution values reported per attribute (as AWS).
-pub const ATTRIBUTION_VALUES: usize = 5;
-
-/// The three attributes, in output order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attribute {
-    /// `userIdentityArn`.
-    UserIdentityArn,
-    /// `userAgent`.
-    UserAgent,
-    /// `errorCode` (call rate only).
-    ErrorCode,
-}
-
-impl Attribute {
-    /// The attribute's name in Insights records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Attribute::UserIdentityArn => "userIdentityArn",
-            Attribute::UserAgent => "userAgent",
-            Attribute::ErrorCode => "errorCode",
-        }
-    }
-}
-
-/// Top values of one attribute, `(value, per-minute average)`, average descending.
-pub type TopValues = Vec<(Sym, f64)>;
-
-/// What a transition reports about one attribute.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttributionSummary {
-    /// The attribute.
-    pub attribute: Attribute,
-    /// Top values during the insight window.
-    pub insight: TopValues,
-    /// Top values during the baseline window.
-    pub baseline: TopValues,
-}
+/// Active (non-zero) minutes a key keeps out of its baseline beyond the short windows, so the
+/// long windows of sparse keys are never judged against their own calls; memory stays bounded
+/// for busy keys, whose older minutes join the baseline once they leave the short windows.
+pub const RECENT_CAP: usize = 64;
+/// Minutes in 30 days: the false-alarm budget is per key per 30 days.
+pub const BUDGET_MINUTES: f64 = 30.0 * 1440.0;
 
 /// A `Start` or `End` decided by the detector.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,8 +105,6 @@ pub struct OpenInsightInfo {
 struct OpenInsight {
     start: i64,
     baseline: BaselineStats,
-    /// The baseline model the Insight was judged against; its minutes are judged against it too.
-    model: Model,
     baseline_attributions: [TopValues; 3],
     /// Nonzero minutes since `start`, in order.
     minutes: Vec<(i64, MinuteSample)>,
@@ -135,52 +116,13 @@ struct OpenInsight {
     seen_at: i64,
 }
 
-/// A per-minute count model: mean and variance, calls per minute.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct Model {
-    mean: f64,
-    variance: f64,
-}
-
-/// Seasonal models of one hour, cached for the hour.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SeasonCache {
-    hour: i64,
-    models: Models,
-}
-
-/// Up to four models, without allocation.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-struct Models {
-    len: usize,
-    items: [Option<Model>; 4],
-}
-
-impl Models {
-    fn push(&mut self, m: Model) {
-        if self.len < self.items.len() {
-            self.items[self.len] = Some(m);
-            self.len += 1;
-        }
-    }
-    fn extend(&mut self, other: &Models) {
-        for m in other.iter() {
-            self.push(m);
-        }
-    }
-    fn iter(&self) -> impl Iterator<Item = Model> + Clone + '_ {
-        self.items[..self.len].iter().flatten().copied()
-    }
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyState {
     rate: RollingRate,
-    /// Nonzero minutes not part of an Insight, within the longest window.
+    /// Nonzero minutes not yet in the baseline and not part of an Insight, in order.
     recent: VecDeque<(i64, MinuteSample)>,
+    /// Newest minute whose calls joined the baseline from `recent` (or an Insight).
+    learnt_through: i64,
     attributions: Option<Box<[WindowedTopK<Sym>; 3]>>,
     insight: Option<Box<OpenInsight>>,
     season: [Option<Box<SeasonCache>>; 2],
@@ -191,75 +133,22 @@ struct KeyState {
     policy: Option<KeyPolicy>,
 }
 
-impl KeyState {
-    /// The seasonal models of `hour`: the daily profile (the busiest of the same hour, the hour
-    /// before and the hour after, over the profile window, once `min_profile_days` days are
-    /// known) and the weekly profile (same hour of the week, once `min_profile_weeks` weeks are
-    /// known). Empty when seasonality is off or the history is too short. Cached per hour.
-    ///
-    /// Each profile's mean is shrunk towards the key's overall baseline `global` with the weight of
-    /// `profile_prior_minutes` minutes (a gamma prior on the hour's rate): a few quiet hours of a
-    /// sparse key are weak evidence that this hour is quieter than the rest of the day, while a
-    /// month of nightly bursts outweighs it.
-    fn seasonal(
-        &mut self,
-        hour: i64,
-        history_start: i64,
-        cfg: &DetectorConfig,
-        floor: f64,
-        global: Model,
-    ) -> Models {
-        if !cfg.seasonality {
-            return Models::default();
+impl Default for KeyState {
+    fn default() -> Self {
+        KeyState {
+            rate: RollingRate::default(),
+            recent: VecDeque::new(),
+            learnt_through: i64::MIN,
+            attributions: None,
+            insight: None,
+            season: Default::default(),
+            past_starts: Vec::new(),
+            policy: None,
         }
-        let slot = hour.rem_euclid(2) as usize;
-        if let Some(c) = &self.season[slot]
-            && c.hour == hour
-        {
-            return c.models;
-        }
-        let window = cfg.profile_window_minutes;
-        let mut models = Models::default();
-        let daily = (-1..=1)
-            .filter_map(|d| {
-                self.rate.hour_profile(
-                    hour + d,
-                    history_start,
-                    window,
-                    24,
-                    cfg.min_profile_days,
-                    floor,
-                )
-            })
-            .max_by(|a, b| a.mean.total_cmp(&b.mean));
-        let k = cfg.profile_prior_minutes;
-        // The mean is shrunk; the dispersion (variance / mean) stays the hour's own: a key
-        // bursty at 02:00 is not thereby bursty at 14:00.
-        let shrink = |p: trailsight_baseline::HourProfile| {
-            let n = f64::from(p.samples) * 60.0;
-            let mean = (p.mean * n + global.mean * k) / (n + k);
-            Model {
-                mean,
-                variance: mean * (p.variance / p.mean).max(1.0),
-            }
-        };
-        if let Some(p) = daily {
-            models.push(shrink(p));
-        }
-        if let Some(p) = self.rate.hour_profile(
-            hour,
-            history_start,
-            window,
-            168,
-            cfg.min_profile_weeks,
-            floor,
-        ) {
-            models.push(shrink(p));
-        }
-        self.season[slot] = Some(Box::new(SeasonCache { hour, models }));
-        models
     }
+}
 
+impl KeyState {
     fn attributions(&mut self) -> &mut [WindowedTopK<Sym>; 3] {
         self.attributions.get_or_insert_with(|| {
             Box::new([
@@ -270,8 +159,10 @@ impl KeyState {
         })
     }
 
+    /// The minute's calls join the baseline (rate and attributions).
     fn learn(&mut self, minute: i64, sample: &MinuteSample) {
         self.rate.record(minute, sample.count);
+        self.learnt_through = self.learnt_through.max(minute);
         let a = self.attributions();
         for (i, values) in [
             &sample.attributions.principal,
@@ -283,6 +174,22 @@ impl KeyState {
         {
             for &(s, n) in values {
                 a[i].offer(minute, s, u64::from(n));
+            }
+        }
+    }
+
+    /// Moves the minutes of `recent` that are done being tested into the baseline: those
+    /// that left the longest window, and, beyond [`RECENT_CAP`] active minutes, those that
+    /// left the short windows.
+    fn age_recent(&mut self, now: i64, short_window: i64, max_window: i64) {
+        while let Some(&(minute, _)) = self.recent.front() {
+            let expired = minute <= now - max_window;
+            let crowded = self.recent.len() > RECENT_CAP && minute <= now - short_window;
+            if !(expired || crowded) {
+                break;
+            }
+            if let Some((minute, sample)) = self.recent.pop_front() {
+                self.learn(minute, &sample);
             }
         }
     }
@@ -335,39 +242,6 @@ impl KeyLookup for crate::aggregate::Aggregator {
     }
 }
 
-/// Adds `sample` at `minute` into a minute-ordered list.
-fn merge_sample(list: &mut Vec<(i64, MinuteSample)>, minute: i64, sample: &MinuteSample) {
-    match list.binary_search_by_key(&minute, |r| r.0) {
-        Ok(i) => {
-            list[i].1.count += sample.count;
-            list[i].1.attributions.merge(&sample.attributions);
-        }
-        Err(i) => list.insert(i, (minute, sample.clone())),
-    }
-}
-
-fn merge_sample_deque(
-    list: &mut VecDeque<(i64, MinuteSample)>,
-    minute: i64,
-    sample: &MinuteSample,
-) {
-    match list.binary_search_by_key(&minute, |r| r.0) {
-        Ok(i) => {
-            list[i].1.count += sample.count;
-            list[i].1.attributions.merge(&sample.attributions);
-        }
-        Err(i) => list.insert(i, (minute, sample.clone())),
-    }
-}
-
-fn top_values(values: &ValueCounts, minutes: u64) -> TopValues {
-    let mut v: Vec<(Sym, u32)> = values.clone();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    v.truncate(ATTRIBUTION_VALUES);
-    let m = minutes.max(1) as f64;
-    v.into_iter().map(|(s, n)| (s, f64::from(n) / m)).collect()
-}
-
 impl Detector {
     /// A detector with the given (validated) settings.
     pub fn new(config: DetectorConfig, policy: Policy) -> Self {
@@ -409,72 +283,6 @@ impl Detector {
         &mut self.keys[i]
     }
 
-    /// Takes a call that arrived after its minute closed; [`Detector::process_late`] handles it.
-    pub fn record_late(&mut self, late: &LateCall) {
-        self.late.push(*late);
-    }
-
-    /// Handles the late calls taken since the last call, with `now` the last closed minute.
-    ///
-    /// A late call joins its key's baseline, or the open Insight it falls in, and the
-    /// windows ending at its minute are tested as they would have been had it been on
-    /// time: an unusual window opens an Insight starting in the past, decided now.
-    pub fn process_late(&mut self, keys: &impl KeyLookup, now: i64, out: &mut Vec<Transition>) {
-        let mut late = std::mem::take(&mut self.late);
-        late.sort_by_key(|l| (l.key, l.minute));
-        let max_window = i64::from(self.config.max_window());
-        let mut i = 0;
-        while i < late.len() {
-            let id = late[i].key;
-            let group_end = late[i..]
-                .iter()
-                .position(|l| l.key != id)
-                .map_or(late.len(), |p| i + p);
-            let group = &late[i..group_end];
-            i = group_end;
-            let key = keys.key(id);
-            self.ensure_policy(id, key, keys);
-            let history_start = keys.history_start(key.account, key.region).unwrap_or(now);
-            let st = self.state(id);
-            // Late calls that are tested before they join the baseline, per minute.
-            let mut fresh: Vec<(i64, MinuteSample)> = Vec::new();
-            for call in group {
-                let sample = call.sample();
-                if let Some(ins) = st.insight.as_mut()
-                    && call.minute >= ins.start
-                {
-                    merge_sample(&mut ins.minutes, call.minute, &sample);
-                    ins.last_active = ins.last_active.max(call.minute);
-                    ins.seen_at = now;
-                } else if call.minute > now - max_window && st.insight.is_none() {
-                    merge_sample(&mut fresh, call.minute, &sample);
-                } else {
-                    st.learn(call.minute, &sample);
-                }
-            }
-            for (minute, sample) in &fresh {
-                merge_sample_deque(&mut st.recent, *minute, sample);
-            }
-            let mut opened_at = None;
-            for at in fresh.iter().map(|f| f.0).collect::<Vec<_>>() {
-                if let Some(t) = self.test_at(id, key, history_start, at, now, now, &fresh) {
-                    opened_at = Some(t.insight_start);
-                    out.push(t);
-                    break;
-                }
-            }
-            // Calls not taken by an Insight join the baseline.
-            let st = self.state(id);
-            for (minute, sample) in &fresh {
-                if opened_at.is_none_or(|start| *minute < start) {
-                    st.learn(*minute, sample);
-                }
-            }
-        }
-        self.late = late;
-        self.late.clear();
-    }
-
     fn ensure_policy(&mut self, id: KeyId, key: RateKey, keys: &impl KeyLookup) {
         if self.state(id).policy.is_none() {
             let fields = KeyFields {
@@ -487,6 +295,17 @@ impl Detector {
             let policy = self.policy.for_key(fields);
             self.state(id).policy = Some(policy);
         }
+    }
+
+    /// The key's resolved policy (after [`Detector::ensure_policy`]).
+    fn key_policy(&mut self, id: KeyId) -> KeyPolicy {
+        let cfg = self.config.clone();
+        self.state(id).policy.unwrap_or(KeyPolicy {
+            tail_probability: cfg.tail_probability(),
+            min_ratio: cfg.min_ratio(),
+            min_count: cfg.min_count,
+            suppress: false,
+        })
     }
 
     /// Processes one closed minute; appends decided transitions to `out`.
@@ -542,267 +361,20 @@ impl Detector {
         m: i64,
         sample: &MinuteSample,
     ) -> Option<Transition> {
+        if self.state(id).insight.is_some() {
+            return self.step_open(id, key, history_start, m, sample);
+        }
+        let short = i64::from(self.config.short_window());
         let max_window = i64::from(self.config.max_window());
         let st = self.state(id);
         if sample.count > 0 {
             st.recent.push_back((m, sample.clone()));
         }
-        while st.recent.front().is_some_and(|r| r.0 <= m - max_window) {
-            st.recent.pop_front();
-        }
-        if st.insight.is_some() {
-            return self.step_open(id, key, m, sample);
-        }
+        st.age_recent(m, short, max_window);
         if sample.count == 0 {
             return None;
         }
-        let t = self.test_at(id, key, history_start, m, m, m - 1, &[]);
-        if t.is_none() {
-            self.state(id).learn(m, sample);
-        }
-        t
-    }
-
-    /// Tests the trailing windows that end at minute `at` (calls in `recent` up to `at`);
-    /// when one is unusual, opens an Insight at its first call, decided at minute `decided`
-    /// (later than `at` for late records). Calls in `recent` up to `learnt_through` are in the
-    /// baseline, except those in `unlearnt`, and are taken back out of it.
-    #[allow(clippy::too_many_arguments)]
-    fn test_at(
-        &mut self,
-        id: KeyId,
-        key: RateKey,
-        history_start: i64,
-        at: i64,
-        decided: i64,
-        learnt_through: i64,
-        unlearnt: &[(i64, MinuteSample)],
-    ) -> Option<Transition> {
-        let cfg = self.config.clone();
-        let prior = self.prior;
-        let st = self.state(id);
-        let m = at;
-        st.rate.evict_before(
-            m - i64::from(cfg.profile_window_minutes.max(cfg.baseline_window_minutes)),
-        );
-        let stats = st
-            .rate
-            .stats(m, history_start, cfg.baseline_window_minutes, prior);
-        let policy = st.policy.unwrap_or(KeyPolicy {
-            tail_probability: cfg.tail_probability(),
-            min_ratio: cfg.min_ratio(),
-            min_count: cfg.min_count,
-            suppress: false,
-        });
-        let warm = m - history_start >= i64::from(cfg.warmup_minutes) && !policy.suppress;
-        let per_window = policy.tail_probability / cfg.windows_minutes.len() as f64;
-        let mut best: Option<(f64, u32, Model)> = None;
-        if warm {
-            let hour = m.div_euclid(60);
-            let global = Model {
-                mean: stats.mean,
-                variance: stats.variance,
-            };
-            let now_models = st.seasonal(hour, history_start, &cfg, prior.floor, global);
-            let prev_models = st.seasonal(hour - 1, history_start, &cfg, prior.floor, global);
-            for &w in &cfg.windows_minutes {
-                let sum: u64 = st
-                    .recent
-                    .iter()
-                    .filter(|r| r.0 > m - i64::from(w) && r.0 <= m)
-                    .map(|r| u64::from(r.1.count))
-                    .sum();
-                if sum < u64::from(policy.min_count) {
-                    continue;
-                }
-                // The window is unusual only if it is unusual under every applicable model: the
-                // seasonal profiles of this hour (and of the previous one when the window reaches
-                // into it), or the plain 7-day baseline when no profile has enough history yet.
-                let reaches_back = i64::from(w) > m.rem_euclid(60) + 1;
-                let mut models = now_models;
-                if reaches_back {
-                    models.extend(&prev_models);
-                }
-                if models.is_empty() {
-                    models.push(Model {
-                        mean: stats.mean,
-                        variance: stats.variance,
-                    });
-                }
-                let seasonal_floor = cfg.seasonal_floor_fraction * stats.mean;
-                let floored = models.iter().map(|m| {
-                    let mean = m.mean.max(seasonal_floor).max(prior.floor);
-                    Model {
-                        mean,
-                        variance: m.variance.max(mean),
-                    }
-                });
-                let strictest = floored.clone().fold(
-                    Model {
-                        mean: 0.0,
-                        variance: 0.0,
-                    },
-                    |a, b| if b.mean > a.mean { b } else { a },
-                );
-                // Effect size first: it is cheap, the tail probability is not.
-                if (sum as f64) < policy.min_ratio * strictest.mean * f64::from(w) {
-                    continue;
-                }
-                let p = floored
-                    .map(|m| CountModel::for_window(m.mean, m.variance, w).tail_probability(sum))
-                    .fold(0.0f64, f64::max);
-                if p < per_window && best.as_ref().is_none_or(|b| p < b.0) {
-                    best = Some((p, w, strictest));
-                }
-            }
-        }
-        let (_, w, model) = best?;
-        // Open an Insight at the first call of the triggering window; it holds every call since.
-        let window: Vec<(i64, MinuteSample)> = st
-            .recent
-            .iter()
-            .filter(|r| r.0 > m - i64::from(w))
-            .cloned()
-            .collect();
-        let start = window.first().map_or(m, |r| r.0);
-        for (minute, s) in &window {
-            if *minute <= learnt_through {
-                let fresh = unlearnt
-                    .iter()
-                    .find(|u| u.0 == *minute)
-                    .map_or(0, |u| u.1.count);
-                st.rate.retract(*minute, s.count.saturating_sub(fresh));
-            }
-        }
-        for minute in start..=decided {
-            st.rate.exclude(minute);
-        }
-        let from = m - i64::from(cfg.baseline_window_minutes);
-        let base_minutes = u64::from(stats.minutes.max(1));
-        let is_error = key.error_code.is_some();
-        let a = st.attributions();
-        let mut baseline_attributions: [TopValues; 3] = Default::default();
-        for (i, slot) in baseline_attributions.iter_mut().enumerate() {
-            if i == 2 && is_error {
-                continue;
-            }
-            // The daily summaries cover whole days; scale them to the calls of the exact window so the
-            // per-value averages add up to `baseline.average`.
-            let (top, total) = a[i].top_since(from, ATTRIBUTION_VALUES);
-            let scale = if total == 0 {
-                0.0
-            } else {
-                stats.calls as f64 / total as f64
-            };
-            *slot = top
-                .into_iter()
-                .map(|(s, n)| (s, n as f64 * scale / base_minutes as f64))
-                .collect();
-        }
-        let insight_last_active = window.iter().map(|r| r.0).max().unwrap_or(m);
-        let insight = OpenInsight {
-            start,
-            baseline: stats,
-            model,
-            baseline_attributions,
-            minutes: window,
-            last_active: insight_last_active,
-            seen_at: decided,
-            window: w,
-        };
-        let t = transition(key, true, &insight, at, decided);
-        st.recent.clear();
-        st.insight = Some(Box::new(insight));
-        self.open.insert(id);
-        Some(t)
-    }
-
-    fn step_open(
-        &mut self,
-        id: KeyId,
-        key: RateKey,
-        m: i64,
-        sample: &MinuteSample,
-    ) -> Option<Transition> {
-        let cfg = self.config.clone();
-        let st = self.state(id);
-        let insight = st.insight.as_mut()?;
-        st.rate.exclude(m);
-        if sample.count > 0 {
-            insight.minutes.push((m, sample.clone()));
-        }
-        // A minute with calls is still unusual when the 1-minute, 5-minute or triggering window
-        // ending at it is unusual (at the lenient `end_tail_probability`).
-        let b = insight.model;
-        let sum_over = |w: i64| -> u64 {
-            insight
-                .minutes
-                .iter()
-                .rev()
-                .take_while(|r| r.0 > m - w)
-                .map(|r| u64::from(r.1.count))
-                .sum()
-        };
-        let trigger = i64::from(insight.window);
-        let p = [1, 5, trigger]
-            .into_iter()
-            .map(|w| {
-                CountModel::for_window(b.mean, b.variance, w as u32).tail_probability(sum_over(w))
-            })
-            .fold(1.0f64, f64::min);
-        if sample.count > 0 && p < cfg.end_tail_probability {
-            insight.last_active = m;
-        }
-        let level_shift = m - insight.start + 1 >= i64::from(cfg.max_insight_minutes);
-        // An Insight fed by late calls may get more of them: wait the allowed lateness too.
-        // A slow burst (long triggering window) is back at baseline only after half that window.
-        let mut quiet_needed = cfg.end_after_quiet_minutes.max(insight.window / 2);
-        if insight.seen_at > insight.last_active {
-            quiet_needed += cfg.allowed_lateness_minutes;
-        }
-        let quiet = m - insight.last_active.max(insight.seen_at) >= i64::from(quiet_needed);
-        if !level_shift && !quiet {
-            return None;
-        }
-        let mut insight = st.insight.take()?;
-        self.open.remove(&id);
-        let st = self.state(id);
-        if level_shift {
-            insight.last_active = m;
-        }
-        let end = insight.last_active + 1;
-        // Minutes after the last unusual one were normal: back into the baseline. After a level
-        // shift, or when the key already had an Insight at about this time of day (recurring
-        // activity such as a new nightly job), every minute of the Insight joins the baseline,
-        // so the daily profile learns it; otherwise the unusual minutes stay out.
-        let day = 1440;
-        let recurring = st.past_starts.iter().any(|&s| {
-            let d = (insight.start - s).rem_euclid(day);
-            d <= RECURRENCE_TOLERANCE_MINUTES || d >= day - RECURRENCE_TOLERANCE_MINUTES
-        });
-        st.past_starts
-            .retain(|&s| s > m - i64::from(cfg.profile_window_minutes));
-        if st.past_starts.len() >= MAX_PAST_STARTS {
-            st.past_starts.remove(0);
-        }
-        st.past_starts.push(insight.start);
-        let rejoin_from = if level_shift || recurring {
-            insight.start
-        } else {
-            end
-        };
-        for minute in rejoin_from..=m {
-            st.rate.include(minute);
-        }
-        for (minute, s) in &insight.minutes {
-            if *minute >= rejoin_from {
-                st.learn(*minute, s);
-            }
-        }
-        insight.minutes.retain(|r| r.0 < end);
-        let t = transition(key, false, &insight, end, m);
-        st.recent.clear();
-        Some(t)
+        self.test_at(id, key, history_start, m, m)
     }
 
     /// Insights still open (reported at the end of input, never given a made-up `End`).
@@ -833,55 +405,28 @@ impl Detector {
     }
 }
 
-fn transition(
-    key: RateKey,
-    start: bool,
-    insight: &OpenInsight,
-    event_minute: i64,
-    decided: i64,
-) -> Transition {
-    let last = if start {
-        event_minute.max(insight.last_active)
-    } else {
-        event_minute - 1
-    };
-    let minutes = (last - insight.start + 1).max(1) as u64;
-    let mut counts = AttributionCounts::default();
-    let mut calls = 0u64;
-    for (minute, s) in &insight.minutes {
-        if *minute <= last {
-            calls += u64::from(s.count);
-            counts.merge(&s.attributions);
+/// Adds `sample` at `minute` into a minute-ordered list.
+fn merge_sample(list: &mut Vec<(i64, MinuteSample)>, minute: i64, sample: &MinuteSample) {
+    match list.binary_search_by_key(&minute, |r| r.0) {
+        Ok(i) => {
+            list[i].1.count += sample.count;
+            list[i].1.attributions.merge(&sample.attributions);
         }
+        Err(i) => list.insert(i, (minute, sample.clone())),
     }
-    let mut attributions = vec![
-        AttributionSummary {
-            attribute: Attribute::UserIdentityArn,
-            insight: top_values(&counts.principal, minutes),
-            baseline: insight.baseline_attributions[0].clone(),
-        },
-        AttributionSummary {
-            attribute: Attribute::UserAgent,
-            insight: top_values(&counts.user_agent, minutes),
-            baseline: insight.baseline_attributions[1].clone(),
-        },
-    ];
-    if key.error_code.is_none() {
-        attributions.push(AttributionSummary {
-            attribute: Attribute::ErrorCode,
-            insight: top_values(&counts.error_code, minutes),
-            baseline: insight.baseline_attributions[2].clone(),
-        });
-    }
-    Transition {
-        key,
-        start,
-        insight_start: insight.start,
-        event_minute: if start { insight.start } else { event_minute },
-        decided_minute: decided,
-        insight_calls: calls,
-        insight_minutes: minutes,
-        baseline: insight.baseline,
-        attributions,
+}
+
+/// Adds `sample` at `minute` into a minute-ordered deque.
+fn merge_sample_deque(
+    list: &mut VecDeque<(i64, MinuteSample)>,
+    minute: i64,
+    sample: &MinuteSample,
+) {
+    match list.binary_search_by_key(&minute, |r| r.0) {
+        Ok(i) => {
+            list[i].1.count += sample.count;
+            list[i].1.attributions.merge(&sample.attributions);
+        }
+        Err(i) => list.insert(i, (minute, sample.clone())),
     }
 }

@@ -1,0 +1,120 @@
+//! The end test: is an open Insight's rate back to the key's current expectation?
+
+use crate::aggregate::{KeyId, MinuteSample, RateKey};
+
+use super::attribution::transition;
+use super::model::Model;
+use super::open::{cached_seasonal, window_models};
+use super::{Detector, RECURRENCE_TOLERANCE_MINUTES, MAX_PAST_STARTS, Transition};
+
+impl Detector {
+    /// One minute of a key with an open Insight: the minute is unusual when the 1-minute,
+    /// 5-minute or triggering window (at most an hour) ending at it is unusual against the key's
+    /// *current* expectation (seasonal profile of this hour, at the lenient
+    /// `end_tail_probability`, with the `min_ratio` gate); the Insight ends after enough quiet
+    /// minutes, or after `max_insight_minutes` as a level shift.
+    pub(super) fn step_open(
+        &mut self,
+        id: KeyId,
+        key: RateKey,
+        history_start: i64,
+        m: i64,
+        sample: &MinuteSample,
+    ) -> Option<Transition> {
+        let cfg = self.config.clone();
+        let prior = self.prior;
+        let policy = self.key_policy(id);
+        let st = self.state(id);
+        st.rate.exclude(m);
+        let stats = st
+            .rate
+            .stats(m, history_start, cfg.baseline_window_minutes, prior);
+        let global = Model::from_stats(&stats);
+        let hour = m.div_euclid(60);
+        let now_models = cached_seasonal(st, hour, history_start, &cfg, prior.floor, global);
+        let prev_models = cached_seasonal(st, hour - 1, history_start, &cfg, prior.floor, global);
+        let floor = (cfg.seasonal_floor_fraction * stats.mean).max(prior.floor);
+        let insight = st.insight.as_mut()?;
+        if sample.count > 0 {
+            insight.minutes.push((m, sample.clone()));
+        }
+        let sum_over = |w: i64| -> u64 {
+            insight
+                .minutes
+                .iter()
+                .rev()
+                .take_while(|r| r.0 > m - w)
+                .map(|r| u64::from(r.1.count))
+                .sum()
+        };
+        let trigger = insight.window.min(60);
+        let unusual = sample.count > 0
+            && [1, 5, trigger].into_iter().any(|w| {
+                let calls = sum_over(i64::from(w));
+                let models = window_models(w, m, &now_models, &prev_models, global, floor);
+                let Some(strictest) = models.strictest() else {
+                    return false;
+                };
+                calls as f64 >= policy.min_ratio * strictest.mean * f64::from(w)
+                    && models
+                        .iter()
+                        .map(|model| model.tail_probability(w, calls))
+                        .fold(0.0f64, f64::max)
+                        < cfg.end_tail_probability
+            });
+        if unusual {
+            insight.last_active = m;
+        }
+        let level_shift = m - insight.start + 1 >= i64::from(cfg.max_insight_minutes);
+        // An Insight fed by late calls may get more of them: wait the allowed lateness too.
+        // A slow burst (long triggering window) is back at baseline only after half that window.
+        let mut quiet_needed = cfg.end_after_quiet_minutes.max(trigger / 2);
+        if insight.seen_at > insight.last_active {
+            quiet_needed += cfg.allowed_lateness_minutes;
+        }
+        let quiet = m - insight.last_active.max(insight.seen_at) >= i64::from(quiet_needed);
+        if !level_shift && !quiet {
+            return None;
+        }
+        let mut insight = st.insight.take()?;
+        self.open.remove(&id);
+        let st = self.state(id);
+        if level_shift {
+            insight.last_active = m;
+        }
+        let end = insight.last_active + 1;
+        // Minutes after the last unusual one were normal: back into the baseline. After a level
+        // shift, or when the key already had an Insight at about this time of day (recurring
+        // activity such as a new nightly job), every minute of the Insight joins the baseline,
+        // so the daily profile learns it; otherwise the unusual minutes stay out.
+        let day = 1440;
+        let recurring = st.past_starts.iter().any(|&s| {
+            let d = (insight.start - s).rem_euclid(day);
+            d <= RECURRENCE_TOLERANCE_MINUTES || d >= day - RECURRENCE_TOLERANCE_MINUTES
+        });
+        st.past_starts
+            .retain(|&s| s > m - i64::from(cfg.profile_window_minutes));
+        if st.past_starts.len() >= MAX_PAST_STARTS {
+            st.past_starts.remove(0);
+        }
+        st.past_starts.push(insight.start);
+        let rejoin_from = if level_shift || recurring {
+            insight.start
+        } else {
+            end
+        };
+        for minute in rejoin_from..=m {
+            st.rate.include(minute);
+        }
+        for (minute, s) in &insight.minutes {
+            if *minute >= rejoin_from {
+                st.learn(*minute, s);
+            }
+        }
+        st.learnt_through = st.learnt_through.max(m);
+        insight.minutes.retain(|r| r.0 < end);
+        let t = transition(key, false, &insight, end, m);
+        st.recent.clear();
+        Some(t)
+    }
+}

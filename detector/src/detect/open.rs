@@ -1,0 +1,149 @@
+//! The open test: is the minute just closed (or a late minute) the start of an Insight?
+
+use crate::aggregate::{KeyId, MinuteSample, RateKey};
+
+use super::attribution::{baseline_attributions, transition};
+use super::model::{Model, Models, SeasonCache, floored, seasonal_models};
+use super::window::{Thresholds, WindowCalls, most_significant};
+use super::{Detector, KeyState, OpenInsight, Transition};
+
+/// The seasonal models of `hour`, cached per hour in the key's state.
+pub(super) fn cached_seasonal(
+    st: &mut KeyState,
+    hour: i64,
+    history_start: i64,
+    cfg: &crate::config::DetectorConfig,
+    floor: f64,
+    global: Model,
+) -> Models {
+    let slot = hour.rem_euclid(2) as usize;
+    if let Some(c) = &st.season[slot]
+        && c.hour == hour
+    {
+        return c.models;
+    }
+    let models = seasonal_models(&st.rate, hour, history_start, cfg, floor, global);
+    st.season[slot] = Some(Box::new(SeasonCache { hour, models }));
+    models
+}
+
+/// The models a `w`-minute window ending at minute `m` is judged against: the seasonal
+/// profiles of this hour (and of the previous one when the window reaches into it), the
+/// whole-window baseline as well for windows longer than an hour (they span several hours of
+/// the profile), or the whole-window baseline alone while no profile has enough history; each
+/// floored at `floor` calls per minute.
+pub(super) fn window_models(
+    w: u32,
+    m: i64,
+    now: &Models,
+    prev: &Models,
+    global: Model,
+    floor: f64,
+) -> Models {
+    let mut models = *now;
+    if w > 60 {
+        models.push(global);
+    } else if i64::from(w) > m.rem_euclid(60) + 1 {
+        models.extend(prev);
+    }
+    if models.is_empty() {
+        models.push(global);
+    }
+    floored(&models, floor)
+}
+
+impl Detector {
+    /// Tests the trailing windows that end at minute `at` (calls in `recent` up to `at`);
+    /// when one is unusual, opens an Insight at its first call, decided at minute `decided`
+    /// (later than `at` for late records).
+    pub(super) fn test_at(
+        &mut self,
+        id: KeyId,
+        key: RateKey,
+        history_start: i64,
+        at: i64,
+        decided: i64,
+    ) -> Option<Transition> {
+        let cfg = self.config.clone();
+        let prior = self.prior;
+        let policy = self.key_policy(id);
+        let st = self.state(id);
+        let m = at;
+        if m - history_start < i64::from(cfg.warmup_minutes) || policy.suppress {
+            return None;
+        }
+        st.rate.evict_before(
+            m - i64::from(cfg.profile_window_minutes.max(cfg.baseline_window_minutes)),
+        );
+        let short = cfg.short_window();
+        // The baseline ends where the short windows begin: none of their calls is in it.
+        let stats = st.rate.stats(
+            m - i64::from(short) + 1,
+            history_start,
+            cfg.baseline_window_minutes,
+            prior,
+        );
+        let global = Model::from_stats(&stats);
+        let hour = m.div_euclid(60);
+        let now_models = cached_seasonal(st, hour, history_start, &cfg, prior.floor, global);
+        let prev_models = cached_seasonal(st, hour - 1, history_start, &cfg, prior.floor, global);
+        let floor = (cfg.seasonal_floor_fraction * stats.mean).max(prior.floor);
+        let windows: Vec<WindowCalls> = cfg
+            .windows_minutes
+            .iter()
+            .filter(|&&w| w <= short || st.learnt_through <= m - i64::from(w))
+            .map(|&w| WindowCalls {
+                minutes: w,
+                calls: st
+                    .recent
+                    .iter()
+                    .rev()
+                    .skip_while(|r| r.0 > m)
+                    .take_while(|r| r.0 > m - i64::from(w))
+                    .map(|r| u64::from(r.1.count))
+                    .sum(),
+            })
+            .collect();
+        let thresholds = Thresholds {
+            per_window: policy.tail_probability / cfg.windows_minutes.len() as f64,
+            min_count: policy.min_count,
+            min_ratio: policy.min_ratio,
+        };
+        let trigger = most_significant(
+            &windows,
+            |w| window_models(w, m, &now_models, &prev_models, global, floor),
+            thresholds,
+        )?;
+        // The Insight holds every call of the triggering window and since; earlier calls were
+        // normal and join the baseline.
+        let first = m - i64::from(trigger.minutes) + 1;
+        while st.recent.front().is_some_and(|r| r.0 < first) {
+            if let Some((minute, sample)) = st.recent.pop_front() {
+                st.learn(minute, &sample);
+            }
+        }
+        let window: Vec<(i64, MinuteSample)> = st.recent.drain(..).collect();
+        let start = window.first().map_or(m, |r| r.0);
+        for minute in start..=decided {
+            st.rate.exclude(minute);
+        }
+        let from = m - i64::from(cfg.baseline_window_minutes);
+        let is_error = key.error_code.is_some();
+        let baseline_attributions =
+            baseline_attributions(st.attributions(), from, &stats, is_error);
+        let last_active = window.iter().map(|r| r.0).max().unwrap_or(m);
+        let insight = OpenInsight {
+            start,
+            baseline: stats,
+            baseline_attributions,
+            minutes: window,
+            last_active,
+            seen_at: decided,
+            window: trigger.minutes,
+        };
+        let t = transition(key, true, &insight, at, decided);
+        st.insight = Some(Box::new(insight));
+        self.open.insert(id);
+        Some(t)
+    }
+}
