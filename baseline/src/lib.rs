@@ -8,17 +8,32 @@
 //! - [`tail`]: tail probabilities `P(X >= observed)` of a count under a
 //!   baseline, with Poisson or negative binomial (over-dispersed) models from
 //!   `statrs`.
+//! - [`robust`]: [`SortedWindow`], robust location and scale (median,
+//!   quantiles) of a sliding window of real values.
+//! - [`multiscale`]: [`MultiScaleMean`], trailing means at several window
+//!   lengths.
+//! - [`seasonal`]: [`SlotProfile`], the median of each time-of-day slot over
+//!   the last few days.
+//! - [`surprise`]: tail probabilities of real values (empirical inside the
+//!   sample, an exponential peaks-over-threshold tail beyond it), their
+//!   Bonferroni combination and their surprise in bits.
 //! - [`topk`]: [`SpaceSaving`], a bounded heavy-hitters summary used for
 //!   baseline attributions.
 
+pub mod multiscale;
+pub mod robust;
 pub mod rolling;
+pub mod seasonal;
+pub mod surprise;
 pub mod tail;
 pub mod topk;
 
+pub use multiscale::MultiScaleMean;
+pub use robust::SortedWindow;
+pub use seasonal::SlotProfile;
 pub use rolling::{BaselineStats, HourProfile, RatePrior, RollingRate};
 pub use tail::{CountModel, count_tail_probability};
 pub use topk::{SpaceSaving, WindowedTopK};
 
 /// Minutes in one hour; the rolling window's bucket width.
 pub const MINUTES_PER_HOUR: i64 = 60;
-pub mod series;

@@ -12,6 +12,7 @@ pub mod detect;
 pub mod engine;
 pub mod insight;
 pub mod record;
+pub mod series;
 pub mod time;
 
 pub use batch::{BatchBuilder, BatchStats, FileBatch};
