@@ -93,6 +93,31 @@ impl Dispersion {
         Self::envelope(d)
     }
 
+    /// Dispersion *within the hour*: `within1` and `within15` are the sums over hours of the
+    /// squared deviations of minute and quarter-hour totals from their own hour's mean
+    /// (`Σ S_s² − H² / (60 / s)` per hour), over `minutes` minutes holding `calls` calls. Each
+    /// hour's mean is estimated from its own blocks, so the sums are divided by
+    /// `blocks · (1 − s / 60)` (`60 / s − 1` degrees of freedom per hour). The 60-minute index
+    /// is not measurable within an hour and is set to the 15-minute one (the envelope).
+    ///
+    /// This is the burstiness of the key wherever it happened in the window, without the
+    /// daily cycle, which the seasonal profiles model.
+    pub fn within_hour(minutes: u64, calls: u64, within1: f64, within15: f64) -> Self {
+        if minutes == 0 || calls == 0 {
+            return Self::POISSON;
+        }
+        let n = minutes as f64;
+        let mu = calls as f64 / n;
+        let index = |within: f64, s: f64| {
+            let dof = (n / s * (1.0 - s / 60.0)).max(1.0);
+            let v = within / dof / (s * mu);
+            if v.is_finite() { v } else { 1.0 }
+        };
+        let d1 = index(within1, 1.0);
+        let d15 = index(within15, 15.0);
+        Self::envelope([d1, d15, d15])
+    }
+
     /// Floors at 1 and makes the indices non-decreasing in the scale.
     fn envelope(mut d: [f64; 3]) -> Self {
         let mut floor = 1.0f64;
@@ -111,6 +136,20 @@ impl Dispersion {
             let b = minutes as f64 / f64::from(s);
             d[i] = (b * self.at_scales[i] + prior_blocks * prior.at_scales[i])
                 / (b + prior_blocks).max(f64::MIN_POSITIVE);
+        }
+        Self::envelope(d)
+    }
+
+    /// An upper 95 % confidence bound of each index, as estimated from `minutes` minutes
+    /// (`minutes / s` blocks at scale `s`, plus `extra_blocks` of prior): a variance estimated
+    /// from `b` blocks is low by the factor `χ²₀.₀₅(b) / b` one time in twenty, so each index is
+    /// divided by it (Wilson–Hilferty approximation of the χ² quantile). A key with a few days of
+    /// history is judged with wider tails than one with weeks; the factor tends to 1.
+    pub fn upper_bound(self, minutes: u64, extra_blocks: f64) -> Self {
+        let mut d = self.at_scales;
+        for (x, &s) in d.iter_mut().zip(SCALES.iter()) {
+            let b = minutes as f64 / f64::from(s) + extra_blocks;
+            *x *= chi2_lower_fraction(b).recip();
         }
         Self::envelope(d)
     }
@@ -141,6 +180,17 @@ impl Dispersion {
         }
         Dispersion { at_scales: d }
     }
+}
+
+/// `χ²₀.₀₅(b) / b` by the Wilson–Hilferty approximation, floored at 0.05 (fewer than about
+/// two blocks say almost nothing about a variance).
+fn chi2_lower_fraction(b: f64) -> f64 {
+    if !(b > 0.0) {
+        return 0.05;
+    }
+    let v = 2.0 / (9.0 * b);
+    let c = 1.0 - v - 1.644_853_6 * v.sqrt();
+    (c * c * c).max(0.05)
 }
 
 #[cfg(test)]
@@ -237,6 +287,33 @@ mod tests {
     }
 
     #[test]
+    fn within_hour_dispersion_ignores_the_daily_cycle() {
+        // Poisson with a strong daily cycle (1 to 19 per minute): around the whole-window mean
+        // the minutes look over-dispersed, around their own hour they are Poisson.
+        let mut g = Xs(5);
+        let counts: Vec<u32> = (0..60 * 24 * 14)
+            .map(|m| {
+                let phase = (m % 1440) as f64 / 1440.0 * std::f64::consts::TAU;
+                g.poisson(10.0 + 9.0 * phase.sin())
+            })
+            .collect();
+        let all = moments(&counts);
+        assert!(Dispersion::from_moments(&all).at(1) > 3.0);
+        let (mut w1, mut w15) = (0.0, 0.0);
+        for hour in counts.chunks(60) {
+            let h: f64 = hour.iter().map(|&c| f64::from(c)).sum();
+            w1 += hour.iter().map(|&c| f64::from(c).powi(2)).sum::<f64>() - h * h / 60.0;
+            w15 += hour
+                .chunks(15)
+                .map(|q| q.iter().map(|&c| f64::from(c)).sum::<f64>().powi(2))
+                .sum::<f64>()
+                - h * h / 4.0;
+        }
+        let d = Dispersion::within_hour(all.minutes, all.calls, w1, w15);
+        assert!(d.at(1) < 1.15 && d.at(15) < 1.3, "{d:?}");
+    }
+
+    #[test]
     fn shrinkage_weighs_blocks() {
         let own = Dispersion {
             at_scales: [1.0, 2.0, 3.0],
@@ -248,6 +325,19 @@ mod tests {
         let s = own.shrink(180, prior, 8.0);
         assert!((s.at_scales[1] - (12.0 * 2.0 + 80.0) / 20.0).abs() < 1e-9);
         assert!((s.at_scales[2] - (9.0 + 240.0) / 11.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn upper_bound_widens_short_histories_most() {
+        // χ²₀.₀₅(100) = 77.93: a variance from 100 blocks is divided by 0.7793.
+        assert!((chi2_lower_fraction(100.0) - 0.7793).abs() < 0.002);
+        let d = Dispersion {
+            at_scales: [2.0, 4.0, 8.0],
+        };
+        let short = d.upper_bound(36 * 60, 0.0);
+        let long = d.upper_bound(28 * 1440, 0.0);
+        assert!(short.at(60) > long.at(60) && long.at(60) > 8.0);
+        assert!(long.at(60) < 8.0 * 1.1);
     }
 
     proptest! {

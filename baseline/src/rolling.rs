@@ -46,8 +46,12 @@ pub struct BaselineStats {
     pub minutes: u32,
     /// Calls in the window.
     pub calls: u64,
-    /// Index of dispersion of window sums at 1, 15 and 60 minutes over the window.
+    /// Index of dispersion of window sums at 1, 15 and 60 minutes over the window, around
+    /// the window's mean (includes the variation of the level between hours).
     pub dispersion: Dispersion,
+    /// Index of dispersion within the hour: of 1- and 15-minute sums around their own hour's
+    /// mean, pooled over the window's hours (burstiness, without the daily cycle).
+    pub within_hour: Dispersion,
 }
 
 /// The prior belief about a key with little or no history: a floor under its rate.
@@ -117,6 +121,10 @@ struct Accumulated {
     sum_sq60: f64,
     excluded: u64,
     max_count: u16,
+    /// Σ over hours of (Σcount² − calls² / 60): within-hour squared deviations of minutes.
+    within1: f64,
+    /// Σ over hours of (Σquarter² − calls² / 4): within-hour squared deviations of quarter hours.
+    within15: f64,
 }
 
 impl Accumulated {
@@ -127,6 +135,17 @@ impl Accumulated {
         self.sum_sq60 += f64::from(b.calls) * f64::from(b.calls);
         self.excluded += u64::from(b.excluded);
         self.max_count = self.max_count.max(b.max_count);
+        let c2 = f64::from(b.calls) * f64::from(b.calls);
+        self.within1 += (f64::from(b.sum_sq) - c2 / 60.0).max(0.0);
+        self.within15 += (f64::from(b.sum_sq15) - c2 / 4.0).max(0.0);
+    }
+
+    /// Within-hour dispersion over `n` minutes (see [`BaselineStats::within_hour`]); the
+    /// largest minute's excess is left out as in [`robust_sum_sq`].
+    fn within_hour(&self, n: u64) -> Dispersion {
+        let m = f64::from(self.max_count);
+        let within1 = (self.within1 - (m * m - m)).max(0.0);
+        Dispersion::within_hour(n, self.calls, within1, self.within15)
     }
 
     /// Dispersion over `n` minutes, with the (robust) per-minute Σcount².
@@ -310,6 +329,7 @@ impl RollingRate {
             minutes: u32::try_from(n).unwrap_or(u32::MAX),
             calls: acc.calls,
             dispersion: acc.dispersion(n, robust),
+            within_hour: acc.within_hour(n),
         }
     }
 

@@ -31,8 +31,11 @@ impl Detector {
             .stats(m, history_start, cfg.baseline_window_minutes, prior);
         let global = Model::from_stats(&stats);
         let hour = m.div_euclid(60);
-        let now_models = cached_seasonal(st, hour, history_start, &cfg, prior.floor, global);
-        let prev_models = cached_seasonal(st, hour - 1, history_start, &cfg, prior.floor, global);
+        let within = stats.within_hour.upper_bound(u64::from(stats.minutes), 0.0);
+        let now_models =
+            cached_seasonal(st, hour, history_start, &cfg, prior.floor, global, within);
+        let prev_models =
+            cached_seasonal(st, hour - 1, history_start, &cfg, prior.floor, global, within);
         let floor = (cfg.seasonal_floor_fraction * stats.mean).max(prior.floor);
         let insight = st.insight.as_mut()?;
         if sample.count > 0 {
@@ -90,8 +93,19 @@ impl Detector {
         let day = 1440;
         let recurring = st.past_starts.iter().any(|&s| {
             let d = (insight.start - s).rem_euclid(day);
-            d <= RECURRENCE_TOLERANCE_MINUTES || d >= day - RECURRENCE_TOLERANCE_MINUTES
+            insight.start - s <= day
+                || d <= RECURRENCE_TOLERANCE_MINUTES
+                || d >= day - RECURRENCE_TOLERANCE_MINUTES
         });
+        if recurring {
+            let p = st
+                .tolerated
+                .filter(|t| t.1 > m)
+                .map_or(insight.trigger_tail_probability, |t| {
+                    t.0.min(insight.trigger_tail_probability)
+                });
+            st.tolerated = Some((p, m + i64::from(cfg.baseline_window_minutes)));
+        }
         st.past_starts
             .retain(|&s| s > m - i64::from(cfg.profile_window_minutes));
         if st.past_starts.len() >= MAX_PAST_STARTS {

@@ -30,6 +30,12 @@
 //! judged against the key's *current* expectation ([`end`]); it ends after
 //! `end_after_quiet_minutes` with no unusual minute. Late calls ([`late`]) join
 //! the open Insight they fall in, or are tested as if on time.
+//!
+//! Recurring bursts are the key's behaviour, not news: when an Insight ends
+//! that started within a day of another one of the key, or at about the same
+//! time of day as an earlier one, its minutes join the baseline and, for the
+//! baseline window that follows, a window must be less probable than that
+//! Insight's trigger to open a new one. A new, larger burst still does.
 
 mod attribution;
 mod end;
@@ -111,6 +117,8 @@ struct OpenInsight {
     last_active: i64,
     /// Length of the triggering window, minutes.
     window: u32,
+    /// Tail probability of the triggering window.
+    trigger_tail_probability: f64,
     /// Closed minute at which activity was last seen: late calls keep an Insight open
     /// for `end_after_quiet_minutes` after they arrive, not after their own minute.
     seen_at: i64,
@@ -128,6 +136,9 @@ struct KeyState {
     season: [Option<Box<SeasonCache>>; 2],
     /// Start minutes of this key's recent Insights (recurrence detection).
     past_starts: Vec<i64>,
+    /// After a recurring Insight: windows at least this probable (the recurring Insight's
+    /// trigger tail probability) are the key's own behaviour until the minute given.
+    tolerated: Option<(f64, i64)>,
     /// Effective sensitivity settings, resolved on first sight (from the settings: not saved).
     #[serde(skip)]
     policy: Option<KeyPolicy>,
@@ -143,6 +154,7 @@ impl Default for KeyState {
             insight: None,
             season: Default::default(),
             past_starts: Vec::new(),
+            tolerated: None,
             policy: None,
         }
     }

@@ -22,10 +22,13 @@ pub struct Model {
 
 impl Model {
     /// The whole-window baseline as a model.
+    /// Its dispersion is the upper confidence bound for the window's length of history.
     pub fn from_stats(stats: &BaselineStats) -> Self {
         Model {
             mean: stats.mean,
-            dispersion: stats.dispersion,
+            dispersion: stats
+                .dispersion
+                .upper_bound(u64::from(stats.minutes), 0.0),
         }
     }
 
@@ -103,7 +106,10 @@ pub struct SeasonCache {
 /// of `profile_prior_minutes` minutes (a gamma prior on the hour's rate): a few quiet hours of a
 /// sparse key are weak evidence that this hour is quieter than the rest of the day, while a
 /// month of nightly bursts outweighs it. Its dispersion is the hour's own, shrunk towards the
-/// key's whole-window dispersion by [`DISPERSION_PRIOR_BLOCKS`] blocks at each scale.
+/// key's whole-window dispersion by [`DISPERSION_PRIOR_BLOCKS`] blocks at each scale, and never
+/// below the key's within-hour dispersion `within_hour` (bursts are a property of the key, not
+/// of the hours they happened to fall in: a spike at an hour whose profile days had none is
+/// still as likely as the key's spikes elsewhere).
 pub fn seasonal_models(
     rate: &RollingRate,
     hour: i64,
@@ -111,6 +117,7 @@ pub fn seasonal_models(
     cfg: &DetectorConfig,
     floor: f64,
     global: Model,
+    within_hour: Dispersion,
 ) -> Models {
     let mut models = Models::default();
     if !cfg.seasonality {
@@ -124,7 +131,9 @@ pub fn seasonal_models(
             mean: (p.mean * n + global.mean * k) / (n + k),
             dispersion: p
                 .dispersion
-                .shrink(p.minutes, global.dispersion, DISPERSION_PRIOR_BLOCKS),
+                .shrink(p.minutes, global.dispersion, DISPERSION_PRIOR_BLOCKS)
+                .upper_bound(p.minutes, DISPERSION_PRIOR_BLOCKS)
+                .max(within_hour),
         }
     };
     let daily = (-1..=1)

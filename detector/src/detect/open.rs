@@ -15,6 +15,7 @@ pub(super) fn cached_seasonal(
     cfg: &crate::config::DetectorConfig,
     floor: f64,
     global: Model,
+    within_hour: trailsight_baseline::Dispersion,
 ) -> Models {
     let slot = hour.rem_euclid(2) as usize;
     if let Some(c) = &st.season[slot]
@@ -22,7 +23,15 @@ pub(super) fn cached_seasonal(
     {
         return c.models;
     }
-    let models = seasonal_models(&st.rate, hour, history_start, cfg, floor, global);
+    let models = seasonal_models(
+        &st.rate,
+        hour,
+        history_start,
+        cfg,
+        floor,
+        global,
+        within_hour,
+    );
     st.season[slot] = Some(Box::new(SeasonCache { hour, models }));
     models
 }
@@ -85,8 +94,11 @@ impl Detector {
         );
         let global = Model::from_stats(&stats);
         let hour = m.div_euclid(60);
-        let now_models = cached_seasonal(st, hour, history_start, &cfg, prior.floor, global);
-        let prev_models = cached_seasonal(st, hour - 1, history_start, &cfg, prior.floor, global);
+        let within = stats.within_hour.upper_bound(u64::from(stats.minutes), 0.0);
+        let now_models =
+            cached_seasonal(st, hour, history_start, &cfg, prior.floor, global, within);
+        let prev_models =
+            cached_seasonal(st, hour - 1, history_start, &cfg, prior.floor, global, within);
         let floor = (cfg.seasonal_floor_fraction * stats.mean).max(prior.floor);
         let windows: Vec<WindowCalls> = cfg
             .windows_minutes
@@ -104,8 +116,16 @@ impl Detector {
                     .sum(),
             })
             .collect();
+        let mut per_window = policy.tail_probability / cfg.windows_minutes.len() as f64;
+        if let Some((p, until)) = st.tolerated {
+            if m < until {
+                per_window = per_window.min(p);
+            } else {
+                st.tolerated = None;
+            }
+        }
         let thresholds = Thresholds {
-            per_window: policy.tail_probability / cfg.windows_minutes.len() as f64,
+            per_window,
             min_count: policy.min_count,
             min_ratio: policy.min_ratio,
         };
@@ -140,6 +160,7 @@ impl Detector {
             last_active,
             seen_at: decided,
             window: trigger.minutes,
+            trigger_tail_probability: trigger.tail_probability,
         };
         let t = transition(key, true, &insight, at, decided);
         st.insight = Some(Box::new(insight));
