@@ -7,6 +7,7 @@
 
 pub mod aggregate;
 pub mod batch;
+pub mod calibration;
 pub mod config;
 pub mod detect;
 pub mod engine;
