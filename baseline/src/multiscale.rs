@@ -52,7 +52,7 @@ impl MultiScaleMean {
             self.kept.pop_front();
         }
         self.pushes += 1;
-        if self.pushes % longest == 0 {
+        if self.pushes.is_multiple_of(longest) {
             for (k, &w) in self.scales.iter().enumerate() {
                 self.sums[k] = self.kept.iter().rev().take(w).sum();
             }

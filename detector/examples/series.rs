@@ -42,7 +42,6 @@ fn config() -> Result<SeriesConfig, String> {
             "min_tail" => cfg.min_tail = u()?,
             "tail_scale_floor" => cfg.tail_scale_floor = f()?,
             "profile_max_spread_ratio" => cfg.profile_max_spread_ratio = f()?,
-            "memory_half_life" => cfg.memory_half_life = f()?,
             "repeat_factor" => cfg.repeat_factor = f()?,
             "profile_days" => cfg.profile_days = u()?,
             "profile_min_days" => cfg.profile_min_days = u()?,
