@@ -115,6 +115,8 @@ fn moments(calls: u64, sum_sq: f64, n: u64, floor: f64) -> (f64, f64, f64) {
 /// Sums over a set of hour buckets.
 #[derive(Debug, Default)]
 struct Accumulated {
+    /// Minutes of the buckets added (60 each; for the share of excluded hours of the day).
+    bucket_minutes: u64,
     calls: u64,
     sum_sq: f64,
     sum_sq15: f64,
@@ -125,10 +127,13 @@ struct Accumulated {
     within1: f64,
     /// Σ over hours of (Σquarter² − calls² / 4): within-hour squared deviations of quarter hours.
     within15: f64,
+    /// `within1` and `within15` by UTC hour of the day.
+    within_by_hour_of_day: [[f64; 2]; 24],
 }
 
 impl Accumulated {
     fn add(&mut self, b: &HourBucket) {
+        self.bucket_minutes += MINUTES_PER_HOUR as u64;
         self.calls += u64::from(b.calls);
         self.sum_sq += f64::from(b.sum_sq);
         self.sum_sq15 += f64::from(b.sum_sq15);
@@ -136,16 +141,41 @@ impl Accumulated {
         self.excluded += u64::from(b.excluded);
         self.max_count = self.max_count.max(b.max_count);
         let c2 = f64::from(b.calls) * f64::from(b.calls);
-        self.within1 += (f64::from(b.sum_sq) - c2 / 60.0).max(0.0);
-        self.within15 += (f64::from(b.sum_sq15) - c2 / 4.0).max(0.0);
+        let w1 = (f64::from(b.sum_sq) - c2 / 60.0).max(0.0);
+        let w15 = (f64::from(b.sum_sq15) - c2 / 4.0).max(0.0);
+        self.within1 += w1;
+        self.within15 += w15;
+        let hod = i64::from(b.hour).rem_euclid(24) as usize;
+        self.within_by_hour_of_day[hod][0] += w1;
+        self.within_by_hour_of_day[hod][1] += w15;
     }
 
-    /// Within-hour dispersion over `n` minutes (see [`BaselineStats::within_hour`]); the
-    /// largest minute's excess is left out as in [`robust_sum_sq`].
+    /// Within-hour dispersion over `n` minutes (see [`BaselineStats::within_hour`]), without
+    /// the three consecutive hours of the day where it concentrates most: bursts that keep to
+    /// one time of day (a nightly job) are the daily profile's to explain, not evidence that
+    /// the key bursts at any hour. The largest minute's excess is left out as in
+    /// [`robust_sum_sq`].
     fn within_hour(&self, n: u64) -> Dispersion {
+        let by = &self.within_by_hour_of_day;
+        let around = |h: usize| -> [f64; 2] {
+            let mut t = [0.0; 2];
+            for d in [23, 0, 1] {
+                let x = by[(h + d) % 24];
+                t[0] += x[0];
+                t[1] += x[1];
+            }
+            t
+        };
+        let top = (0..24)
+            .map(around)
+            .max_by(|a, b| a[0].total_cmp(&b[0]))
+            .unwrap_or([0.0; 2]);
         let m = f64::from(self.max_count);
-        let within1 = (self.within1 - (m * m - m)).max(0.0);
-        Dispersion::within_hour(n, self.calls, within1, self.within15)
+        let within1 = (self.within1 - top[0] - (m * m - m)).max(0.0);
+        let within15 = (self.within15 - top[1]).max(0.0);
+        // Three hours of the day of every day are left out.
+        let kept = n - n.min(self.bucket_minutes.min(n) / 8);
+        Dispersion::within_hour(kept, self.calls, within1, within15)
     }
 
     /// Dispersion over `n` minutes, with the (robust) per-minute Σcount².

@@ -119,7 +119,9 @@ impl Detector {
         let mut per_window = policy.tail_probability / cfg.windows_minutes.len() as f64;
         if let Some((p, until)) = st.tolerated {
             if m < until {
-                per_window = per_window.min(p);
+                // A new burst must be about twice as surprising (twice the log tail
+                // probability) as the recurring one, not merely a little larger.
+                per_window = per_window.min(p * p);
             } else {
                 st.tolerated = None;
             }
