@@ -277,15 +277,9 @@ mod tests {
         }
         let d = Dispersion::from_moments(&moments(&counts));
         let want60 = 1.0 + 2.5 * 60.0;
-        assert!(
-            (d.at(60) / want60 - 1.0).abs() < 0.25,
-            "{d:?} vs {want60}"
-        );
+        assert!((d.at(60) / want60 - 1.0).abs() < 0.25, "{d:?} vs {want60}");
         let want15 = 1.0 + 2.5 * 15.0;
-        assert!(
-            (d.at(15) / want15 - 1.0).abs() < 0.25,
-            "{d:?} vs {want15}"
-        );
+        assert!((d.at(15) / want15 - 1.0).abs() < 0.25, "{d:?} vs {want15}");
     }
 
     #[test]
@@ -374,7 +368,11 @@ mod tests {
             let level = 3.0 * (0.6 * (g.next() - 0.5)).exp();
             let burst_at = (g.next() * 120.0) as usize;
             for m in 0..60 {
-                let burst = if (burst_at..burst_at + 20).contains(&m) { 4.0 } else { 0.0 };
+                let burst = if (burst_at..burst_at + 20).contains(&m) {
+                    4.0
+                } else {
+                    0.0
+                };
                 counts.push(g.poisson(level + burst * f64::from(u8::from(burst_at < 40))));
             }
         }

@@ -5,6 +5,8 @@
 //!
 //! - [`rolling`]: [`RollingRate`], a bounded rolling window of per-minute counts
 //!   (hour-granular, sparse) giving the baseline mean and variance of the rate.
+//! - [`dispersion`]: [`Dispersion`], the index of dispersion of window sums at
+//!   1-, 15- and 60-minute scales, measured from a key's own history.
 //! - [`tail`]: tail probabilities `P(X >= observed)` of a count under a
 //!   baseline, with Poisson or negative binomial (over-dispersed) models from
 //!   `statrs`.
@@ -20,6 +22,7 @@
 //! - [`topk`]: [`SpaceSaving`], a bounded heavy-hitters summary used for
 //!   baseline attributions.
 
+pub mod dispersion;
 pub mod multiscale;
 pub mod robust;
 pub mod rolling;
@@ -28,10 +31,11 @@ pub mod surprise;
 pub mod tail;
 pub mod topk;
 
+pub use dispersion::{Dispersion, ScaleMoments};
 pub use multiscale::MultiScaleMean;
 pub use robust::SortedWindow;
-pub use seasonal::SlotProfile;
 pub use rolling::{BaselineStats, HourProfile, RatePrior, RollingRate};
+pub use seasonal::SlotProfile;
 pub use tail::{CountModel, count_tail_probability};
 pub use topk::{SpaceSaving, WindowedTopK};
 

@@ -3,9 +3,8 @@
 use crate::aggregate::{KeyId, MinuteSample, RateKey};
 
 use super::attribution::transition;
-use super::model::Model;
-use super::open::{cached_seasonal, window_models};
-use super::{Detector, RECURRENCE_TOLERANCE_MINUTES, MAX_PAST_STARTS, Transition};
+use super::open::{expectation, window_models};
+use super::{Detector, MAX_PAST_STARTS, RECURRENCE_TOLERANCE_MINUTES, Transition};
 
 impl Detector {
     /// One minute of a key with an open Insight: the minute is unusual when the 1-minute,
@@ -24,19 +23,13 @@ impl Detector {
         let cfg = self.config.clone();
         let prior = self.prior;
         let policy = self.key_policy(id);
+        let pooled = self.state(id).pooled_rate;
+        let gamma = self.pools.prior(key, pooled);
         let st = self.state(id);
         st.rate.exclude(m);
-        let stats = st
-            .rate
-            .stats(m, history_start, cfg.baseline_window_minutes, prior);
-        let global = Model::from_stats(&stats);
-        let hour = m.div_euclid(60);
-        let within = stats.within_hour.upper_bound(u64::from(stats.minutes), 0.0);
-        let now_models =
-            cached_seasonal(st, hour, history_start, &cfg, prior.floor, global, within);
-        let prev_models =
-            cached_seasonal(st, hour - 1, history_start, &cfg, prior.floor, global, within);
-        let floor = (cfg.seasonal_floor_fraction * stats.mean).max(prior.floor);
+        let e = expectation(st, &cfg, prior, gamma, history_start, m, m);
+        let (global, floor) = (e.global, e.floor);
+        let (now_models, prev_models) = (e.now, e.prev);
         let insight = st.insight.as_mut()?;
         if sample.count > 0 {
             insight.minutes.push((m, sample.clone()));

@@ -42,6 +42,7 @@ mod end;
 mod late;
 pub mod model;
 mod open;
+pub mod prior;
 pub mod window;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -139,6 +140,8 @@ struct KeyState {
     /// After a recurring Insight: windows at least this probable (the recurring Insight's
     /// trigger tail probability) are the key's own behaviour until the minute given.
     tolerated: Option<(f64, i64)>,
+    /// The key's rate in the deployment's pools (calls per minute), when it was pooled.
+    pooled_rate: Option<f64>,
     /// Effective sensitivity settings, resolved on first sight (from the settings: not saved).
     #[serde(skip)]
     policy: Option<KeyPolicy>,
@@ -155,6 +158,7 @@ impl Default for KeyState {
             season: Default::default(),
             past_starts: Vec::new(),
             tolerated: None,
+            pooled_rate: None,
             policy: None,
         }
     }
@@ -227,6 +231,8 @@ pub struct Detector {
     #[serde(skip)]
     policy: Policy,
     prior: RatePrior,
+    /// The deployment's per-API rate pools (priors for sparse and new keys).
+    pools: prior::Pools,
     keys: Vec<KeyState>,
     open: BTreeSet<KeyId>,
     late: Vec<LateCall>,
@@ -264,6 +270,7 @@ impl Detector {
             config: std::sync::Arc::new(config),
             policy,
             prior,
+            pools: prior::Pools::new(),
             keys: Vec::new(),
             open: BTreeSet::new(),
             late: Vec::new(),
@@ -328,6 +335,9 @@ impl Detector {
         out: &mut Vec<Transition>,
     ) {
         let m = closed.minute;
+        if m.div_euclid(60) != self.pools.hour {
+            self.rebuild_pools(m, keys);
+        }
         let mut samples = closed.samples.iter().peekable();
         let open: Vec<KeyId> = self.open.iter().copied().collect();
         let mut open_iter = open.into_iter().peekable();
@@ -389,6 +399,30 @@ impl Detector {
         self.test_at(id, key, history_start, m, m)
     }
 
+    /// Pools the per-minute rates of every mature key (history of its account and Region at
+    /// least `warmup_minutes`): calls held over the minutes of history they cover (at most the
+    /// profile window).
+    fn rebuild_pools(&mut self, m: i64, keys: &impl KeyLookup) {
+        let cfg = self.config.clone();
+        let span = i64::from(cfg.profile_window_minutes.max(cfg.baseline_window_minutes));
+        let mut mature = Vec::new();
+        for (id, st) in self.keys.iter_mut().enumerate() {
+            let key = keys.key(id as KeyId);
+            let start = keys.history_start(key.account, key.region).unwrap_or(m);
+            let exposure = (m - start).min(span);
+            st.pooled_rate = None;
+            if exposure < i64::from(cfg.warmup_minutes).max(1) {
+                continue;
+            }
+            let calls =
+                st.rate.calls() + st.recent.iter().map(|r| u64::from(r.1.count)).sum::<u64>();
+            let rate = calls as f64 / exposure as f64;
+            st.pooled_rate = Some(rate);
+            mature.push((key, rate));
+        }
+        self.pools.rebuild(m.div_euclid(60), mature.into_iter());
+    }
+
     /// Insights still open (reported at the end of input, never given a made-up `End`).
     pub fn open_insights(&self, keys: &impl KeyLookup) -> Vec<OpenInsightInfo> {
         self.open
@@ -440,5 +474,104 @@ fn merge_sample_deque(
             list[i].1.attributions.merge(&sample.attributions);
         }
         Err(i) => list.insert(i, (minute, sample.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::AttributionCounts;
+
+    /// Accounts 0..n, one Region; key id = account × 10 + API; account `a` starts at `starts[a]`.
+    struct Deployment {
+        starts: Vec<i64>,
+    }
+
+    impl KeyLookup for Deployment {
+        fn key(&self, id: KeyId) -> RateKey {
+            RateKey {
+                account: 100 + id / 10,
+                region: 1,
+                event_source: 2,
+                event_name: 10 + id % 10,
+                error_code: None,
+            }
+        }
+        fn history_start(&self, account: Sym, _: Sym) -> Option<i64> {
+            self.starts.get((account - 100) as usize).copied()
+        }
+        fn resolve(&self, _: Sym) -> &str {
+            "x"
+        }
+    }
+
+    fn sample(count: u32) -> MinuteSample {
+        MinuteSample {
+            count,
+            attributions: AttributionCounts {
+                principal: vec![(7, count)],
+                user_agent: vec![(8, count)],
+                error_code: vec![(9, count)],
+            },
+        }
+    }
+
+    /// Runs minutes `0..end`; `calls(account, minute)` gives each account's calls of API 0.
+    fn run(d: &Deployment, end: i64, calls: impl Fn(u32, i64) -> u32) -> Vec<Transition> {
+        let cfg = DetectorConfig::default();
+        let mut det = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        let mut out = Vec::new();
+        for m in 0..end {
+            let samples = (0..d.starts.len() as u32)
+                .filter(|&a| m >= d.starts[a as usize])
+                .map(|a| (a * 10, calls(a, m)))
+                .filter(|s| s.1 > 0)
+                .map(|(id, c)| (id, sample(c)))
+                .collect();
+            det.close_minute(&ClosedMinute { minute: m, samples }, d, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_new_account_inherits_the_deployments_prior_instead_of_waiting() {
+        let day = 1440;
+        // Three accounts call the API about every two hours for five days; a fourth appears
+        // on day 5 and, within its first hour, calls it 12 times in 4 minutes.
+        let d = Deployment {
+            starts: vec![0, 0, 0, 5 * day],
+        };
+        let regular = |a: u32, m: i64| u32::from((m + i64::from(a) * 37) % 120 == 0);
+        let out = run(&d, 5 * day + 180, |a, m| {
+            if a == 3 {
+                u32::from((5 * day + 20..5 * day + 24).contains(&m)) * 3
+            } else {
+                regular(a, m)
+            }
+        });
+        let starts: Vec<_> = out.iter().filter(|t| t.start).collect();
+        assert_eq!(starts.len(), 1, "{out:?}");
+        assert_eq!(starts[0].key.account, 103);
+        assert_eq!(starts[0].insight_start, 5 * day + 20);
+        // The same burst with no pool (a lone account) waits out the warm-up.
+        let alone = Deployment {
+            starts: vec![5 * day],
+        };
+        let out = run(&alone, 5 * day + 180, |_, m| {
+            u32::from((5 * day + 20..5 * day + 24).contains(&m)) * 3
+        });
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_new_account_at_the_deployments_usual_rate_is_quiet() {
+        let day = 1440;
+        let d = Deployment {
+            starts: vec![0, 0, 0, 5 * day],
+        };
+        let out = run(&d, 6 * day, |a, m| {
+            u32::from((m + i64::from(a) * 37) % 120 == 0)
+        });
+        assert!(out.is_empty(), "{out:?}");
     }
 }

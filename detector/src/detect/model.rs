@@ -11,13 +11,17 @@ use crate::config::DetectorConfig;
 /// against (a profile of three days holds only three hour-blocks).
 const DISPERSION_PRIOR_BLOCKS: f64 = 8.0;
 
-/// A per-minute rate model: mean calls per minute and the dispersion of window sums.
+/// A per-minute rate model: mean calls per minute, the dispersion of window sums, and how
+/// much history the mean rests on.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Model {
     /// Mean rate, calls per minute (> 0).
     pub mean: f64,
     /// Index of dispersion of window sums by window length.
     pub dispersion: Dispersion,
+    /// Minutes of history (and prior pseudo-minutes) behind `mean`: the mean of a gamma
+    /// posterior on the rate with this rate parameter has variance `mean / evidence_minutes`.
+    pub evidence_minutes: f64,
 }
 
 impl Model {
@@ -26,19 +30,24 @@ impl Model {
     pub fn from_stats(stats: &BaselineStats) -> Self {
         Model {
             mean: stats.mean,
-            dispersion: stats
-                .dispersion
-                .upper_bound(u64::from(stats.minutes), 0.0),
+            dispersion: stats.dispersion.upper_bound(u64::from(stats.minutes), 0.0),
+            evidence_minutes: f64::from(stats.minutes.max(1)),
         }
     }
 
     /// The count distribution of a `minutes`-minute window's sum under this model: mean
-    /// `minutes · mean`, variance `minutes · mean · D(minutes)` (Poisson when `D ≈ 1`,
-    /// negative binomial otherwise).
+    /// `w · mean`, variance `w · mean · D(w)` plus the rate's own uncertainty
+    /// `w² · mean / evidence_minutes` (a gamma-mixed Poisson: with `C` calls of history the
+    /// count is negative binomial of shape ≈ `C`), Poisson when both are negligible.
     pub fn window(&self, minutes: u32) -> CountModel {
         let w = f64::from(minutes.max(1));
         let mean = self.mean * w;
-        CountModel::new(mean, mean * self.dispersion.at(minutes))
+        let uncertainty = if self.evidence_minutes > 0.0 {
+            w / self.evidence_minutes
+        } else {
+            0.0
+        };
+        CountModel::new(mean, mean * (self.dispersion.at(minutes) + uncertainty))
     }
 
     /// `P(S ≥ calls)` for a `minutes`-minute window.
@@ -129,6 +138,7 @@ pub fn seasonal_models(
         let n = p.minutes as f64;
         Model {
             mean: (p.mean * n + global.mean * k) / (n + k),
+            evidence_minutes: n + k,
             dispersion: p
                 .dispersion
                 .shrink(p.minutes, global.dispersion, DISPERSION_PRIOR_BLOCKS)
@@ -172,7 +182,7 @@ pub fn floored(models: &Models, floor: f64) -> Models {
     for m in models.iter() {
         out.push(Model {
             mean: m.mean.max(floor).max(f64::MIN_POSITIVE),
-            dispersion: m.dispersion,
+            ..m
         });
     }
     out
@@ -189,15 +199,28 @@ mod tests {
             dispersion: Dispersion {
                 at_scales: [1.5, 8.0, 20.0],
             },
+            evidence_minutes: f64::INFINITY,
         };
         let poisson = Model {
             mean: 2.0,
             dispersion: Dispersion::POISSON,
+            evidence_minutes: f64::INFINITY,
         };
         // 60 minutes at 2/min: 120 expected; 200 is wild under Poisson, ordinary when bursty.
         assert!(poisson.tail_probability(60, 200) < 1e-9);
         assert!(bursty.tail_probability(60, 200) > 1e-4);
         assert!(bursty.tail_probability(1, 12) < bursty.tail_probability(60, 200));
+    }
+
+    #[test]
+    fn a_mean_from_little_history_has_a_wider_tail() {
+        let m = |evidence_minutes| Model {
+            mean: 0.01,
+            dispersion: Dispersion::POISSON,
+            evidence_minutes,
+        };
+        // One call in 100 minutes of history vs a week's worth of the same rate.
+        assert!(m(100.0).tail_probability(60, 5) > 10.0 * m(10_080.0).tail_probability(60, 5));
     }
 
     #[test]
@@ -207,6 +230,7 @@ mod tests {
             ms.push(Model {
                 mean,
                 dispersion: Dispersion::POISSON,
+                evidence_minutes: f64::INFINITY,
             });
         }
         assert_eq!(ms.strictest().map(|m| m.mean), Some(3.0));

@@ -1,9 +1,13 @@
 //! The open test: is the minute just closed (or a late minute) the start of an Insight?
 
+use trailsight_baseline::{BaselineStats, RatePrior};
+
 use crate::aggregate::{KeyId, MinuteSample, RateKey};
+use crate::config::DetectorConfig;
 
 use super::attribution::{baseline_attributions, transition};
 use super::model::{Model, Models, SeasonCache, floored, seasonal_models};
+use super::prior::GammaPrior;
 use super::window::{Thresholds, WindowCalls, most_significant};
 use super::{Detector, KeyState, OpenInsight, Transition};
 
@@ -12,7 +16,7 @@ pub(super) fn cached_seasonal(
     st: &mut KeyState,
     hour: i64,
     history_start: i64,
-    cfg: &crate::config::DetectorConfig,
+    cfg: &DetectorConfig,
     floor: f64,
     global: Model,
     within_hour: trailsight_baseline::Dispersion,
@@ -61,6 +65,63 @@ pub(super) fn window_models(
     floored(&models, floor)
 }
 
+/// A key's expected rate at a minute.
+pub(super) struct Expectation {
+    /// The whole-window baseline.
+    pub stats: BaselineStats,
+    /// It as a model (with the deployment's prior when there is one).
+    pub global: Model,
+    /// Seasonal models of this hour and of the previous one.
+    pub now: Models,
+    pub prev: Models,
+    /// Floor of every model's mean, calls per minute.
+    pub floor: f64,
+}
+
+/// The key's expectation at minute `m`, with the baseline window ending before
+/// `baseline_end`: the rolling baseline, replaced by the gamma posterior when the deployment
+/// has a prior for the key's API (which then also replaces the configured floor), and the
+/// seasonal profiles.
+pub(super) fn expectation(
+    st: &mut KeyState,
+    cfg: &DetectorConfig,
+    prior: RatePrior,
+    gamma: Option<GammaPrior>,
+    history_start: i64,
+    m: i64,
+    baseline_end: i64,
+) -> Expectation {
+    st.rate
+        .evict_before(m - i64::from(cfg.profile_window_minutes.max(cfg.baseline_window_minutes)));
+    let stats = st.rate.stats(
+        baseline_end,
+        history_start,
+        cfg.baseline_window_minutes,
+        prior,
+    );
+    let mut global = Model::from_stats(&stats);
+    let mut floor_rate = prior.floor;
+    if let Some(g) = gamma {
+        global.mean = g
+            .posterior_mean(stats.calls, u64::from(stats.minutes))
+            .max(f64::MIN_POSITIVE);
+        global.evidence_minutes = g.beta + f64::from(stats.minutes);
+        floor_rate = f64::MIN_POSITIVE;
+    }
+    let hour = m.div_euclid(60);
+    let within = stats.within_hour.upper_bound(u64::from(stats.minutes), 0.0);
+    let now = cached_seasonal(st, hour, history_start, cfg, floor_rate, global, within);
+    let prev = cached_seasonal(st, hour - 1, history_start, cfg, floor_rate, global, within);
+    let floor = (cfg.seasonal_floor_fraction * global.mean).max(floor_rate);
+    Expectation {
+        stats,
+        global,
+        now,
+        prev,
+        floor,
+    }
+}
+
 impl Detector {
     /// Tests the trailing windows that end at minute `at` (calls in `recent` up to `at`);
     /// when one is unusual, opens an Insight at its first call, decided at minute `decided`
@@ -76,30 +137,28 @@ impl Detector {
         let cfg = self.config.clone();
         let prior = self.prior;
         let policy = self.key_policy(id);
+        let pooled = self.state(id).pooled_rate;
+        let gamma = self.pools.prior(key, pooled);
         let st = self.state(id);
         let m = at;
-        if m - history_start < i64::from(cfg.warmup_minutes) || policy.suppress {
+        // A key whose API has a deployment prior needs no warm-up of its own.
+        if (m - history_start < i64::from(cfg.warmup_minutes) && gamma.is_none()) || policy.suppress
+        {
             return None;
         }
-        st.rate.evict_before(
-            m - i64::from(cfg.profile_window_minutes.max(cfg.baseline_window_minutes)),
-        );
         let short = cfg.short_window();
         // The baseline ends where the short windows begin: none of their calls is in it.
-        let stats = st.rate.stats(
-            m - i64::from(short) + 1,
-            history_start,
-            cfg.baseline_window_minutes,
+        let e = expectation(
+            st,
+            &cfg,
             prior,
+            gamma,
+            history_start,
+            m,
+            m - i64::from(short) + 1,
         );
-        let global = Model::from_stats(&stats);
-        let hour = m.div_euclid(60);
-        let within = stats.within_hour.upper_bound(u64::from(stats.minutes), 0.0);
-        let now_models =
-            cached_seasonal(st, hour, history_start, &cfg, prior.floor, global, within);
-        let prev_models =
-            cached_seasonal(st, hour - 1, history_start, &cfg, prior.floor, global, within);
-        let floor = (cfg.seasonal_floor_fraction * stats.mean).max(prior.floor);
+        let (stats, global, floor) = (e.stats, e.global, e.floor);
+        let (now_models, prev_models) = (e.now, e.prev);
         let windows: Vec<WindowCalls> = cfg
             .windows_minutes
             .iter()

@@ -82,6 +82,7 @@ mod tests {
         Models::one(Model {
             mean,
             dispersion: Dispersion::POISSON,
+            evidence_minutes: f64::INFINITY,
         })
     }
 
@@ -136,6 +137,7 @@ mod tests {
             dispersion: Dispersion {
                 at_scales: [30.0, 60.0, 60.0],
             },
+            evidence_minutes: f64::INFINITY,
         });
         assert!(most_significant(&w, |_| poisson(0.5), T).is_some());
         assert!(most_significant(&w, |_| two, T).is_none());
