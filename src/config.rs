@@ -5,9 +5,9 @@
 //! allowed_lateness_minutes = 15   # minutes a minute stays open for late records
 //! baseline_window_minutes = 10080 # 7 days
 //! warmup_minutes = 2160           # 36 hours of history before any Insight
-//! windows_minutes = [1, 5, 15, 60]
-//! sensitivity = "medium"          # low | medium | high
-//! # tail_probability = 1e-6       # overrides the sensitivity's level
+//! windows_minutes = [1, 5, 15, 60, 360]
+//! sensitivity = "medium"          # low | medium | high: 0.01 / 0.1 / 1 false Insights per key per 30 days
+//! # tail_probability = 2.3e-6     # per key-minute; overrides the sensitivity's level
 //! # min_ratio = 3.0               # overrides the sensitivity's ratio
 //! min_count = 3
 //! sensitive_min_count = 2         # for `sensitive_apis` (a built-in list by default)
