@@ -187,7 +187,7 @@ impl Dispersion {
 /// `χ²₀.₀₅(b) / b` by the Wilson–Hilferty approximation, floored at 0.05 (fewer than about
 /// two blocks say almost nothing about a variance).
 fn chi2_lower_fraction(b: f64) -> f64 {
-    if !(b > 0.0) {
+    if b.is_nan() || b <= 0.0 {
         return 0.05;
     }
     let v = 2.0 / (9.0 * b);
