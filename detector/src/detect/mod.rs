@@ -518,7 +518,15 @@ mod tests {
 
     /// Runs minutes `0..end`; `calls(account, minute)` gives each account's calls of API 0.
     fn run(d: &Deployment, end: i64, calls: impl Fn(u32, i64) -> u32) -> Vec<Transition> {
-        let cfg = DetectorConfig::default();
+        run_with(DetectorConfig::default(), d, end, calls)
+    }
+
+    fn run_with(
+        cfg: DetectorConfig,
+        d: &Deployment,
+        end: i64,
+        calls: impl Fn(u32, i64) -> u32,
+    ) -> Vec<Transition> {
         let mut det = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
         let mut out = Vec::new();
         for m in 0..end {
@@ -573,5 +581,30 @@ mod tests {
             u32::from((m + i64::from(a) * 37) % 120 == 0)
         });
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn six_calls_over_four_hours_on_a_weekly_api_are_caught_by_the_long_window() {
+        let day = 1440;
+        let d = Deployment { starts: vec![0] };
+        // Once a week for three weeks (days 0, 7, 14), then six calls 48 minutes apart on day 21.
+        let attack = 21 * day + 600;
+        let calls = |_: u32, m: i64| {
+            u32::from(
+                (m % (7 * day) == 300 && m < 21 * day)
+                    || (m >= attack && (m - attack) % 48 == 0 && m < attack + 6 * 48),
+            )
+        };
+        let out = run(&d, 22 * day, calls);
+        let starts: Vec<_> = out.iter().filter(|t| t.start).collect();
+        assert_eq!(starts.len(), 1, "{out:?}");
+        assert_eq!(starts[0].insight_start, attack);
+        // Without the 6-hour window no hour holds enough of them.
+        let short = DetectorConfig {
+            windows_minutes: vec![1, 5, 15, 60],
+            ..DetectorConfig::default()
+        };
+        let out = run_with(short, &d, 22 * day, calls);
+        assert!(out.iter().all(|t| !t.start), "{out:?}");
     }
 }

@@ -42,8 +42,11 @@ impl Model {
     pub fn window(&self, minutes: u32) -> CountModel {
         let w = f64::from(minutes.max(1));
         let mean = self.mean * w;
-        let uncertainty = if self.evidence_minutes > 0.0 {
-            w / self.evidence_minutes
+        // At least one call's worth of evidence: a mean at the floor ("once a week") stands for
+        // one observed call, not for a rate known to be vanishing (gamma shape ≥ 1).
+        let evidence = self.evidence_minutes.max(1.0 / self.mean);
+        let uncertainty = if evidence > 0.0 && evidence.is_finite() {
+            w / evidence
         } else {
             0.0
         };
