@@ -48,7 +48,10 @@ pub fn empirical_two_sided(reference: &SortedWindow, center: f64, x: f64) -> Opt
 /// with an exponential tail, `2 (m + 1) / (n + 1) × exp(−(|x − u|) / β)`,
 /// where `β` is the mean excess of the other `m − 1` extreme values over `u`
 /// (the maximum-likelihood scale of a generalized Pareto tail of shape 0),
-/// floored at `scale_floor`. Returns 1 for an empty reference or non-finite `x`.
+/// floored at `scale_floor`, and never below the rank estimate while some
+/// reference value is at least as far out as `x` (a value the series has
+/// already reached is no record, however thin the tail below it). Returns 1
+/// for an empty reference or non-finite `x`.
 ///
 /// Unlike a normal tail, the extrapolation follows the sample's own tail: a
 /// heavy-tailed series (spiky load, bursty traffic) is not infinitely
@@ -96,7 +99,20 @@ pub fn pot_two_sided(
     }
     .max(scale_floor)
     .max(f64::MIN_POSITIVE);
-    (2.0 * (m + 1) as f64 / two_n * (-beyond / beta).exp()).min(1.0)
+    let extrapolated = 2.0 * (m + 1) as f64 / two_n * (-beyond / beta).exp();
+    // Never more surprising than the rank allows: values at least as far out
+    // as `x` in the sample bound its probability from below.
+    let k = if upper {
+        reference.count_at_least(x)
+    } else {
+        reference.count_at_most(x)
+    };
+    let rank = if k > 0 {
+        2.0 * (k + 1) as f64 / two_n
+    } else {
+        0.0
+    };
+    extrapolated.max(rank).min(1.0)
 }
 
 /// Family-wise p-value of the smallest of `m` p-values (Bonferroni): `min(1, m × min p)`.
@@ -177,6 +193,24 @@ mod tests {
                 prop_assert!((0.0..=1.0).contains(&pn) && (0.0..=1.0).contains(&pf));
                 prop_assert!(pf <= pn + 1e-12, "{} > {}", pf, pn);
             }
+        }
+
+        #[test]
+        fn pot_tail_is_never_below_the_rank_of_a_value_seen_before(
+            xs in prop::collection::vec(-100f64..100.0, 1..300),
+            spikes in prop::collection::vec(1e3f64..1e6, 1..5),
+            pick in 0usize..5,
+        ) {
+            let mut w = SortedWindow::new(1000);
+            for &v in xs.iter().chain(&spikes) {
+                w.push(v);
+            }
+            let c = w.median().unwrap();
+            let x = spikes[pick % spikes.len()];
+            let k = w.count_at_least(x);
+            let p = pot_two_sided(&w, c, x, 0.1, 5, 1e-9);
+            prop_assert!(k >= 1);
+            prop_assert!(p >= 2.0 * (k + 1) as f64 / (w.len() + 1) as f64 - 1e-12);
         }
 
         #[test]

@@ -43,6 +43,8 @@ fn config() -> Result<SeriesConfig, String> {
             "tail_scale_floor" => cfg.tail_scale_floor = f()?,
             "profile_max_spread_ratio" => cfg.profile_max_spread_ratio = f()?,
             "repeat_factor" => cfg.repeat_factor = f()?,
+            "burst_gap" => cfg.burst_gap = u()?,
+            "burst_bits" => cfg.burst_bits = f()?,
             "profile_days" => cfg.profile_days = u()?,
             "profile_min_days" => cfg.profile_min_days = u()?,
             other => return Err(format!("unknown setting {other:?}")),

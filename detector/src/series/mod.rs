@@ -16,8 +16,11 @@
 //!    that reference: the rank estimate `2(k+1)/(n+1)` inside the sample's
 //!    outer 10 %, and beyond it an exponential (generalized Pareto, shape 0)
 //!    tail fitted by the mean excess of those outer values
-//!    ([`pot_two_sided`]). A series with heavy tails is therefore not
-//!    surprised by its next record, and a quiet one is.
+//!    ([`pot_two_sided`]), floored at the rank estimate while the reference
+//!    holds values at least as far out (a spike the series has shown before,
+//!    e.g. a daily job, is no record however quiet the rest is). A series
+//!    with heavy tails is therefore not surprised by its next record, and a
+//!    quiet one is.
 //! 4. **Daily context.** The residual `x_t − median(same time-of-day slot,
 //!    last `profile_days` days)` goes through steps 1–3 as a second family,
 //!    tested only while the daily profile explains the series (the residuals
@@ -30,6 +33,10 @@
 //!    `repeat_factor` (0): an anomaly raises one alarm at its onset, or a new
 //!    one when it grows, rather than a plateau of alarms, and as the
 //!    anomalous values enter the reference their own rank makes them common.
+//!    A kept surprise of at least `burst_bits` also opens a burst: for the
+//!    next `burst_gap` points (4, the short-burst scale, while its window
+//!    still holds the alarm's point) no new alarm is raised, as the rising
+//!    multi-scale means of a burst are the same event, not a growing one.
 //! 7. **Score.** `b / (b + half_score_bits)` in `[0, 1)`: monotone, so one
 //!    threshold on it is one threshold on the surprise in bits, comparable
 //!    across series because every test is calibrated on its own series.
@@ -67,6 +74,11 @@ pub struct SeriesConfig {
     pub refractory: usize,
     /// Factor applied to a surprise that does not beat the recent maximum.
     pub repeat_factor: f64,
+    /// Points after a kept surprise of at least `burst_bits` during which
+    /// no new alarm is raised (0: none).
+    pub burst_gap: usize,
+    /// Surprise (bits) that opens a burst.
+    pub burst_bits: f64,
     /// Surprise (bits) that maps to an anomaly score of 0.5.
     pub half_score_bits: f64,
     /// Anomaly score at or above which a point is labeled 1.
@@ -91,6 +103,8 @@ impl Default for SeriesConfig {
             tail_scale_floor: 0.1,
             refractory: 100,
             repeat_factor: 0.0,
+            burst_gap: 4,
+            burst_bits: 4.0,
             half_score_bits: 10.0,
             label_threshold: 0.5,
             profile_days: 7,
@@ -210,6 +224,7 @@ pub struct SeriesScorer {
     residual: Family,
     profile: Option<SlotProfile>,
     recent: VecDeque<f64>,
+    since_kept: usize,
 }
 
 impl SeriesScorer {
@@ -222,6 +237,7 @@ impl SeriesScorer {
             residual: Family::new(&cfg),
             profile,
             recent: VecDeque::new(),
+            since_kept: usize::MAX,
             cfg,
         }
     }
@@ -259,7 +275,11 @@ impl SeriesScorer {
             0.0
         };
         let prev_max = self.recent.iter().copied().fold(0.0f64, f64::max);
-        let effective = if bits > prev_max {
+        self.since_kept = self.since_kept.saturating_add(1);
+        let effective = if bits > prev_max && self.since_kept > self.cfg.burst_gap {
+            if bits >= self.cfg.burst_bits {
+                self.since_kept = 0;
+            }
             bits
         } else {
             self.cfg.repeat_factor * bits
