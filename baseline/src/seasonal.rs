@@ -15,24 +15,34 @@ pub const DAY_SECONDS: i64 = 86_400;
 #[derive(Debug, Clone)]
 pub struct SlotProfile {
     slot_seconds: i64,
+    period_seconds: i64,
     slots: Vec<SortedWindow>,
 }
 
 impl SlotProfile {
-    /// A profile with slots of `slot_seconds` (clamped to 1 s – 1 day) each
-    /// keeping `days` values.
+    /// A daily profile with slots of `slot_seconds` (clamped to 1 s – 1 day)
+    /// each keeping `days` values.
     pub fn new(slot_seconds: i64, days: usize) -> Self {
-        let slot_seconds = slot_seconds.clamp(1, DAY_SECONDS);
-        let n = (DAY_SECONDS / slot_seconds).max(1) as usize;
+        Self::with_period(slot_seconds, DAY_SECONDS, days)
+    }
+
+    /// A profile of a cycle of `period_seconds` (at least 1 s; e.g. a week)
+    /// cut into slots of `slot_seconds` (clamped to 1 s – one period), each
+    /// keeping its last `periods` values.
+    pub fn with_period(slot_seconds: i64, period_seconds: i64, periods: usize) -> Self {
+        let period_seconds = period_seconds.max(1);
+        let slot_seconds = slot_seconds.clamp(1, period_seconds);
+        let n = (period_seconds / slot_seconds).max(1) as usize;
         SlotProfile {
             slot_seconds,
-            slots: vec![SortedWindow::new(days); n],
+            period_seconds,
+            slots: vec![SortedWindow::new(periods); n],
         }
     }
 
     /// The slot of Unix time `t` (seconds).
     pub fn slot(&self, t: i64) -> usize {
-        (t.rem_euclid(DAY_SECONDS) / self.slot_seconds) as usize % self.slots.len()
+        (t.rem_euclid(self.period_seconds) / self.slot_seconds) as usize % self.slots.len()
     }
 
     /// The median of the values seen in `t`'s slot, once it holds at least `min_days` values.
@@ -89,6 +99,21 @@ mod tests {
             p.push(2 * DAY_SECONDS, x);
             prop_assert_eq!(p.expected(3 * DAY_SECONDS, 3), Some(x));
         }
+    }
+
+    #[test]
+    fn a_weekly_profile_tells_weekdays_apart() {
+        let week = 7 * DAY_SECONDS;
+        let mut p = SlotProfile::with_period(3600, week, 3);
+        for w in 0..3 {
+            for d in 0..7 {
+                p.push(w * week + d * DAY_SECONDS, d as f64);
+            }
+        }
+        for d in 0..7 {
+            assert_eq!(p.expected(3 * week + d * DAY_SECONDS, 3), Some(d as f64));
+        }
+        assert_eq!(SlotProfile::with_period(0, 0, 1).slot(-7), 0);
     }
 
     #[test]

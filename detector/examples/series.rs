@@ -47,6 +47,8 @@ fn config() -> Result<SeriesConfig, String> {
             "burst_bits" => cfg.burst_bits = f()?,
             "profile_days" => cfg.profile_days = u()?,
             "profile_min_days" => cfg.profile_min_days = u()?,
+            "profile_weeks" => cfg.profile_weeks = u()?,
+            "profile_min_weeks" => cfg.profile_min_weeks = u()?,
             other => return Err(format!("unknown setting {other:?}")),
         }
     }

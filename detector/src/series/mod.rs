@@ -21,11 +21,15 @@
 //!    e.g. a daily job, is no record however quiet the rest is). A series
 //!    with heavy tails is therefore not surprised by its next record, and a
 //!    quiet one is.
-//! 4. **Daily context.** The residual `x_t − median(same time-of-day slot,
-//!    last `profile_days` days)` goes through steps 1–3 as a second family,
-//!    tested only while the daily profile explains the series (the residuals
-//!    spread less than `profile_max_spread_ratio` × the values): a missing
-//!    daily peak is then anomalous although its value is common.
+//! 4. **Daily and weekly context.** The residuals `x_t − median(same
+//!    time-of-day slot, last `profile_days` days)` and `x_t − median(same
+//!    time-of-week slot, last `profile_weeks` weeks)` go through steps 1–3
+//!    as two more families, both learnt at every point; the one whose
+//!    residuals spread least is tested, and only while it explains the
+//!    series (its residuals spread less than `profile_max_spread_ratio` ×
+//!    the values): a missing daily peak, or a weekday that looks like a
+//!    holiday, is then anomalous although its value is common. Picking one
+//!    profile keeps the Bonferroni family at two × the scales.
 //! 5. **Surprise.** All tests are combined with Bonferroni, `p = min(1, K ×
 //!    min p_i)`, and turned into bits, `b_t = −log2 p`.
 //! 6. **Onset.** A point keeps its surprise only if it beats every surprise
@@ -52,7 +56,7 @@ use std::collections::VecDeque;
 
 use trailsight_baseline::multiscale::MultiScaleMean;
 use trailsight_baseline::robust::SortedWindow;
-use trailsight_baseline::seasonal::SlotProfile;
+use trailsight_baseline::seasonal::{DAY_SECONDS, SlotProfile};
 use trailsight_baseline::surprise::{bonferroni, pot_two_sided, surprise_bits};
 
 /// Settings of the series scorer. Lengths are in points (rows), not seconds.
@@ -90,6 +94,10 @@ pub struct SeriesConfig {
     pub profile_max_spread_ratio: f64,
     /// Days a slot needs before the daily profile is used.
     pub profile_min_days: usize,
+    /// Weeks of history per time-of-week slot (0: no weekly profile).
+    pub profile_weeks: usize,
+    /// Weeks a slot needs before the weekly profile is used.
+    pub profile_min_weeks: usize,
 }
 
 impl Default for SeriesConfig {
@@ -110,6 +118,8 @@ impl Default for SeriesConfig {
             profile_days: 7,
             profile_min_days: 3,
             profile_max_spread_ratio: 0.3,
+            profile_weeks: 4,
+            profile_min_weeks: 2,
         }
     }
 }
@@ -223,6 +233,8 @@ pub struct SeriesScorer {
     level: Family,
     residual: Family,
     profile: Option<SlotProfile>,
+    weekly: Family,
+    week_profile: Option<SlotProfile>,
     recent: VecDeque<f64>,
     since_kept: usize,
 }
@@ -232,10 +244,14 @@ impl SeriesScorer {
     pub fn new(cfg: SeriesConfig, bucket_seconds: i64) -> Self {
         let profile =
             (cfg.profile_days > 0).then(|| SlotProfile::new(bucket_seconds, cfg.profile_days));
+        let week_profile = (cfg.profile_weeks > 0)
+            .then(|| SlotProfile::with_period(bucket_seconds, 7 * DAY_SECONDS, cfg.profile_weeks));
         SeriesScorer {
             level: Family::new(&cfg),
             residual: Family::new(&cfg),
             profile,
+            weekly: Family::new(&cfg),
+            week_profile,
             recent: VecDeque::new(),
             since_kept: usize::MAX,
             cfg,
@@ -246,19 +262,36 @@ impl SeriesScorer {
     fn surprise(&mut self, t: i64, x: f64) -> f64 {
         let mut ps = Vec::with_capacity(2 * self.cfg.scales.len());
         self.level.test(x, &self.cfg, &mut ps);
-        if let Some(profile) = self.profile.as_mut() {
-            if let Some(e) = profile.expected(t, self.cfg.profile_min_days) {
-                // The daily profile is tested only while it explains the series: its
-                // residuals spread less than the values themselves.
-                let explains = self.residual.dispersion.value()
-                    < self.cfg.profile_max_spread_ratio * self.level.dispersion.value();
+        // Each profile's residuals are tested (and learnt) every point; the one
+        // that explains the series best is used, while it explains it at all:
+        // its residuals spread less than `profile_max_spread_ratio` x the values.
+        let limit = self.cfg.profile_max_spread_ratio * self.level.dispersion.value();
+        let mut best: Option<(f64, Vec<f64>)> = None;
+        for (family, profile, min) in [
+            (
+                &mut self.residual,
+                self.profile.as_mut(),
+                self.cfg.profile_min_days,
+            ),
+            (
+                &mut self.weekly,
+                self.week_profile.as_mut(),
+                self.cfg.profile_min_weeks,
+            ),
+        ] {
+            let Some(profile) = profile else { continue };
+            if let Some(e) = profile.expected(t, min) {
+                let spread = family.dispersion.value();
                 let mut rp = Vec::new();
-                self.residual.test(x - e, &self.cfg, &mut rp);
-                if explains {
-                    ps.extend(rp);
+                family.test(x - e, &self.cfg, &mut rp);
+                if spread < limit && best.as_ref().is_none_or(|(b, _)| spread < *b) {
+                    best = Some((spread, rp));
                 }
             }
             profile.push(t, x);
+        }
+        if let Some((_, rp)) = best {
+            ps.extend(rp);
         }
         if ps.is_empty() {
             0.0
