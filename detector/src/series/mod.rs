@@ -415,6 +415,60 @@ mod tests {
     }
 
     #[test]
+    fn a_short_burst_raises_fewer_alarms_than_without_the_burst_gap() {
+        let pts: Vec<(i64, f64)> = (0..3000)
+            .map(|i| {
+                let burst = if (2000..2004).contains(&i) {
+                    10.0 + 2.0 * (i - 2000) as f64
+                } else {
+                    0.0
+                };
+                (i as i64 * 300, noise(i) + burst)
+            })
+            .collect();
+        let alarms = |cfg: &SeriesConfig| {
+            score_series(&pts, 300, cfg)[1990..2030]
+                .iter()
+                .filter(|s| s.label == 1)
+                .count()
+        };
+        let with_gap = alarms(&SeriesConfig::default());
+        let without = alarms(&SeriesConfig {
+            burst_gap: 0,
+            ..SeriesConfig::default()
+        });
+        assert!(with_gap >= 1 && with_gap < without, "{with_gap} {without}");
+    }
+
+    #[test]
+    fn a_weekday_that_looks_like_a_weekend_is_found_by_the_weekly_profile() {
+        // Half-hour points over six weeks: weekdays busy by day, weekends quiet.
+        let pts: Vec<(i64, f64)> = (0..6 * 7 * 48)
+            .map(|i| {
+                let (day, slot) = (i / 48, i % 48);
+                let holiday = day == 5 * 7 + 2;
+                let busy = day % 7 < 5 && !holiday && (16..40).contains(&slot);
+                (
+                    i as i64 * 1800,
+                    10.0 + if busy { 50.0 } else { 0.0 } + noise(i),
+                )
+            })
+            .collect();
+        let scored = score_series(&pts, 1800, &SeriesConfig::default());
+        let start = (5 * 7 + 2) * 48 + 16;
+        assert!(scored[start..start + 24].iter().any(|s| s.label == 1));
+        let without = score_series(
+            &pts,
+            1800,
+            &SeriesConfig {
+                profile_weeks: 0,
+                ..SeriesConfig::default()
+            },
+        );
+        assert!(without[start..start + 24].iter().all(|s| s.label == 0));
+    }
+
+    #[test]
     fn nan_inf_empty_and_flat_series_never_panic_and_are_deterministic() {
         assert!(score_series(&[], 300, &SeriesConfig::default()).is_empty());
         let mut pts: Vec<(i64, f64)> = (0..2000).map(|i| (i * 300, 45.0)).collect();
