@@ -49,9 +49,6 @@ pub struct BaselineStats {
     /// Index of dispersion of window sums at 1, 15 and 60 minutes over the window, around
     /// the window's mean (includes the variation of the level between hours).
     pub dispersion: Dispersion,
-    /// Index of dispersion within the hour: of 1- and 15-minute sums around their own hour's
-    /// mean, pooled over the window's hours (burstiness, without the daily cycle).
-    pub within_hour: Dispersion,
 }
 
 /// The prior belief about a key with little or no history: a floor under its rate.
@@ -127,8 +124,8 @@ struct Accumulated {
     within1: f64,
     /// Σ over hours of (Σquarter² − calls² / 4): within-hour squared deviations of quarter hours.
     within15: f64,
-    /// `within1` and `within15` by UTC hour of the day.
-    within_by_hour_of_day: [[f64; 2]; 24],
+    /// `within1` and `within15` by UTC hour of the day (kept only when asked for).
+    within_by_hour_of_day: Option<Box<[[f64; 2]; 24]>>,
 }
 
 impl Accumulated {
@@ -140,23 +137,26 @@ impl Accumulated {
         self.sum_sq60 += f64::from(b.calls) * f64::from(b.calls);
         self.excluded += u64::from(b.excluded);
         self.max_count = self.max_count.max(b.max_count);
-        let c2 = f64::from(b.calls) * f64::from(b.calls);
-        let w1 = (f64::from(b.sum_sq) - c2 / 60.0).max(0.0);
-        let w15 = (f64::from(b.sum_sq15) - c2 / 4.0).max(0.0);
-        self.within1 += w1;
-        self.within15 += w15;
-        let hod = i64::from(b.hour).rem_euclid(24) as usize;
-        self.within_by_hour_of_day[hod][0] += w1;
-        self.within_by_hour_of_day[hod][1] += w15;
+        if let Some(by) = self.within_by_hour_of_day.as_mut() {
+            let c2 = f64::from(b.calls) * f64::from(b.calls);
+            let w1 = (f64::from(b.sum_sq) - c2 / 60.0).max(0.0);
+            let w15 = (f64::from(b.sum_sq15) - c2 / 4.0).max(0.0);
+            self.within1 += w1;
+            self.within15 += w15;
+            let hod = i64::from(b.hour).rem_euclid(24) as usize;
+            by[hod][0] += w1;
+            by[hod][1] += w15;
+        }
     }
 
-    /// Within-hour dispersion over `n` minutes (see [`BaselineStats::within_hour`]), without
+    /// Within-hour dispersion over `n` minutes (see [`RollingRate::within_hour`]), without
     /// the three consecutive hours of the day where it concentrates most: bursts that keep to
     /// one time of day (a nightly job) are the daily profile's to explain, not evidence that
     /// the key bursts at any hour. The largest minute's excess is left out as in
     /// [`robust_sum_sq`].
     fn within_hour(&self, n: u64) -> Dispersion {
-        let by = &self.within_by_hour_of_day;
+        let none = [[0.0; 2]; 24];
+        let by = self.within_by_hour_of_day.as_deref().unwrap_or(&none);
         let around = |h: usize| -> [f64; 2] {
             let mut t = [0.0; 2];
             for d in [23, 0, 1] {
@@ -194,7 +194,7 @@ pub struct RollingRate {
     buckets: VecDeque<HourBucket>,
     /// The quarter hour last recorded into (`minute.div_euclid(15)`) and its calls so far, so
     /// that `sum_sq15` grows by `(s + c)² − s²` as minutes of one quarter hour arrive in order.
-    quarter: (i64, u32),
+    quarter: (i32, u32),
 }
 
 impl RollingRate {
@@ -208,6 +208,10 @@ impl RollingRate {
         let pos = match self.buckets.back() {
             Some(last) if last.hour == hour => self.buckets.len() - 1,
             Some(last) if last.hour < hour => {
+                // Grow by an eighth, not by doubling: a busy key holds 673 hours.
+                if self.buckets.len() == self.buckets.capacity() {
+                    self.buckets.reserve_exact(self.buckets.len() / 8 + 4);
+                }
                 self.buckets.push_back(HourBucket {
                     hour,
                     calls: 0,
@@ -256,7 +260,7 @@ impl RollingRate {
             return;
         }
         let sq = u64::from(count) * u64::from(count);
-        let quarter = minute.div_euclid(15);
+        let quarter = i32::try_from(minute.div_euclid(15)).unwrap_or(i32::MAX);
         let before = if self.quarter.0 == quarter {
             self.quarter.1
         } else {
@@ -359,8 +363,43 @@ impl RollingRate {
             minutes: u32::try_from(n).unwrap_or(u32::MAX),
             calls: acc.calls,
             dispersion: acc.dispersion(n, robust),
-            within_hour: acc.within_hour(n),
         }
+    }
+
+    /// The key's **within-hour** dispersion over the same window as [`RollingRate::stats`]:
+    /// of minute and quarter-hour totals around their own hour's mean, pooled over the window's
+    /// hours outside the three consecutive hours of the day where it concentrates (burstiness
+    /// without the daily cycle, and without bursts that keep to one time of day). Returns the
+    /// dispersion and the minutes it was measured over.
+    pub fn within_hour(
+        &self,
+        now: i64,
+        history_start: i64,
+        window_minutes: u32,
+    ) -> (Dispersion, u64) {
+        let aligned_start =
+            (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
+        let first_hour = aligned_start.div_euclid(MINUTES_PER_HOUR);
+        let now_hour = now.div_euclid(MINUTES_PER_HOUR);
+        let mut acc = Accumulated {
+            within_by_hour_of_day: Some(Box::new([[0.0; 2]; 24])),
+            ..Accumulated::default()
+        };
+        for b in self
+            .buckets
+            .iter()
+            .rev()
+            .take_while(|b| i64::from(b.hour) >= first_hour)
+        {
+            if i64::from(b.hour) < now_hour
+                || (i64::from(b.hour) == now_hour && now.rem_euclid(MINUTES_PER_HOUR) > 0)
+            {
+                acc.add(b);
+            }
+        }
+        let start = aligned_start.max(history_start);
+        let n = ((now - start).max(0) as u64).saturating_sub(acc.excluded);
+        (acc.within_hour(n), n)
     }
 
     /// Per-minute statistics of the hours that share a phase with `hour` in a

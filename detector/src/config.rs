@@ -6,6 +6,9 @@ use crate::policy::{
     KeyPolicy, Override, Policy, PrincipalSuppression, Sensitivity, default_sensitive_apis,
 };
 
+/// Most test windows a configuration may list.
+pub const MAX_WINDOWS: usize = 16;
+
 /// How trailsight aggregates, baselines and decides. Every field has a default;
 /// unknown keys are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,11 +137,12 @@ impl DetectorConfig {
             })
         };
         if self.windows_minutes.is_empty()
+            || self.windows_minutes.len() > MAX_WINDOWS
             || self.windows_minutes.iter().any(|&w| w == 0 || w > 1440)
         {
             return bad(
                 "windows_minutes",
-                "needs at least one window, each 1..=1440 minutes",
+                "needs 1 to 16 windows, each 1..=1440 minutes",
             );
         }
         if !(self.tail_probability() > 0.0 && self.tail_probability() < 1.0) {

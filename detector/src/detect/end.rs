@@ -4,7 +4,7 @@ use crate::aggregate::{KeyId, MinuteSample, RateKey};
 
 use super::attribution::transition;
 use super::open::{expectation, window_models};
-use super::{Detector, MAX_PAST_STARTS, RECURRENCE_TOLERANCE_MINUTES, Transition};
+use super::{Detector, MAX_PAST_STARTS, RECURRENCE_TOLERANCE_MINUTES, Tolerance, Transition};
 
 impl Detector {
     /// One minute of a key with an open Insight: the minute is unusual when the 1-minute,
@@ -23,8 +23,7 @@ impl Detector {
         let cfg = self.config.clone();
         let prior = self.prior;
         let policy = self.key_policy(id);
-        let pooled = self.state(id).pooled_rate;
-        let gamma = self.pools.prior(key, pooled);
+        let gamma = self.gamma(id, key);
         let st = self.state(id);
         st.rate.exclude(m);
         let e = expectation(st, &cfg, prior, gamma, history_start, m, m);
@@ -84,27 +83,32 @@ impl Detector {
         // activity such as a new nightly job), every minute of the Insight joins the baseline,
         // so the daily profile learns it; otherwise the unusual minutes stay out.
         let day = 1440;
-        let recurring = st.past_starts.iter().any(|&s| {
+        let past = &mut st.past_starts.get_or_insert_with(Box::default).0;
+        let recurring = past.iter().any(|&s| {
             let d = (insight.start - s).rem_euclid(day);
             insight.start - s <= day
                 || d <= RECURRENCE_TOLERANCE_MINUTES
                 || d >= day - RECURRENCE_TOLERANCE_MINUTES
         });
+        past.retain(|&s| s > m - i64::from(cfg.profile_window_minutes));
+        if past.len() >= MAX_PAST_STARTS {
+            past.remove(0);
+        }
+        past.push(insight.start);
         if recurring {
             let p = st
                 .tolerated
-                .filter(|t| t.1 > m)
+                .filter(|t| i64::from(t.until) > m)
                 .map_or(insight.trigger_tail_probability, |t| {
-                    t.0.min(insight.trigger_tail_probability)
+                    t.tail_probability().min(insight.trigger_tail_probability)
                 });
-            st.tolerated = Some((p, m + i64::from(cfg.baseline_window_minutes)));
+            let surprise = -p.max(f64::MIN_POSITIVE).log10();
+            let until = m + i64::from(cfg.baseline_window_minutes);
+            st.tolerated = Some(Tolerance {
+                surprise: surprise as f32,
+                until: i32::try_from(until).unwrap_or(i32::MAX),
+            });
         }
-        st.past_starts
-            .retain(|&s| s > m - i64::from(cfg.profile_window_minutes));
-        if st.past_starts.len() >= MAX_PAST_STARTS {
-            st.past_starts.remove(0);
-        }
-        st.past_starts.push(insight.start);
         let rejoin_from = if level_shift || recurring {
             insight.start
         } else {

@@ -69,6 +69,9 @@ const MAX_PAST_STARTS: usize = 16;
 /// long windows of sparse keys are never judged against their own calls; memory stays bounded
 /// for busy keys, whose older minutes join the baseline once they leave the short windows.
 pub const RECENT_CAP: usize = 64;
+/// The deployment's pools are rebuilt every this many minutes (at aligned boundaries, so a
+/// restart gives the same pools): rates across accounts move slowly.
+pub const POOL_PERIOD_MINUTES: i64 = 360;
 /// Minutes in 30 days: the false-alarm budget is per key per 30 days.
 pub const BUDGET_MINUTES: f64 = 30.0 * 1440.0;
 
@@ -125,6 +128,50 @@ struct OpenInsight {
     seen_at: i64,
 }
 
+/// Start minutes of a key's recent Insights (boxed: most keys never have one).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PastStarts(Vec<i64>);
+
+/// A [`prior::GammaPrior`] kept in single precision (per key).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct GammaPrior32 {
+    alpha: f32,
+    beta: f32,
+}
+
+impl From<prior::GammaPrior> for GammaPrior32 {
+    fn from(g: prior::GammaPrior) -> Self {
+        GammaPrior32 {
+            alpha: g.alpha as f32,
+            beta: g.beta as f32,
+        }
+    }
+}
+
+impl From<GammaPrior32> for prior::GammaPrior {
+    fn from(g: GammaPrior32) -> Self {
+        prior::GammaPrior {
+            alpha: f64::from(g.alpha),
+            beta: f64::from(g.beta),
+        }
+    }
+}
+
+/// Recurring bursts tolerated: windows must be less probable than `10^-surprise` until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Tolerance {
+    /// `−log10` of the recurring Insight's trigger tail probability.
+    surprise: f32,
+    /// Minute (since the epoch) the tolerance lasts until.
+    until: i32,
+}
+
+impl Tolerance {
+    fn tail_probability(self) -> f64 {
+        10f64.powf(-f64::from(self.surprise))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyState {
     rate: RollingRate,
@@ -136,12 +183,13 @@ struct KeyState {
     insight: Option<Box<OpenInsight>>,
     season: [Option<Box<SeasonCache>>; 2],
     /// Start minutes of this key's recent Insights (recurrence detection).
-    past_starts: Vec<i64>,
+    past_starts: Option<Box<PastStarts>>,
     /// After a recurring Insight: windows at least this probable (the recurring Insight's
     /// trigger tail probability) are the key's own behaviour until the minute given.
-    tolerated: Option<(f64, i64)>,
-    /// The key's rate in the deployment's pools (calls per minute), when it was pooled.
-    pooled_rate: Option<f64>,
+    tolerated: Option<Tolerance>,
+    /// The key's deployment prior (see [`prior`]) and the pool period it was taken in.
+    gamma: Option<GammaPrior32>,
+    gamma_period: i32,
     /// Effective sensitivity settings, resolved on first sight (from the settings: not saved).
     #[serde(skip)]
     policy: Option<KeyPolicy>,
@@ -156,9 +204,10 @@ impl Default for KeyState {
             attributions: None,
             insight: None,
             season: Default::default(),
-            past_starts: Vec::new(),
+            past_starts: None,
             tolerated: None,
-            pooled_rate: None,
+            gamma: None,
+            gamma_period: i32::MIN,
             policy: None,
         }
     }
@@ -335,7 +384,7 @@ impl Detector {
         out: &mut Vec<Transition>,
     ) {
         let m = closed.minute;
-        if m.div_euclid(60) != self.pools.hour {
+        if m.div_euclid(POOL_PERIOD_MINUTES) != self.pools.hour {
             self.rebuild_pools(m, keys);
         }
         let mut samples = closed.samples.iter().peekable();
@@ -399,28 +448,51 @@ impl Detector {
         self.test_at(id, key, history_start, m, m)
     }
 
-    /// Pools the per-minute rates of every mature key (history of its account and Region at
+    /// Every [`POOL_PERIOD_MINUTES`]: pools the per-minute rates of every mature key (history of its account and Region at
     /// least `warmup_minutes`): calls held over the minutes of history they cover (at most the
     /// profile window).
     fn rebuild_pools(&mut self, m: i64, keys: &impl KeyLookup) {
         let cfg = self.config.clone();
         let span = i64::from(cfg.profile_window_minutes.max(cfg.baseline_window_minutes));
         let mut mature = Vec::new();
+        let mut own = Vec::with_capacity(self.keys.len());
         for (id, st) in self.keys.iter_mut().enumerate() {
             let key = keys.key(id as KeyId);
             let start = keys.history_start(key.account, key.region).unwrap_or(m);
             let exposure = (m - start).min(span);
-            st.pooled_rate = None;
             if exposure < i64::from(cfg.warmup_minutes).max(1) {
+                own.push((key, None));
                 continue;
             }
             let calls =
                 st.rate.calls() + st.recent.iter().map(|r| u64::from(r.1.count)).sum::<u64>();
             let rate = calls as f64 / exposure as f64;
-            st.pooled_rate = Some(rate);
+            own.push((key, Some(rate)));
             mature.push((key, rate));
         }
-        self.pools.rebuild(m.div_euclid(60), mature.into_iter());
+        let period = m.div_euclid(POOL_PERIOD_MINUTES);
+        self.pools.rebuild(period, mature.into_iter());
+        // Each key's prior from the others, once per period (keys first seen later look theirs
+        // up when first tested: see `Detector::gamma`).
+        for (st, (key, rate)) in self.keys.iter_mut().zip(own) {
+            st.gamma = self.pools.prior(key, rate).map(GammaPrior32::from);
+            st.gamma_period = i32::try_from(period).unwrap_or(i32::MAX);
+        }
+    }
+
+    /// The key's deployment prior for the current pools.
+    fn gamma(&mut self, id: KeyId, key: RateKey) -> Option<prior::GammaPrior> {
+        let period = i32::try_from(self.pools.hour).unwrap_or(i32::MAX);
+        let i = id as usize;
+        if i >= self.keys.len() {
+            self.keys.resize_with(i + 1, KeyState::default);
+        }
+        if self.keys[i].gamma_period != period {
+            // Not pooled (first seen after the pools were built).
+            self.keys[i].gamma = self.pools.prior(key, None).map(GammaPrior32::from);
+            self.keys[i].gamma_period = period;
+        }
+        self.keys[i].gamma.map(prior::GammaPrior::from)
     }
 
     /// Insights still open (reported at the end of input, never given a made-up `End`).

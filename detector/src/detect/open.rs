@@ -10,6 +10,7 @@ use super::model::{Model, Models, SeasonCache, floored, seasonal_models};
 use super::prior::GammaPrior;
 use super::window::{Thresholds, WindowCalls, most_significant};
 use super::{Detector, KeyState, OpenInsight, Transition};
+use crate::config::MAX_WINDOWS;
 
 /// The seasonal models of `hour`, cached per hour in the key's state.
 pub(super) fn cached_seasonal(
@@ -19,7 +20,7 @@ pub(super) fn cached_seasonal(
     cfg: &DetectorConfig,
     floor: f64,
     global: Model,
-    within_hour: trailsight_baseline::Dispersion,
+    baseline_end: i64,
 ) -> Models {
     let slot = hour.rem_euclid(2) as usize;
     if let Some(c) = &st.season[slot]
@@ -27,6 +28,12 @@ pub(super) fn cached_seasonal(
     {
         return c.models;
     }
+    // Computed on a cache miss only (once an hour per key): the key's within-hour burstiness,
+    // at its upper confidence bound.
+    let (within, minutes) =
+        st.rate
+            .within_hour(baseline_end, history_start, cfg.baseline_window_minutes);
+    let within_hour = within.upper_bound(minutes, 0.0);
     let models = seasonal_models(
         &st.rate,
         hour,
@@ -109,9 +116,24 @@ pub(super) fn expectation(
         floor_rate = f64::MIN_POSITIVE;
     }
     let hour = m.div_euclid(60);
-    let within = stats.within_hour.upper_bound(u64::from(stats.minutes), 0.0);
-    let now = cached_seasonal(st, hour, history_start, cfg, floor_rate, global, within);
-    let prev = cached_seasonal(st, hour - 1, history_start, cfg, floor_rate, global, within);
+    let now = cached_seasonal(
+        st,
+        hour,
+        history_start,
+        cfg,
+        floor_rate,
+        global,
+        baseline_end,
+    );
+    let prev = cached_seasonal(
+        st,
+        hour - 1,
+        history_start,
+        cfg,
+        floor_rate,
+        global,
+        baseline_end,
+    );
     let floor = (cfg.seasonal_floor_fraction * global.mean).max(floor_rate);
     Expectation {
         stats,
@@ -137,8 +159,7 @@ impl Detector {
         let cfg = self.config.clone();
         let prior = self.prior;
         let policy = self.key_policy(id);
-        let pooled = self.state(id).pooled_rate;
-        let gamma = self.pools.prior(key, pooled);
+        let gamma = self.gamma(id, key);
         let st = self.state(id);
         let m = at;
         // A key whose API has a deployment prior needs no warm-up of its own.
@@ -159,28 +180,39 @@ impl Detector {
         );
         let (stats, global, floor) = (e.stats, e.global, e.floor);
         let (now_models, prev_models) = (e.now, e.prev);
-        let windows: Vec<WindowCalls> = cfg
-            .windows_minutes
-            .iter()
-            .filter(|&&w| w <= short || st.learnt_through <= m - i64::from(w))
-            .map(|&w| WindowCalls {
-                minutes: w,
-                calls: st
-                    .recent
-                    .iter()
-                    .rev()
-                    .skip_while(|r| r.0 > m)
-                    .take_while(|r| r.0 > m - i64::from(w))
-                    .map(|r| u64::from(r.1.count))
-                    .sum(),
-            })
-            .collect();
+        // The trailing windows' calls, in one pass over `recent` (no allocation).
+        let mut windows = [WindowCalls {
+            minutes: 0,
+            calls: 0,
+        }; MAX_WINDOWS];
+        let mut n = 0;
+        for &w in &cfg.windows_minutes {
+            if n < MAX_WINDOWS && (w <= short || st.learnt_through <= m - i64::from(w)) {
+                windows[n].minutes = w;
+                n += 1;
+            }
+        }
+        let windows = &mut windows[..n];
+        for r in st.recent.iter().rev().skip_while(|r| r.0 > m) {
+            let age = m - r.0;
+            let mut any = false;
+            for w in windows.iter_mut() {
+                if age < i64::from(w.minutes) {
+                    w.calls += u64::from(r.1.count);
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
         let mut per_window = policy.tail_probability / cfg.windows_minutes.len() as f64;
-        if let Some((p, until)) = st.tolerated {
-            if m < until {
+        if let Some(t) = st.tolerated {
+            let p = t.tail_probability();
+            if m < i64::from(t.until) {
                 // A new burst must be about twice as surprising (twice the log tail
                 // probability) as the recurring one, not merely a little larger.
-                per_window = per_window.min(p * p);
+                per_window = per_window.min((p * p).max(1e-300));
             } else {
                 st.tolerated = None;
             }
@@ -191,7 +223,7 @@ impl Detector {
             min_ratio: policy.min_ratio,
         };
         let trigger = most_significant(
-            &windows,
+            windows,
             |w| window_models(w, m, &now_models, &prev_models, global, floor),
             thresholds,
         )?;

@@ -1,7 +1,7 @@
 //! The deployment's prior on a key's rate, learnt across accounts and Regions.
 //!
 //! A key with little history (a sparse API, a new account or Region) is judged against what
-//! the same API does elsewhere in the deployment, not against a constant. Every hour the
+//! the same API does elsewhere in the deployment, not against a constant. Every six hours the
 //! per-minute rates of the mature keys (at least `warmup_minutes` of history) are pooled per
 //! `eventSource:eventName` (and error code), and per `eventSource`. For a key, the pool of
 //! the *other* keys of its API (or, with fewer than [`MIN_POOLED_KEYS`] of them, of its
@@ -22,7 +22,7 @@
 //! inherits the deployment's knowledge at once. Without a pool (a single account, an API no
 //! one else calls) the configured floor `min_baseline_rate` and the warm-up apply.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,14 +92,14 @@ impl GammaPrior {
     }
 }
 
-/// The pools, rebuilt at every hour boundary (deterministic: the same input gives the same
+/// The pools, rebuilt at every six-hour boundary (deterministic: the same input gives the same
 /// pools, across restarts too, since they are part of the checkpoint).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Pools {
-    /// The hour they were built at (hours since the epoch).
+    /// The period they were built at (`minute / POOL_PERIOD_MINUTES`).
     pub hour: i64,
-    api: BTreeMap<(Sym, Sym, Option<Sym>), PoolMoments>,
-    service: BTreeMap<(Sym, bool), PoolMoments>,
+    api: HashMap<(Sym, Sym, Option<Sym>), PoolMoments>,
+    service: HashMap<(Sym, bool), PoolMoments>,
 }
 
 impl Pools {
