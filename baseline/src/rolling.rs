@@ -288,19 +288,6 @@ impl RollingRate {
         b.excluded = b.excluded.saturating_add(1);
     }
 
-    /// Takes back `count` calls recorded at `minute` (they turned out to belong to an Insight).
-    pub fn retract(&mut self, minute: i64, count: u32) {
-        let hour = minute.div_euclid(MINUTES_PER_HOUR) as i32;
-        if let Ok(i) = self.buckets.binary_search_by_key(&hour, |b| b.hour) {
-            let b = &mut self.buckets[i];
-            let c = count.min(b.calls);
-            let sq = (u64::from(c) * u64::from(c)) as f32;
-            b.calls -= c;
-            b.sum_sq = (b.sum_sq - sq).max(0.0);
-            b.sum_sq15 = (b.sum_sq15 - sq).max(b.sum_sq);
-        }
-    }
-
     /// Undoes one [`exclude`](Self::exclude) of `minute` (the minute turned out to be normal).
     pub fn include(&mut self, minute: i64) {
         let hour = minute.div_euclid(MINUTES_PER_HOUR) as i32;
@@ -321,6 +308,35 @@ impl RollingRate {
         }
     }
 
+    /// Adds into `acc` every hour of the window of `window_minutes` minutes ending just before
+    /// `now` (hour-aligned start, see the module docs); returns the window's span in minutes,
+    /// from the later of its start and `history_start`, before exclusions.
+    fn accumulate_window(
+        &self,
+        now: i64,
+        history_start: i64,
+        window_minutes: u32,
+        acc: &mut Accumulated,
+    ) -> u64 {
+        let aligned_start =
+            (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
+        let first_hour = aligned_start.div_euclid(MINUTES_PER_HOUR);
+        let now_hour = now.div_euclid(MINUTES_PER_HOUR);
+        for b in self
+            .buckets
+            .iter()
+            .rev()
+            .take_while(|b| i64::from(b.hour) >= first_hour)
+        {
+            if i64::from(b.hour) < now_hour
+                || (i64::from(b.hour) == now_hour && now.rem_euclid(MINUTES_PER_HOUR) > 0)
+            {
+                acc.add(b);
+            }
+        }
+        (now - aligned_start.max(history_start)).max(0) as u64
+    }
+
     /// Baseline statistics for an evaluation at minute `now` (the window ends
     /// just before `now`), with a window of `window_minutes` minutes, a history
     /// that starts at minute `history_start` and the given prior.
@@ -334,25 +350,8 @@ impl RollingRate {
         window_minutes: u32,
         prior: RatePrior,
     ) -> BaselineStats {
-        let aligned_start =
-            (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
-        let first_hour = aligned_start.div_euclid(MINUTES_PER_HOUR);
-        let now_hour = now.div_euclid(MINUTES_PER_HOUR);
         let mut acc = Accumulated::default();
-        for b in self
-            .buckets
-            .iter()
-            .rev()
-            .take_while(|b| i64::from(b.hour) >= first_hour)
-        {
-            if i64::from(b.hour) < now_hour
-                || (i64::from(b.hour) == now_hour && now.rem_euclid(MINUTES_PER_HOUR) > 0)
-            {
-                acc.add(b);
-            }
-        }
-        let start = aligned_start.max(history_start);
-        let span = (now - start).max(0) as u64;
+        let span = self.accumulate_window(now, history_start, window_minutes, &mut acc);
         let n = span.saturating_sub(acc.excluded);
         let robust = robust_sum_sq(acc.sum_sq, acc.max_count);
         let (average, mean, variance) = moments(acc.calls, robust, n, prior.floor);
@@ -377,28 +376,12 @@ impl RollingRate {
         history_start: i64,
         window_minutes: u32,
     ) -> (Dispersion, u64) {
-        let aligned_start =
-            (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
-        let first_hour = aligned_start.div_euclid(MINUTES_PER_HOUR);
-        let now_hour = now.div_euclid(MINUTES_PER_HOUR);
         let mut acc = Accumulated {
             within_by_hour_of_day: Some(Box::new([[0.0; 2]; 24])),
             ..Accumulated::default()
         };
-        for b in self
-            .buckets
-            .iter()
-            .rev()
-            .take_while(|b| i64::from(b.hour) >= first_hour)
-        {
-            if i64::from(b.hour) < now_hour
-                || (i64::from(b.hour) == now_hour && now.rem_euclid(MINUTES_PER_HOUR) > 0)
-            {
-                acc.add(b);
-            }
-        }
-        let start = aligned_start.max(history_start);
-        let n = ((now - start).max(0) as u64).saturating_sub(acc.excluded);
+        let span = self.accumulate_window(now, history_start, window_minutes, &mut acc);
+        let n = span.saturating_sub(acc.excluded);
         (acc.within_hour(n), n)
     }
 
