@@ -97,3 +97,56 @@ fn nab_artificial_series_are_scored_sensibly() {
     assert_eq!(windows_total, 6);
     assert!(windows_hit >= 5, "missed labeled windows\n{table}");
 }
+
+/// `series` streams: rows are scored and written while the input is still being read, so a
+/// series of any length runs in bounded memory (issue 8: 10 M rows used to be held in memory
+/// and written only at the end). The input is a FIFO kept open by the test: the results file
+/// must grow before the input ends.
+#[test]
+fn series_writes_results_while_the_input_is_still_open() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.csv");
+    let output = dir.path().join("out.csv");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trailsight"))
+        .args(["series", "--bucket", "5m", "--input"])
+        .arg(&fifo)
+        .arg("--output")
+        .arg(&output)
+        .spawn()
+        .unwrap();
+    let mut input = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writeln!(input, "timestamp,value").unwrap();
+    // 5,000 rows (~150 KB of results): more than the writer's buffer, so some must reach the file.
+    for i in 0..5000i64 {
+        let t = chrono::DateTime::from_timestamp(1_700_000_000 + 300 * i, 0)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M:%S");
+        writeln!(input, "{t},{}", i % 11).unwrap();
+    }
+    input.flush().unwrap();
+    let partial = dir.path().join("out.csv.partial");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = 0;
+    while std::time::Instant::now() < deadline {
+        seen = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if seen > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        seen > 0,
+        "no results written while the input was open: the whole series is buffered"
+    );
+    assert!(
+        !output.exists(),
+        "results appear under their name only when complete"
+    );
+    drop(input);
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(text.lines().count(), 5001);
+}

@@ -59,32 +59,44 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp())
 }
 
+/// Parses one line of a series (1-based `line_no`): `Ok(None)` for a blank line or, on the
+/// first line, a header starting with `timestamp`.
+///
+/// Returns `Err` naming the line when the row has no `timestamp,value` pair or a field is
+/// unreadable. Work is linear in the line's length.
+pub fn parse_row(line: &str, line_no: usize) -> Result<Option<SeriesRow>, SeriesCsvError> {
+    let trimmed = line.trim();
+    let header = line_no == 1
+        && trimmed
+            .get(..9)
+            .is_some_and(|p| p.eq_ignore_ascii_case("timestamp"));
+    if header || trimmed.is_empty() {
+        return Ok(None);
+    }
+    let (ts, value) = line
+        .split_once(',')
+        .ok_or(SeriesCsvError::MissingValue { line: line_no })?;
+    let unix_seconds = parse_timestamp(ts).ok_or_else(|| SeriesCsvError::BadTimestamp {
+        line: line_no,
+        text: ts.chars().take(64).collect(),
+    })?;
+    let value: f64 = value.trim().parse().map_err(|_| SeriesCsvError::BadValue {
+        line: line_no,
+        text: value.chars().take(64).collect(),
+    })?;
+    Ok(Some(SeriesRow {
+        timestamp: ts.to_string(),
+        unix_seconds,
+        value,
+    }))
+}
+
 /// Parses `timestamp,value` rows; a first line starting with `timestamp` is a
 /// header, blank lines are skipped.
 pub fn parse_series(text: &str) -> Result<Vec<SeriesRow>, SeriesCsvError> {
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let header = n == 0 && line.trim().to_ascii_lowercase().starts_with("timestamp");
-        if header || line.trim().is_empty() {
-            continue;
-        }
-        let line_no = n + 1;
-        let (ts, value) = line
-            .split_once(',')
-            .ok_or(SeriesCsvError::MissingValue { line: line_no })?;
-        let unix_seconds = parse_timestamp(ts).ok_or_else(|| SeriesCsvError::BadTimestamp {
-            line: line_no,
-            text: ts.to_string(),
-        })?;
-        let value: f64 = value.trim().parse().map_err(|_| SeriesCsvError::BadValue {
-            line: line_no,
-            text: value.to_string(),
-        })?;
-        rows.push(SeriesRow {
-            timestamp: ts.to_string(),
-            unix_seconds,
-            value,
-        });
+        rows.extend(parse_row(line, n + 1)?);
     }
     Ok(rows)
 }
@@ -101,16 +113,28 @@ pub fn median_spacing(rows: &[SeriesRow]) -> Option<i64> {
     gaps.get(gaps.len() / 2).copied()
 }
 
+/// The header line of NAB's results format (with its newline).
+pub const RESULTS_HEADER: &str = "timestamp,value,anomaly_score,label\n";
+
+/// Appends one row of NAB's results format, `timestamp,value,anomaly_score,label`
+/// (score with six decimals), with its newline.
+pub fn format_row(out: &mut String, row: &SeriesRow, scored: &ScoredPoint) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "{},{},{:.6},{}",
+        row.timestamp, row.value, scored.anomaly_score, scored.label
+    );
+}
+
 /// NAB's results format: `timestamp,value,anomaly_score,label`, one line per
 /// row (scores with six decimals).
 pub fn format_results(rows: &[SeriesRow], scored: &[ScoredPoint]) -> String {
     let mut out = String::with_capacity(rows.len() * 48 + 40);
-    out.push_str("timestamp,value,anomaly_score,label\n");
+    out.push_str(RESULTS_HEADER);
     for (r, s) in rows.iter().zip(scored) {
-        out.push_str(&format!(
-            "{},{},{:.6},{}\n",
-            r.timestamp, r.value, s.anomaly_score, s.label
-        ));
+        format_row(&mut out, r, s);
     }
     out
 }
