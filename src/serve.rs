@@ -48,10 +48,32 @@ pub struct ServeConfig {
     /// Files processed between two checkpoint opportunities (bounds memory and re-reads). Default 500.
     #[serde(default = "default_batch")]
     pub batch_files: usize,
+    /// A local file is read only once it has not been modified for this many seconds, so a file
+    /// still being written (by `aws s3 sync`, a copy, a shipper) is never read in part; files
+    /// after it wait too, to keep delivery order. Default 5; at most 3600.
+    #[serde(default = "default_settle")]
+    pub local_settle_seconds: u64,
     /// S3 client settings.
     #[serde(default)]
     pub s3: S3Config,
 }
+
+impl ServeConfig {
+    /// Checks the ranges of the `[serve]` settings owned here.
+    ///
+    /// Returns `Err` naming the key (`serve.local_settle_seconds`) and its range.
+    pub fn validate_source_settings(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.local_settle_seconds <= MAX_SETTLE_SECONDS,
+            "serve.local_settle_seconds = {} is out of range (0 to {MAX_SETTLE_SECONDS})",
+            self.local_settle_seconds
+        );
+        Ok(())
+    }
+}
+
+/// Largest `local_settle_seconds`.
+pub const MAX_SETTLE_SECONDS: u64 = 3600;
 
 /// S3 client settings; credentials and region come from the standard AWS chain unless set here.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -68,6 +90,11 @@ pub struct S3Config {
     pub max_attempts: Option<u32>,
 }
 
+/// Time to establish a connection to S3 before the attempt fails (and is retried).
+pub const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest silence while reading an S3 response before the attempt fails (and is retried).
+pub const S3_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Keys listed per prefix per poll, in batches of `batch_files`: bounds the memory a large backlog
 /// takes (a slice at a time) without costing more requests than listing it whole.
 const LISTING_BATCHES: usize = 20;
@@ -80,6 +107,9 @@ fn default_checkpoint() -> u64 {
 }
 fn default_batch() -> usize {
     500
+}
+fn default_settle() -> u64 {
+    5
 }
 
 /// A parsed source or sink URL.
@@ -126,6 +156,14 @@ pub async fn s3_client(cfg: &S3Config) -> aws_sdk_s3::Client {
         .retry_config(
             aws_config::retry::RetryConfig::standard()
                 .with_max_attempts(cfg.max_attempts.unwrap_or(10)),
+        )
+        // A server that accepts a connection and then goes silent is an error (retried, then
+        // an outage), never a request that waits forever.
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(S3_CONNECT_TIMEOUT)
+                .read_timeout(S3_READ_TIMEOUT)
+                .build(),
         );
     if shared.region().is_none() {
         b = b.region(aws_config::Region::new("us-east-1"));
@@ -174,6 +212,9 @@ struct Listed {
     /// For each prefix whose listing stopped at the per-poll limit, its last key listed, as the
     /// (delivery minute, key) order used to process files.
     truncated_at: Vec<(Option<i64>, String)>,
+    /// The first local file (in processing order) still being written: it and every file after
+    /// it wait for a later poll.
+    unsettled: Option<(Option<i64>, String)>,
 }
 
 /// New log files of an S3 source: every `…/CloudTrail/<region>/` prefix listed from its cursor
@@ -269,20 +310,31 @@ async fn list_source(
     client: Option<&aws_sdk_s3::Client>,
     cursors: &Cursors,
     limit: usize,
+    settle: Duration,
 ) -> anyhow::Result<Listed> {
     match &src.location {
         Location::Local(root) => {
             let root = root.clone();
-            let listing =
-                tokio::task::spawn_blocking(move || crate::source::local::list(&root)).await??;
-            Ok(Listed {
-                files: listing
+            let cursors = cursors.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Listed> {
+                let listing = crate::source::local::list(&root)?;
+                let files: Vec<SourceFile> = listing
                     .files
                     .into_iter()
                     .filter(|f| cursors.is_new(&f.key))
-                    .collect(),
-                truncated_at: Vec::new(),
+                    .collect();
+                let now = std::time::SystemTime::now();
+                let unsettled = files
+                    .iter()
+                    .find(|f| !crate::source::local::settled(&f.path, now, settle))
+                    .map(|f| (f.info.delivered_minute, f.key.clone()));
+                Ok(Listed {
+                    files,
+                    truncated_at: Vec::new(),
+                    unsettled,
+                })
             })
+            .await?
         }
         Location::S3 { bucket, prefix } => {
             let client = client.context("no S3 client")?;
@@ -299,6 +351,10 @@ struct Poll {
     horizon: Option<(Option<i64>, String)>,
     /// False when a source could not be listed (then `new_files` is empty).
     listed_all: bool,
+    /// Why the last source that failed could not be listed.
+    listing_error: Option<String>,
+    /// True when a local file is still being written (it and the files after it wait).
+    unsettled: bool,
 }
 
 /// Lists every source from `cursors`, merges what is new into processing order (delivery time,
@@ -313,11 +369,19 @@ async fn poll_sources(
     let mut new_files: Vec<(usize, SourceFile)> = Vec::new();
     let mut listed_all = true;
     let mut horizon: Option<(Option<i64>, String)> = None;
+    let mut unsettled: Option<(Option<i64>, String)> = None;
+    let mut listing_error = None;
     let limit = sc.batch_files.max(1).saturating_mul(LISTING_BATCHES);
+    let settle = Duration::from_secs(sc.local_settle_seconds);
     for (i, src) in sources.iter().enumerate() {
-        match list_source(src, client, cursors, limit).await {
+        match list_source(src, client, cursors, limit, settle).await {
             Ok(listed) => {
                 new_files.extend(listed.files.into_iter().map(|f| (i, f)));
+                if let Some(u) = listed.unsettled
+                    && unsettled.as_ref().is_none_or(|h| u < *h)
+                {
+                    unsettled = Some(u);
+                }
                 for t in listed.truncated_at {
                     if horizon.as_ref().is_none_or(|h| t < *h) {
                         horizon = Some(t);
@@ -326,7 +390,9 @@ async fn poll_sources(
             }
             Err(e) => {
                 listed_all = false;
-                tracing::warn!(source = %src.id, error = %format!("{e:#}"), "listing failed; retrying at the next poll");
+                let error = format!("{e:#}");
+                tracing::warn!(source = %src.id, error = %error, "listing failed; retrying at the next poll");
+                listing_error = Some(format!("{}: {error}", src.id));
             }
         }
     }
@@ -340,10 +406,16 @@ async fn poll_sources(
         tracing::info!(up_to = %key, "backlog: listed a slice, processing up to its end");
         new_files.retain(|(_, f)| (f.info.delivered_minute, &f.key) <= (*minute, key));
     }
+    if let Some((minute, key)) = &unsettled {
+        tracing::info!(file = %key, "a local file is still being written: it and the files after it wait");
+        new_files.retain(|(_, f)| (f.info.delivered_minute, &f.key) < (*minute, key));
+    }
     Poll {
         new_files,
         horizon,
         listed_all,
+        listing_error,
+        unsettled: unsettled.is_some(),
     }
 }
 
@@ -362,6 +434,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         .serve
         .clone()
         .context("the config has no [serve] table")?;
+    sc.validate_source_settings()?;
     let client = if sc
         .sources
         .iter()
@@ -430,6 +503,8 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             new_files,
             horizon,
             listed_all,
+            listing_error,
+            unsettled,
         } = poll_sources(&sources, client.as_ref(), &checkpoint.cursors, &sc).await;
         // Each account's trail location (prefix, organization), for the Insights keys: from the
         // files processed before (an End may come while an account has no new file) and the new ones.
@@ -440,6 +515,8 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         );
         let had_new = !new_files.is_empty();
         let mut failed = !listed_all;
+        // Why this poll failed (a source could not be listed, or a source or sink went down).
+        let mut outage = listing_error;
         let fetchers: Vec<Fetcher> = sources.iter().map(|s| s.fetcher.clone()).collect();
         let mut iter = new_files.into_iter().peekable();
         while iter.peek().is_some() && !stop.load(Ordering::SeqCst) {
@@ -472,6 +549,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                     tracing::error!(error = %e, "processing stopped; resuming from the last checkpoint at the next poll");
                     checkpoint = load_or_new(&sc.state_dir, &config)?;
                     failed = true;
+                    outage = Some(e.to_string());
                     break;
                 }
             }
@@ -500,15 +578,37 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             save(&sc.state_dir, &checkpoint)?;
             last_checkpoint = Instant::now();
         }
-        if stop.load(Ordering::SeqCst) || (once && !had_new && !failed) {
+        if once && failed {
+            // `--once` must end: the S3 client's retries (`max_attempts`, with backoff and
+            // timeouts) are the retry budget, and it is spent. The last checkpoint stands.
+            anyhow::bail!(
+                "--once: stopped by an unavailable source or sink after the client's retries \
+                 (nothing after the last checkpoint was kept): {}",
+                outage.unwrap_or_else(|| "unknown error".to_string())
+            );
+        }
+        if stop.load(Ordering::SeqCst) || (once && !had_new && !failed && !unsettled) {
             break;
+        }
+        if once && !had_new && unsettled {
+            // A local file is still being written: wait for it to settle, then poll again.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = notify.notified() => {}
+            }
+            continue;
         }
         if (once || horizon.is_some()) && !failed {
             // More is known to be waiting (or `--once` runs until nothing is new): poll again now.
             continue;
         }
+        let mut wait = Duration::from_secs(sc.poll_interval_seconds);
+        if unsettled {
+            // Look again as soon as the file being written may have settled.
+            wait = wait.min(Duration::from_secs(sc.local_settle_seconds.max(1)));
+        }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(sc.poll_interval_seconds)) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = notify.notified() => {}
         }
         if stop.load(Ordering::SeqCst) {

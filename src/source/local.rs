@@ -1,6 +1,7 @@
 //! A local folder laid out like a trail bucket (`aws s3 sync s3://bucket/AWSLogs ./logs`), or loose files.
 
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use super::{SourceFile, sort_for_processing};
 use crate::layout::{KeyKind, is_log_file_name, parse_key};
@@ -74,4 +75,40 @@ pub fn list(root: &Path) -> std::io::Result<Listing> {
     }
     sort_for_processing(&mut listing.files);
     Ok(listing)
+}
+
+/// True when the file at `path` has not been modified for at least `settle` before `now`
+/// (its modification time is `settle` or more in the past), so it is not being written.
+///
+/// A file whose metadata cannot be read counts as settled: reading it then reports the error.
+/// A modification time in the future (a clock ahead of ours) is not settled until `now`
+/// passes it by `settle`.
+pub fn settled(path: &Path, now: SystemTime, settle: Duration) -> bool {
+    if settle.is_zero() {
+        return true;
+    }
+    match std::fs::metadata(path).and_then(|m| m.modified()) {
+        Ok(modified) => now.duration_since(modified).is_ok_and(|age| age >= settle),
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_settled_once_unmodified_for_the_settle_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        std::fs::write(&path, b"{}").unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let settle = Duration::from_secs(5);
+        assert!(!settled(&path, modified + Duration::from_secs(4), settle));
+        assert!(settled(&path, modified + Duration::from_secs(5), settle));
+        // A modification time ahead of our clock is not settled.
+        assert!(!settled(&path, modified - Duration::from_secs(60), settle));
+        assert!(settled(&path, modified, Duration::ZERO));
+        assert!(settled(&dir.path().join("missing"), modified, settle));
+    }
 }
