@@ -466,7 +466,7 @@ mod tests {
         let mut b = BatchBuilder::new();
         for (time, name, id) in lines {
             let json = format!(
-                r#"{{"eventTime":"{time}","eventSource":"iam.amazonaws.com","eventName":"{name}","awsRegion":"us-east-1","recipientAccountId":"1","managementEvent":true,"readOnly":false,"eventID":"{id}","userIdentity":{{"arn":"arn:aws:iam::1:user/a"}}}}"#
+                r#"{{"eventTime":"{time}","eventSource":"iam.amazonaws.com","eventName":"{name}","awsRegion":"us-east-1","recipientAccountId":"111122223333","managementEvent":true,"readOnly":false,"eventID":"{id}","userIdentity":{{"arn":"arn:aws:iam::111122223333:user/a"}}}}"#
             );
             parse_log(json.as_bytes(), |r| b.push(&r));
         }
