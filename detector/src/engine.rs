@@ -81,6 +81,7 @@ impl Engine {
                 config.call_rate,
                 config.error_rate,
             )
+            .with_max_keys_per_region(config.max_keys_per_region)
             .with_policy(policy.clone()),
             detector: Detector::new(config, policy),
             late: Vec::new(),
@@ -101,6 +102,7 @@ impl Engine {
             config.error_rate,
             config.allowed_lateness_minutes,
             policy.clone(),
+            config.max_keys_per_region,
         );
         self.detector.restore_settings(config, policy);
         Ok(self)
@@ -149,14 +151,24 @@ impl Engine {
         self.run(&closed)
     }
 
-    fn run(&mut self, closed: &[crate::aggregate::ClosedMinute]) -> Vec<EmittedInsight> {
+    fn run(&mut self, closed: &crate::aggregate::ClosedMinutes) -> Vec<EmittedInsight> {
         let mut out = Vec::new();
-        for c in closed {
-            self.detector
-                .close_minute(c, &self.aggregator, &mut self.transitions);
-            self.drain_transitions(&mut out);
-        }
+        self.detector
+            .close_minutes(closed, &self.aggregator, &mut self.transitions);
+        self.drain_transitions(&mut out);
         out
+    }
+
+    /// The bounds of a file's record times under this engine's settings (see
+    /// [`DetectorConfig::time_bounds`]): pass them to [`crate::BatchBuilder::with_bounds`].
+    pub fn time_bounds(
+        &self,
+        delivered_minute: Option<i64>,
+        now_minute: i64,
+    ) -> crate::batch::TimeBounds {
+        self.detector
+            .config()
+            .time_bounds(delivered_minute, now_minute)
     }
 
     /// Insights without an `End` (at the end of input: reported, not closed).

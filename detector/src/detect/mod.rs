@@ -50,7 +50,7 @@ use std::collections::{BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use trailsight_baseline::{BaselineStats, RatePrior, RollingRate, WindowedTopK};
 
-use crate::aggregate::{ClosedMinute, KeyId, LateCall, MinuteSample, RateKey, Sym};
+use crate::aggregate::{ClosedMinute, ClosedMinutes, KeyId, LateCall, MinuteSample, RateKey, Sym};
 use crate::config::DetectorConfig;
 use crate::policy::{KeyFields, KeyPolicy, Policy};
 
@@ -374,6 +374,55 @@ impl Detector {
             min_count: cfg.min_count,
             suppress: false,
         })
+    }
+
+    /// Processes closed minutes in order (every minute of `closed.from..closed.until`, with
+    /// calls or not); appends decided transitions to `out`, in the order
+    /// [`Detector::close_minute`] called on each minute would.
+    ///
+    /// A minute without calls changes nothing but open Insights (which are stepped minute by
+    /// minute and end within `max_insight_minutes`) and the deployment pools (rebuilt at each
+    /// [`POOL_PERIOD_MINUTES`] boundary from key state that empty minutes do not change, so
+    /// only the last boundary of a run of empty minutes matters). Runs of empty minutes with
+    /// no open Insight are therefore skipped in one step: time is linear in the minutes with
+    /// calls plus the minutes Insights stay open, whatever the span.
+    pub fn close_minutes(
+        &mut self,
+        closed: &ClosedMinutes,
+        keys: &impl KeyLookup,
+        out: &mut Vec<Transition>,
+    ) {
+        let mut with_calls = closed.minutes.iter().peekable();
+        let mut m = closed.from;
+        while m < closed.until {
+            if let Some(c) = with_calls.next_if(|c| c.minute <= m) {
+                self.close_minute(c, keys, out);
+                m = c.minute + 1;
+                continue;
+            }
+            let next = with_calls
+                .peek()
+                .map_or(closed.until, |c| c.minute.min(closed.until));
+            if !self.open.is_empty() {
+                self.close_minute(
+                    &ClosedMinute {
+                        minute: m,
+                        samples: Vec::new(),
+                    },
+                    keys,
+                    out,
+                );
+                m += 1;
+                continue;
+            }
+            // Empty minutes m..next with no open Insight: only the last pool rebuild counts.
+            let last_period = (next - 1).div_euclid(POOL_PERIOD_MINUTES);
+            if last_period != self.pools.hour {
+                let at = (last_period * POOL_PERIOD_MINUTES).max(m);
+                self.rebuild_pools(at, keys);
+            }
+            m = next;
+        }
     }
 
     /// Processes one closed minute; appends decided transitions to `out`.
