@@ -248,6 +248,31 @@ impl ClosedMinutes {
     }
 }
 
+/// Cached `ignore_principals` decisions kept before the cache is cleared.
+const MAX_IGNORED_CACHE: usize = 1 << 16;
+
+/// A batch's strings as global symbols, interned on first use.
+struct LocalSyms<'a> {
+    strings: &'a [Box<str>],
+    syms: Vec<Option<Sym>>,
+}
+
+impl LocalSyms<'_> {
+    fn intern(&mut self, symbols: &mut SymbolTable, local: u32) -> Sym {
+        let strings = self.strings;
+        *self.syms[local as usize].get_or_insert_with(|| symbols.intern(&strings[local as usize]))
+    }
+
+    /// The symbol if the string is already interned (never interns).
+    fn get(&mut self, symbols: &SymbolTable, local: u32) -> Option<Sym> {
+        let slot = &mut self.syms[local as usize];
+        if slot.is_none() {
+            *slot = symbols.get(&self.strings[local as usize]);
+        }
+        *slot
+    }
+}
+
 /// Minutes a closed minute's `eventID`s are remembered to recognise duplicates among late records.
 const DEDUP_AFTER_CLOSE_MINUTES: i64 = 60;
 
@@ -351,6 +376,10 @@ impl Aggregator {
         let Some(policy) = &self.policy else {
             return false;
         };
+        if self.ignored.len() >= MAX_IGNORED_CACHE {
+            // Principals are chosen by callers: the cache of decisions is dropped, not grown.
+            self.ignored.clear();
+        }
         let symbols = &self.symbols;
         *self
             .ignored
@@ -422,16 +451,15 @@ impl Aggregator {
     ) {
         // Batch strings are interned on first use only: a string of a refused key or a
         // duplicate never enters the symbol table.
-        let mut syms: Vec<Option<Sym>> = vec![None; batch.strings.len()];
-        let mut sym = |symbols: &mut SymbolTable, local: u32| -> Sym {
-            let slot = &mut syms[local as usize];
-            *slot.get_or_insert_with(|| symbols.intern(&batch.strings[local as usize]))
+        let mut local = LocalSyms {
+            strings: &batch.strings,
+            syms: vec![None; batch.strings.len()],
         };
         let mut newest = self.newest;
         for s in &batch.streams {
             let key = (
-                sym(&mut self.symbols, s.account),
-                sym(&mut self.symbols, s.region),
+                local.intern(&mut self.symbols, s.account),
+                local.intern(&mut self.symbols, s.region),
             );
             let first = self.streams.entry(key).or_insert(s.first_minute);
             *first = (*first).min(s.first_minute);
@@ -451,30 +479,68 @@ impl Aggregator {
                     continue;
                 }
             }
+            let want_call = e.call && self.call_rate;
+            let want_error = e.error && self.error_rate;
+            let account = local.intern(&mut self.symbols, e.account);
+            let region = local.intern(&mut self.symbols, e.region);
+            // An account and Region at its key cap takes no new key: its names are looked up,
+            // not interned, and an unknown one means a new key.
+            let full = self
+                .region_keys
+                .get(&(account, region))
+                .is_some_and(|&n| n >= self.max_keys_per_region);
+            let names = if full {
+                local
+                    .get(&self.symbols, e.event_source)
+                    .zip(local.get(&self.symbols, e.event_name))
+            } else {
+                Some((
+                    local.intern(&mut self.symbols, e.event_source),
+                    local.intern(&mut self.symbols, e.event_name),
+                ))
+            };
+            let Some((event_source, event_name)) = names else {
+                self.counters.key_overflow += u64::from(want_call) + u64::from(want_error);
+                continue;
+            };
             let base = RateKey {
-                account: sym(&mut self.symbols, e.account),
-                region: sym(&mut self.symbols, e.region),
-                event_source: sym(&mut self.symbols, e.event_source),
-                event_name: sym(&mut self.symbols, e.event_name),
+                account,
+                region,
+                event_source,
+                event_name,
                 error_code: None,
             };
-            let principal = sym(&mut self.symbols, e.principal);
+            let principal = local.intern(&mut self.symbols, e.principal);
             if self.ignores(principal, &base) {
                 self.counters.ignored_principal += 1;
                 continue;
             }
-            let user_agent = sym(&mut self.symbols, e.user_agent);
-            let error_code = sym(&mut self.symbols, e.error_code);
+            let error_code = if full {
+                local.get(&self.symbols, e.error_code)
+            } else {
+                Some(local.intern(&mut self.symbols, e.error_code))
+            };
             let mut targets = [None, None];
-            if e.call && self.call_rate {
+            if want_call {
                 targets[0] = self.key_id(base);
             }
-            if e.error && self.error_rate {
-                targets[1] = self.key_id(RateKey {
-                    error_code: Some(error_code),
-                    ..base
-                });
+            if want_error {
+                targets[1] = match error_code {
+                    Some(code) => self.key_id(RateKey {
+                        error_code: Some(code),
+                        ..base
+                    }),
+                    None => {
+                        self.counters.key_overflow += 1;
+                        None
+                    }
+                };
             }
+            if targets == [None, None] {
+                continue;
+            }
+            let user_agent = local.intern(&mut self.symbols, e.user_agent);
+            let error_code = local.intern(&mut self.symbols, e.error_code);
             for key in targets.into_iter().flatten() {
                 if closed {
                     self.counters.late += 1;
@@ -647,5 +713,128 @@ mod tests {
             &mut late,
         );
         assert!(a.close_ready().is_empty());
+    }
+
+    fn one(time: &str, name: &str, user_agent: &str, id: u64) -> String {
+        serde_json::json!({
+            "eventTime": time, "eventSource": "iam.amazonaws.com", "eventName": name,
+            "awsRegion": "us-east-1", "recipientAccountId": "111122223333",
+            "managementEvent": true, "readOnly": false,
+            "eventID": format!("00000000-0000-4000-8000-{id:012x}"),
+            "userAgent": user_agent,
+            "userIdentity": {"arn": "arn:aws:iam::111122223333:user/a"}
+        })
+        .to_string()
+    }
+
+    fn file(records: &[String]) -> FileBatch {
+        let mut b = BatchBuilder::new();
+        parse_log(format!("[{}]", records.join(",")).as_bytes(), |r| {
+            b.push(&r)
+        });
+        b.finish()
+    }
+
+    #[test]
+    fn a_jump_of_millennia_closes_without_a_per_minute_cost() {
+        // Finding 3: 0001 → 9999 between two records used to allocate one entry per minute
+        // (134 GB). Now the closed range holds only the two minutes with calls.
+        let mut a = Aggregator::new(15, true, true);
+        let mut late = Vec::new();
+        a.push(
+            &file(&[one("0001-01-01T00:00:00Z", "A", "ua", 1)]),
+            None,
+            &mut late,
+        );
+        a.push(
+            &file(&[one("9999-12-31T23:59:00Z", "A", "ua", 2)]),
+            None,
+            &mut late,
+        );
+        let closed = a.close_ready();
+        assert!(closed.span() > 5_000_000_000, "{}", closed.span());
+        assert_eq!(closed.minutes.len(), 1);
+        let rest = a.close_all();
+        assert_eq!(rest.minutes.len(), 1);
+        assert_eq!(rest.until, rest.minutes[0].minute + 1);
+    }
+
+    #[test]
+    fn distinct_user_agents_in_one_key_minute_stay_bounded() {
+        // Finding 4: 300k distinct user agents in one key-minute (a caller picks its own) were
+        // a quadratic scan; the summary keeps 64 values and the heavy hitter stays on top.
+        let n = 300_000u64;
+        let mut records = Vec::with_capacity(n as usize + 1000);
+        for i in 0..n {
+            records.push(one("2024-01-01T00:00:10Z", "A", &format!("ua-{i}"), i + 1));
+            // 3% of the calls: above the 1/64 share a space-saving summary guarantees.
+            if i % 30 == 0 {
+                records.push(one("2024-01-01T00:00:10Z", "A", "heavy", 10_000_000 + i));
+            }
+        }
+        let mut a = Aggregator::new(15, true, true);
+        let mut late = Vec::new();
+        a.push(&file(&records), None, &mut late);
+        let closed = a.close_all();
+        let sample = &closed.minutes[0].samples[0].1;
+        assert_eq!(sample.count as u64, n + 10_000);
+        let ua = &sample.attributions.user_agent;
+        assert!(ua.len() <= MAX_ATTRIBUTION_VALUES, "{}", ua.len());
+        assert_eq!(ua.iter().map(|e| u64::from(e.1)).sum::<u64>(), n + 10_000);
+        let top = ua
+            .iter()
+            .max_by_key(|e| e.1)
+            .map(|e| a.symbols.resolve(e.0));
+        assert_eq!(top, Some("heavy"));
+        // Merging many bounded summaries stays bounded.
+        let mut merged = AttributionCounts::default();
+        for _ in 0..3 {
+            merged.merge(&sample.attributions);
+        }
+        assert!(merged.user_agent.len() <= MAX_ATTRIBUTION_VALUES);
+    }
+
+    #[test]
+    fn attribution_counts_are_exact_below_the_cap() {
+        let mut v = ValueCounts::new();
+        for i in 0..MAX_ATTRIBUTION_VALUES as u32 {
+            bump(&mut v, i, i + 1);
+            bump(&mut v, i, 1);
+        }
+        assert_eq!(v.len(), MAX_ATTRIBUTION_VALUES);
+        assert!(v.iter().all(|&(s, n)| n == s + 2));
+    }
+
+    #[test]
+    fn new_keys_past_the_cap_per_region_are_refused_and_counted() {
+        // Finding 5: 1 M distinct eventNames in one file became 1 M tracked keys.
+        let cap = 100;
+        let mut a = Aggregator::new(15, true, true).with_max_keys_per_region(cap);
+        let mut late = Vec::new();
+        let records: Vec<String> = (0..5_000u64)
+            .map(|i| one("2024-01-01T00:00:10Z", &format!("Api{i}"), "ua", i + 1))
+            .collect();
+        a.push(&file(&records), None, &mut late);
+        assert_eq!(a.key_count(), cap as usize);
+        assert_eq!(a.counters().key_overflow, 5_000 - u64::from(cap));
+        // Names of refused keys never enter the symbol table.
+        assert!(a.symbols.len() < cap as usize + 10, "{}", a.symbols.len());
+        // A tracked key keeps counting; another Region has its own allowance.
+        let again = one("2024-01-01T00:01:10Z", "Api0", "ua", 9_000_001);
+        let other =
+            one("2024-01-01T00:01:10Z", "Api0", "ua", 9_000_002).replace("us-east-1", "eu-west-1");
+        a.push(&file(&[again, other]), None, &mut late);
+        assert_eq!(a.key_count(), cap as usize + 1);
+        assert_eq!(a.counters().key_overflow, 5_000 - u64::from(cap));
+        // The cap survives a checkpoint (key counts are rebuilt on restore).
+        let mut restored = a.clone();
+        restored.region_keys.clear(); // not saved in a checkpoint
+        restored.restore_settings(true, true, 15, crate::policy::Policy::default(), cap);
+        restored.push(
+            &file(&[one("2024-01-01T00:02:10Z", "Fresh", "ua", 9_000_003)]),
+            None,
+            &mut late,
+        );
+        assert_eq!(restored.key_count(), cap as usize + 1);
     }
 }
