@@ -446,3 +446,225 @@ impl DetectorConfig {
             .max(5)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error of a default config changed by `f`.
+    fn rejected(f: impl FnOnce(&mut DetectorConfig)) -> String {
+        let mut c = DetectorConfig::default();
+        f(&mut c);
+        match c.validate() {
+            Ok(()) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn names(msg: String, key: &str) {
+        assert!(msg.starts_with(&format!("detector.{key}: ")), "{msg}");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(DetectorConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_issue_values_are_rejected_naming_the_key() {
+        names(
+            rejected(|c| c.allowed_lateness_minutes = u32::MAX),
+            "allowed_lateness_minutes",
+        );
+        names(
+            rejected(|c| c.tail_probability = Some(5e-324)),
+            "tail_probability",
+        );
+        names(
+            rejected(|c| c.profile_window_minutes = 0),
+            "profile_window_minutes",
+        );
+        let msg = rejected(|c| {
+            c.overrides.push(Override {
+                event_name: Some("Create*".into()),
+                min_count: Some(0),
+                ..Default::default()
+            })
+        });
+        names(msg.clone(), "overrides");
+        assert!(msg.contains("overrides[0].min_count 0"), "{msg}");
+    }
+
+    #[test]
+    fn every_setting_out_of_range_is_rejected_naming_the_key() {
+        names(
+            rejected(|c| c.allowed_lateness_minutes = 1441),
+            "allowed_lateness_minutes",
+        );
+        names(
+            rejected(|c| c.baseline_window_minutes = 59),
+            "baseline_window_minutes",
+        );
+        names(
+            rejected(|c| c.baseline_window_minutes = u32::MAX),
+            "baseline_window_minutes",
+        );
+        names(rejected(|c| c.warmup_minutes = u32::MAX), "warmup_minutes");
+        names(rejected(|c| c.windows_minutes = vec![]), "windows_minutes");
+        names(rejected(|c| c.windows_minutes = vec![0]), "windows_minutes");
+        names(
+            rejected(|c| c.windows_minutes = vec![1; 17]),
+            "windows_minutes",
+        );
+        names(
+            rejected(|c| c.tail_probability = Some(0.0)),
+            "tail_probability",
+        );
+        names(
+            rejected(|c| c.tail_probability = Some(0.5)),
+            "tail_probability",
+        );
+        names(
+            rejected(|c| c.tail_probability = Some(f64::NAN)),
+            "tail_probability",
+        );
+        names(rejected(|c| c.min_count = 0), "min_count");
+        names(rejected(|c| c.min_count = u32::MAX), "min_count");
+        names(
+            rejected(|c| c.sensitive_min_count = 0),
+            "sensitive_min_count",
+        );
+        names(rejected(|c| c.min_ratio = Some(0.5)), "min_ratio");
+        names(rejected(|c| c.min_ratio = Some(f64::INFINITY)), "min_ratio");
+        names(rejected(|c| c.min_ratio = Some(1e9)), "min_ratio");
+        names(
+            rejected(|c| c.sensitive_apis = vec!["iam.amazonaws.com:*".into(); MAX_RULES + 1]),
+            "sensitive_apis",
+        );
+        names(
+            rejected(|c| c.sensitive_apis = vec!["x".repeat(MAX_PATTERN_BYTES + 1)]),
+            "sensitive_apis",
+        );
+        names(
+            rejected(|c| c.overrides = vec![Override::default(); MAX_RULES + 1]),
+            "overrides",
+        );
+        names(
+            rejected(|c| {
+                c.overrides.push(Override {
+                    min_count: Some(10_001),
+                    ..Default::default()
+                })
+            }),
+            "overrides",
+        );
+        names(
+            rejected(|c| {
+                c.ignore_principals.push(PrincipalSuppression {
+                    principal: "a".repeat(MAX_PATTERN_BYTES + 1),
+                    ..Default::default()
+                })
+            }),
+            "ignore_principals",
+        );
+        names(
+            rejected(|c| c.end_tail_probability = 0.0),
+            "end_tail_probability",
+        );
+        names(
+            rejected(|c| c.end_tail_probability = 0.99),
+            "end_tail_probability",
+        );
+        names(
+            rejected(|c| c.end_after_quiet_minutes = 0),
+            "end_after_quiet_minutes",
+        );
+        names(
+            rejected(|c| c.end_after_quiet_minutes = u32::MAX),
+            "end_after_quiet_minutes",
+        );
+        names(
+            rejected(|c| c.max_insight_minutes = 0),
+            "max_insight_minutes",
+        );
+        names(
+            rejected(|c| c.max_insight_minutes = u32::MAX),
+            "max_insight_minutes",
+        );
+        names(
+            rejected(|c| c.min_baseline_rate = 5e-324),
+            "min_baseline_rate",
+        );
+        names(
+            rejected(|c| c.min_baseline_rate = 1e300),
+            "min_baseline_rate",
+        );
+        names(
+            rejected(|c| c.profile_window_minutes = u32::MAX),
+            "profile_window_minutes",
+        );
+        names(rejected(|c| c.min_profile_days = 0), "min_profile_days");
+        names(rejected(|c| c.min_profile_days = 29), "min_profile_days");
+        names(rejected(|c| c.min_profile_weeks = 0), "min_profile_weeks");
+        names(rejected(|c| c.min_profile_weeks = 5), "min_profile_weeks");
+        names(
+            rejected(|c| c.profile_prior_minutes = -1.0),
+            "profile_prior_minutes",
+        );
+        names(
+            rejected(|c| c.profile_prior_minutes = f64::INFINITY),
+            "profile_prior_minutes",
+        );
+        names(
+            rejected(|c| c.seasonal_floor_fraction = 1.5),
+            "seasonal_floor_fraction",
+        );
+        names(
+            rejected(|c| {
+                c.call_rate = false;
+                c.error_rate = false;
+            }),
+            "call_rate",
+        );
+        names(
+            rejected(|c| c.max_event_age_minutes = 0),
+            "max_event_age_minutes",
+        );
+        names(
+            rejected(|c| c.max_event_age_minutes = u32::MAX),
+            "max_event_age_minutes",
+        );
+        names(
+            rejected(|c| c.max_clock_skew_minutes = u32::MAX),
+            "max_clock_skew_minutes",
+        );
+        names(
+            rejected(|c| c.max_keys_per_region = 0),
+            "max_keys_per_region",
+        );
+        names(
+            rejected(|c| c.max_keys_per_region = u32::MAX),
+            "max_keys_per_region",
+        );
+    }
+
+    #[test]
+    fn range_ends_are_accepted() {
+        for f in [
+            (|c: &mut DetectorConfig| c.allowed_lateness_minutes = 0) as fn(&mut DetectorConfig),
+            |c| c.allowed_lateness_minutes = 1440,
+            |c| c.tail_probability = Some(1e-15),
+            |c| c.tail_probability = Some(0.01),
+            |c| c.sensitivity = Sensitivity::Low,
+            |c| c.sensitivity = Sensitivity::High,
+            |c| c.max_insight_minutes = 60,
+            |c| c.profile_window_minutes = 80_640,
+            |c| c.max_keys_per_region = 100,
+            |c| c.call_rate = false,
+        ] {
+            let mut c = DetectorConfig::default();
+            f(&mut c);
+            assert_eq!(c.validate(), Ok(()), "{c:?}");
+        }
+    }
+}
