@@ -39,6 +39,11 @@ impl SymbolTable {
         i
     }
 
+    /// The symbol of `s` if it is interned (never interns).
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        self.index.get(s).copied()
+    }
+
     /// The string of a symbol (empty for an unknown symbol).
     pub fn resolve(&self, sym: Sym) -> &str {
         self.strings.get(sym as usize).map_or("", |s| s)
@@ -88,8 +93,22 @@ pub struct RateKey {
     pub error_code: Option<Sym>,
 }
 
-/// Per-value counts of one attribute in one minute.
+/// Per-value counts of one attribute in one minute (or over an Insight's minutes): at most
+/// [`MAX_ATTRIBUTION_VALUES`] entries.
 pub type ValueCounts = Vec<(Sym, u32)>;
+
+/// Distinct values counted per attribute per key-minute (and per merged summary).
+///
+/// Up to this many distinct values, counts are exact. Past it, the summary is a space-saving
+/// heavy-hitters summary (Metwally et al., 2005; as [`trailsight_baseline::SpaceSaving`]): a
+/// new value replaces the entry with the smallest count (ties: the largest symbol) and
+/// inherits that count, so the total stays exact, every value holding more than
+/// `1 / MAX_ATTRIBUTION_VALUES` of the calls is present, and a reported count overstates the
+/// truth by at most the smallest count at the time it entered. The top five values an
+/// Insight reports are therefore right for any value with more than 1/64 of the calls,
+/// whatever the number of distinct values (a caller cycling through 300,000 user agents in
+/// one minute costs 64 entries, not 300,000). Cost per call: one scan of at most 64 entries.
+pub const MAX_ATTRIBUTION_VALUES: usize = 64;
 
 /// Counts of the attribution values (`userIdentityArn`, `userAgent`, `errorCode`) in one minute.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,11 +121,26 @@ pub struct AttributionCounts {
     pub error_code: ValueCounts,
 }
 
+/// Counts `n` more of `s` in a bounded summary (see [`MAX_ATTRIBUTION_VALUES`]).
 fn bump(v: &mut ValueCounts, s: Sym, n: u32) {
-    match v.iter_mut().find(|e| e.0 == s) {
-        Some(e) => e.1 += n,
-        None => v.push((s, n)),
+    if let Some(e) = v.iter_mut().find(|e| e.0 == s) {
+        e.1 = e.1.saturating_add(n);
+        return;
     }
+    if v.len() < MAX_ATTRIBUTION_VALUES {
+        v.push((s, n));
+        return;
+    }
+    // Space-saving: the smallest entry (ties: the largest symbol) gives way; its count carries over.
+    let mut min_i = 0;
+    for (i, e) in v.iter().enumerate() {
+        let m = v[min_i];
+        if e.1 < m.1 || (e.1 == m.1 && e.0 > m.0) {
+            min_i = i;
+        }
+    }
+    let floor = v[min_i].1;
+    v[min_i] = (s, floor.saturating_add(n));
 }
 
 impl AttributionCounts {
@@ -180,6 +214,63 @@ pub struct AggregateCounters {
     pub duplicates: u64,
     /// Events not counted because their principal is ignored (`ignore_principals`).
     pub ignored_principal: u64,
+    /// Calls not counted because their key would be new to an account and Region that
+    /// already tracks `max_keys_per_region` keys: one per refused call (a call counting for
+    /// both the call rate and the error rate and refused twice counts twice). The keys already
+    /// tracked are not affected. Counted since the process started (not saved in the
+    /// checkpoint, whose format is unchanged).
+    #[serde(skip)]
+    pub key_overflow: u64,
+}
+
+/// Closed minutes handed to the detector: every minute of `from..until` is closed; `minutes`
+/// holds those with calls, in order (the others had none). Its size is linear in the calls,
+/// whatever the span of minutes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClosedMinutes {
+    /// First minute closed.
+    pub from: i64,
+    /// Minutes before this one are closed (exclusive end).
+    pub until: i64,
+    /// Closed minutes with calls, ascending minute.
+    pub minutes: Vec<ClosedMinute>,
+}
+
+impl ClosedMinutes {
+    /// Number of minutes closed (with calls or not).
+    pub fn span(&self) -> i64 {
+        (self.until - self.from).max(0)
+    }
+
+    /// True when no minute was closed.
+    pub fn is_empty(&self) -> bool {
+        self.span() == 0
+    }
+}
+
+/// Cached `ignore_principals` decisions kept before the cache is cleared.
+const MAX_IGNORED_CACHE: usize = 1 << 16;
+
+/// A batch's strings as global symbols, interned on first use.
+struct LocalSyms<'a> {
+    strings: &'a [Box<str>],
+    syms: Vec<Option<Sym>>,
+}
+
+impl LocalSyms<'_> {
+    fn intern(&mut self, symbols: &mut SymbolTable, local: u32) -> Sym {
+        let strings = self.strings;
+        *self.syms[local as usize].get_or_insert_with(|| symbols.intern(&strings[local as usize]))
+    }
+
+    /// The symbol if the string is already interned (never interns).
+    fn get(&mut self, symbols: &SymbolTable, local: u32) -> Option<Sym> {
+        let slot = &mut self.syms[local as usize];
+        if slot.is_none() {
+            *slot = symbols.get(&self.strings[local as usize]);
+        }
+        *slot
+    }
 }
 
 /// Minutes a closed minute's `eventID`s are remembered to recognise duplicates among late records.
@@ -208,10 +299,17 @@ pub struct Aggregator {
     policy: Option<crate::policy::Policy>,
     #[serde(skip)]
     ignored: HashMap<(Sym, Sym, Sym, Sym), bool>,
+    /// Keys tracked per account and Region (rebuilt from `keys` on restore).
+    #[serde(skip)]
+    region_keys: HashMap<(Sym, Sym), u32>,
+    #[serde(skip)]
+    max_keys_per_region: u32,
 }
 
 impl Aggregator {
-    /// A new aggregator keeping minutes open `allowed_lateness_minutes` after the newest record.
+    /// A new aggregator keeping minutes open `allowed_lateness_minutes` after the newest record,
+    /// tracking at most [`crate::config::DEFAULT_MAX_KEYS_PER_REGION`] keys per account and
+    /// Region (see [`Aggregator::with_max_keys_per_region`]).
     pub fn new(allowed_lateness_minutes: u32, call_rate: bool, error_rate: bool) -> Self {
         Aggregator {
             symbols: SymbolTable::default(),
@@ -228,7 +326,17 @@ impl Aggregator {
             call_rate,
             policy: None,
             ignored: HashMap::new(),
+            region_keys: HashMap::new(),
+            max_keys_per_region: crate::config::DEFAULT_MAX_KEYS_PER_REGION,
         }
+    }
+
+    /// Tracks at most `max` rate keys per account and Region (call-rate and error-rate keys
+    /// together); calls for a new key past it are counted in
+    /// [`AggregateCounters::key_overflow`] and not tracked.
+    pub fn with_max_keys_per_region(mut self, max: u32) -> Self {
+        self.max_keys_per_region = max;
+        self
     }
 
     /// After deserializing: rebuilds the key index and applies the settings.
@@ -238,6 +346,7 @@ impl Aggregator {
         error_rate: bool,
         lateness: u32,
         policy: crate::policy::Policy,
+        max_keys_per_region: u32,
     ) {
         self.key_index = self
             .keys
@@ -245,6 +354,11 @@ impl Aggregator {
             .enumerate()
             .map(|(i, k)| (*k, i as KeyId))
             .collect();
+        self.region_keys.clear();
+        for k in &self.keys {
+            *self.region_keys.entry((k.account, k.region)).or_default() += 1;
+        }
+        self.max_keys_per_region = max_keys_per_region;
         self.call_rate = call_rate;
         self.error_rate = error_rate;
         self.lateness = i64::from(lateness);
@@ -262,6 +376,10 @@ impl Aggregator {
         let Some(policy) = &self.policy else {
             return false;
         };
+        if self.ignored.len() >= MAX_IGNORED_CACHE {
+            // Principals are chosen by callers: the cache of decisions is dropped, not grown.
+            self.ignored.clear();
+        }
         let symbols = &self.symbols;
         *self
             .ignored
@@ -276,14 +394,25 @@ impl Aggregator {
             })
     }
 
-    fn key_id(&mut self, key: RateKey) -> KeyId {
+    /// The id of `key`, adding it when its account and Region tracks fewer than
+    /// `max_keys_per_region` keys; `None` (and one more `key_overflow`) past the cap.
+    fn key_id(&mut self, key: RateKey) -> Option<KeyId> {
         if let Some(&id) = self.key_index.get(&key) {
-            return id;
+            return Some(id);
         }
+        let n = self
+            .region_keys
+            .entry((key.account, key.region))
+            .or_default();
+        if *n >= self.max_keys_per_region {
+            self.counters.key_overflow += 1;
+            return None;
+        }
+        *n += 1;
         let id = self.keys.len() as KeyId;
         self.keys.push(key);
         self.key_index.insert(key, id);
-        id
+        Some(id)
     }
 
     /// The key behind an id.
@@ -320,14 +449,18 @@ impl Aggregator {
         delivered_minute: Option<i64>,
         late: &mut Vec<LateCall>,
     ) {
-        let syms: Vec<Sym> = batch
-            .strings
-            .iter()
-            .map(|s| self.symbols.intern(s))
-            .collect();
+        // Batch strings are interned on first use only: a string of a refused key or a
+        // duplicate never enters the symbol table.
+        let mut local = LocalSyms {
+            strings: &batch.strings,
+            syms: vec![None; batch.strings.len()],
+        };
         let mut newest = self.newest;
         for s in &batch.streams {
-            let key = (syms[s.account as usize], syms[s.region as usize]);
+            let key = (
+                local.intern(&mut self.symbols, s.account),
+                local.intern(&mut self.symbols, s.region),
+            );
             let first = self.streams.entry(key).or_insert(s.first_minute);
             *first = (*first).min(s.first_minute);
             let last = delivered_minute.map_or(s.last_minute, |d| s.last_minute.min(d));
@@ -346,30 +479,68 @@ impl Aggregator {
                     continue;
                 }
             }
+            let want_call = e.call && self.call_rate;
+            let want_error = e.error && self.error_rate;
+            let account = local.intern(&mut self.symbols, e.account);
+            let region = local.intern(&mut self.symbols, e.region);
+            // An account and Region at its key cap takes no new key: its names are looked up,
+            // not interned, and an unknown one means a new key.
+            let full = self
+                .region_keys
+                .get(&(account, region))
+                .is_some_and(|&n| n >= self.max_keys_per_region);
+            let names = if full {
+                local
+                    .get(&self.symbols, e.event_source)
+                    .zip(local.get(&self.symbols, e.event_name))
+            } else {
+                Some((
+                    local.intern(&mut self.symbols, e.event_source),
+                    local.intern(&mut self.symbols, e.event_name),
+                ))
+            };
+            let Some((event_source, event_name)) = names else {
+                self.counters.key_overflow += u64::from(want_call) + u64::from(want_error);
+                continue;
+            };
             let base = RateKey {
-                account: syms[e.account as usize],
-                region: syms[e.region as usize],
-                event_source: syms[e.event_source as usize],
-                event_name: syms[e.event_name as usize],
+                account,
+                region,
+                event_source,
+                event_name,
                 error_code: None,
             };
-            let principal = syms[e.principal as usize];
+            let principal = local.intern(&mut self.symbols, e.principal);
             if self.ignores(principal, &base) {
                 self.counters.ignored_principal += 1;
                 continue;
             }
-            let user_agent = syms[e.user_agent as usize];
-            let error_code = syms[e.error_code as usize];
+            let error_code = if full {
+                local.get(&self.symbols, e.error_code)
+            } else {
+                Some(local.intern(&mut self.symbols, e.error_code))
+            };
             let mut targets = [None, None];
-            if e.call && self.call_rate {
-                targets[0] = Some(self.key_id(base));
+            if want_call {
+                targets[0] = self.key_id(base);
             }
-            if e.error && self.error_rate {
-                targets[1] = Some(self.key_id(RateKey {
-                    error_code: Some(error_code),
-                    ..base
-                }));
+            if want_error {
+                targets[1] = match error_code {
+                    Some(code) => self.key_id(RateKey {
+                        error_code: Some(code),
+                        ..base
+                    }),
+                    None => {
+                        self.counters.key_overflow += 1;
+                        None
+                    }
+                };
             }
+            if targets == [None, None] {
+                continue;
+            }
+            let user_agent = local.intern(&mut self.symbols, e.user_agent);
+            let error_code = local.intern(&mut self.symbols, e.error_code);
             for key in targets.into_iter().flatten() {
                 if closed {
                     self.counters.late += 1;
@@ -399,38 +570,41 @@ impl Aggregator {
     }
 
     /// Closes every minute before `newest − allowed_lateness` and returns them in order.
-    pub fn close_ready(&mut self) -> Vec<ClosedMinute> {
+    pub fn close_ready(&mut self) -> ClosedMinutes {
         match self.newest {
             Some(n) => self.close_until(n - self.lateness),
-            None => Vec::new(),
+            None => ClosedMinutes::default(),
         }
     }
 
     /// Closes every open minute (end of input) and returns them in order.
-    pub fn close_all(&mut self) -> Vec<ClosedMinute> {
+    pub fn close_all(&mut self) -> ClosedMinutes {
         let end = self.open.keys().next_back().map(|m| m + 1);
         match (end, self.newest) {
             (Some(e), Some(n)) => self.close_until(e.max(n + 1)),
             (Some(e), None) => self.close_until(e),
             (None, Some(n)) => self.close_until(n + 1),
-            (None, None) => Vec::new(),
+            (None, None) => ClosedMinutes::default(),
         }
     }
 
-    fn close_until(&mut self, until: i64) -> Vec<ClosedMinute> {
+    /// Closes `closed_before..until`. Time and memory are linear in the open minutes with
+    /// calls, not in the span: a jump of years between two records closes in one step.
+    fn close_until(&mut self, until: i64) -> ClosedMinutes {
         let Some(from) = self.closed_before else {
-            return Vec::new();
+            return ClosedMinutes::default();
         };
         if until <= from {
-            return Vec::new();
+            return ClosedMinutes::default();
         }
-        let mut out = Vec::with_capacity((until - from) as usize);
-        for minute in from..until {
-            let mut samples: Vec<(KeyId, MinuteSample)> = self
-                .open
-                .remove(&minute)
-                .map(|m| m.into_iter().collect())
-                .unwrap_or_default();
+        let still_open = self.open.split_off(&until);
+        let ready = std::mem::replace(&mut self.open, still_open);
+        let mut minutes = Vec::with_capacity(ready.len());
+        for (minute, keys) in ready {
+            if minute < from {
+                continue;
+            }
+            let mut samples: Vec<(KeyId, MinuteSample)> = keys.into_iter().collect();
             samples.sort_unstable_by_key(|s| s.0);
             for (_, s) in &mut samples {
                 for v in [
@@ -441,18 +615,17 @@ impl Aggregator {
                     v.sort_unstable();
                 }
             }
-            out.push(ClosedMinute { minute, samples });
+            minutes.push(ClosedMinute { minute, samples });
         }
         self.closed_before = Some(until);
         let horizon = until - DEDUP_AFTER_CLOSE_MINUTES;
-        while self
-            .seen
-            .first_key_value()
-            .is_some_and(|(&m, _)| m < horizon)
-        {
-            self.seen.pop_first();
+        let kept = self.seen.split_off(&horizon);
+        self.seen = kept;
+        ClosedMinutes {
+            from,
+            until,
+            minutes,
         }
-        out
     }
 }
 
@@ -466,7 +639,7 @@ mod tests {
         let mut b = BatchBuilder::new();
         for (time, name, id) in lines {
             let json = format!(
-                r#"{{"eventTime":"{time}","eventSource":"iam.amazonaws.com","eventName":"{name}","awsRegion":"us-east-1","recipientAccountId":"1","managementEvent":true,"readOnly":false,"eventID":"{id}","userIdentity":{{"arn":"arn:aws:iam::1:user/a"}}}}"#
+                r#"{{"eventTime":"{time}","eventSource":"iam.amazonaws.com","eventName":"{name}","awsRegion":"us-east-1","recipientAccountId":"111122223333","managementEvent":true,"readOnly":false,"eventID":"{id}","userIdentity":{{"arn":"arn:aws:iam::111122223333:user/a"}}}}"#
             );
             parse_log(json.as_bytes(), |r| b.push(&r));
         }
@@ -498,10 +671,18 @@ mod tests {
         );
         let closed = a.close_ready();
         // newest minute 20, lateness 15: minutes 0..=4 closed
-        assert_eq!(closed.len(), 5);
-        assert_eq!(closed[0].samples[0].1.count, 1);
-        assert_eq!(closed[3].samples[0].1.count, 1);
-        assert!(closed[1].samples.is_empty());
+        assert_eq!(closed.span(), 5);
+        let t0 = closed.from;
+        let with_calls: Vec<(i64, u32)> = closed
+            .minutes
+            .iter()
+            .map(|c| (c.minute - t0, c.samples[0].1.count))
+            .collect();
+        assert_eq!(
+            with_calls,
+            [(0, 1), (3, 1)],
+            "minutes 1, 2 and 4 had no calls"
+        );
         a.push(
             &batch(&[
                 ("2024-01-01T00:01:00Z", "A", "id4"),
@@ -514,10 +695,8 @@ mod tests {
         assert_eq!(a.counters().late, 1);
         assert_eq!(a.counters().duplicates, 2);
         let rest = a.close_all();
-        assert_eq!(
-            rest.last().map(|c| c.minute),
-            closed[0].minute.checked_add(20)
-        );
+        assert_eq!((rest.from, rest.until), (t0 + 5, t0 + 21));
+        assert_eq!(rest.minutes.last().map(|c| c.minute), Some(t0 + 20));
     }
 
     #[test]
@@ -534,5 +713,128 @@ mod tests {
             &mut late,
         );
         assert!(a.close_ready().is_empty());
+    }
+
+    fn one(time: &str, name: &str, user_agent: &str, id: u64) -> String {
+        serde_json::json!({
+            "eventTime": time, "eventSource": "iam.amazonaws.com", "eventName": name,
+            "awsRegion": "us-east-1", "recipientAccountId": "111122223333",
+            "managementEvent": true, "readOnly": false,
+            "eventID": format!("00000000-0000-4000-8000-{id:012x}"),
+            "userAgent": user_agent,
+            "userIdentity": {"arn": "arn:aws:iam::111122223333:user/a"}
+        })
+        .to_string()
+    }
+
+    fn file(records: &[String]) -> FileBatch {
+        let mut b = BatchBuilder::new();
+        parse_log(format!("[{}]", records.join(",")).as_bytes(), |r| {
+            b.push(&r)
+        });
+        b.finish()
+    }
+
+    #[test]
+    fn a_jump_of_millennia_closes_without_a_per_minute_cost() {
+        // Finding 3: 0001 → 9999 between two records used to allocate one entry per minute
+        // (134 GB). Now the closed range holds only the two minutes with calls.
+        let mut a = Aggregator::new(15, true, true);
+        let mut late = Vec::new();
+        a.push(
+            &file(&[one("0001-01-01T00:00:00Z", "A", "ua", 1)]),
+            None,
+            &mut late,
+        );
+        a.push(
+            &file(&[one("9999-12-31T23:59:00Z", "A", "ua", 2)]),
+            None,
+            &mut late,
+        );
+        let closed = a.close_ready();
+        assert!(closed.span() > 5_000_000_000, "{}", closed.span());
+        assert_eq!(closed.minutes.len(), 1);
+        let rest = a.close_all();
+        assert_eq!(rest.minutes.len(), 1);
+        assert_eq!(rest.until, rest.minutes[0].minute + 1);
+    }
+
+    #[test]
+    fn distinct_user_agents_in_one_key_minute_stay_bounded() {
+        // Finding 4: 300k distinct user agents in one key-minute (a caller picks its own) were
+        // a quadratic scan; the summary keeps 64 values and the heavy hitter stays on top.
+        let n = 300_000u64;
+        let mut records = Vec::with_capacity(n as usize + 1000);
+        for i in 0..n {
+            records.push(one("2024-01-01T00:00:10Z", "A", &format!("ua-{i}"), i + 1));
+            // 3% of the calls: above the 1/64 share a space-saving summary guarantees.
+            if i % 30 == 0 {
+                records.push(one("2024-01-01T00:00:10Z", "A", "heavy", 10_000_000 + i));
+            }
+        }
+        let mut a = Aggregator::new(15, true, true);
+        let mut late = Vec::new();
+        a.push(&file(&records), None, &mut late);
+        let closed = a.close_all();
+        let sample = &closed.minutes[0].samples[0].1;
+        assert_eq!(sample.count as u64, n + 10_000);
+        let ua = &sample.attributions.user_agent;
+        assert!(ua.len() <= MAX_ATTRIBUTION_VALUES, "{}", ua.len());
+        assert_eq!(ua.iter().map(|e| u64::from(e.1)).sum::<u64>(), n + 10_000);
+        let top = ua
+            .iter()
+            .max_by_key(|e| e.1)
+            .map(|e| a.symbols.resolve(e.0));
+        assert_eq!(top, Some("heavy"));
+        // Merging many bounded summaries stays bounded.
+        let mut merged = AttributionCounts::default();
+        for _ in 0..3 {
+            merged.merge(&sample.attributions);
+        }
+        assert!(merged.user_agent.len() <= MAX_ATTRIBUTION_VALUES);
+    }
+
+    #[test]
+    fn attribution_counts_are_exact_below_the_cap() {
+        let mut v = ValueCounts::new();
+        for i in 0..MAX_ATTRIBUTION_VALUES as u32 {
+            bump(&mut v, i, i + 1);
+            bump(&mut v, i, 1);
+        }
+        assert_eq!(v.len(), MAX_ATTRIBUTION_VALUES);
+        assert!(v.iter().all(|&(s, n)| n == s + 2));
+    }
+
+    #[test]
+    fn new_keys_past_the_cap_per_region_are_refused_and_counted() {
+        // Finding 5: 1 M distinct eventNames in one file became 1 M tracked keys.
+        let cap = 100;
+        let mut a = Aggregator::new(15, true, true).with_max_keys_per_region(cap);
+        let mut late = Vec::new();
+        let records: Vec<String> = (0..5_000u64)
+            .map(|i| one("2024-01-01T00:00:10Z", &format!("Api{i}"), "ua", i + 1))
+            .collect();
+        a.push(&file(&records), None, &mut late);
+        assert_eq!(a.key_count(), cap as usize);
+        assert_eq!(a.counters().key_overflow, 5_000 - u64::from(cap));
+        // Names of refused keys never enter the symbol table.
+        assert!(a.symbols.len() < cap as usize + 10, "{}", a.symbols.len());
+        // A tracked key keeps counting; another Region has its own allowance.
+        let again = one("2024-01-01T00:01:10Z", "Api0", "ua", 9_000_001);
+        let other =
+            one("2024-01-01T00:01:10Z", "Api0", "ua", 9_000_002).replace("us-east-1", "eu-west-1");
+        a.push(&file(&[again, other]), None, &mut late);
+        assert_eq!(a.key_count(), cap as usize + 1);
+        assert_eq!(a.counters().key_overflow, 5_000 - u64::from(cap));
+        // The cap survives a checkpoint (key counts are rebuilt on restore).
+        let mut restored = a.clone();
+        restored.region_keys.clear(); // not saved in a checkpoint
+        restored.restore_settings(true, true, 15, crate::policy::Policy::default(), cap);
+        restored.push(
+            &file(&[one("2024-01-01T00:02:10Z", "Fresh", "ua", 9_000_003)]),
+            None,
+            &mut late,
+        );
+        assert_eq!(restored.key_count(), cap as usize + 1);
     }
 }

@@ -81,6 +81,7 @@ impl Engine {
                 config.call_rate,
                 config.error_rate,
             )
+            .with_max_keys_per_region(config.max_keys_per_region)
             .with_policy(policy.clone()),
             detector: Detector::new(config, policy),
             late: Vec::new(),
@@ -101,6 +102,7 @@ impl Engine {
             config.error_rate,
             config.allowed_lateness_minutes,
             policy.clone(),
+            config.max_keys_per_region,
         );
         self.detector.restore_settings(config, policy);
         Ok(self)
@@ -149,14 +151,24 @@ impl Engine {
         self.run(&closed)
     }
 
-    fn run(&mut self, closed: &[crate::aggregate::ClosedMinute]) -> Vec<EmittedInsight> {
+    fn run(&mut self, closed: &crate::aggregate::ClosedMinutes) -> Vec<EmittedInsight> {
         let mut out = Vec::new();
-        for c in closed {
-            self.detector
-                .close_minute(c, &self.aggregator, &mut self.transitions);
-            self.drain_transitions(&mut out);
-        }
+        self.detector
+            .close_minutes(closed, &self.aggregator, &mut self.transitions);
+        self.drain_transitions(&mut out);
         out
+    }
+
+    /// The bounds of a file's record times under this engine's settings (see
+    /// [`DetectorConfig::time_bounds`]): pass them to [`crate::BatchBuilder::with_bounds`].
+    pub fn time_bounds(
+        &self,
+        delivered_minute: Option<i64>,
+        now_minute: i64,
+    ) -> crate::batch::TimeBounds {
+        self.detector
+            .config()
+            .time_bounds(delivered_minute, now_minute)
     }
 
     /// Insights without an `End` (at the end of input: reported, not closed).
@@ -738,5 +750,53 @@ mod tests {
         let (b, _) = run(records);
         assert!(!a.is_empty());
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn records_millennia_apart_cost_their_records_not_their_span() {
+        // Finding 3: a loose file with one record in year 0001 and one in 9999 aborted on a
+        // 134 GB allocation at every start. Unbounded here on purpose (the service also bounds
+        // record times: see `batch::TimeBounds`).
+        let mut engine = Engine::new(DetectorConfig::default()).unwrap();
+        let mut out = Vec::new();
+        for (i, t) in [
+            "0001-01-01T00:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "9999-12-31T23:59:00Z",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let json = record(0, 0, "CreateUser", false, "a", None, i as u64 + 1)
+                .replace("1970-01-01T00:00:00Z", t);
+            let mut b = BatchBuilder::new();
+            parse_log(json.as_bytes(), |r| b.push(&r));
+            let b = b.finish();
+            assert_eq!(b.events.len(), 1);
+            out.extend(engine.ingest(&b, None));
+        }
+        out.extend(engine.finish());
+        assert!(out.is_empty(), "{out:#?}");
+        assert_eq!(engine.key_count(), 1);
+    }
+
+    #[test]
+    fn time_bounds_follow_the_settings() {
+        let config = DetectorConfig {
+            max_event_age_minutes: 120,
+            max_clock_skew_minutes: 5,
+            ..DetectorConfig::default()
+        };
+        let engine = Engine::new(config).unwrap();
+        let b = engine.time_bounds(Some(30_000_000), 40_000_000);
+        assert_eq!((b.earliest, b.latest), (30_000_000 - 120, 30_000_000 + 5));
+        let loose = engine.time_bounds(None, 40_000_000);
+        assert_eq!(
+            (loose.earliest, loose.latest),
+            (
+                crate::batch::TimeBounds::CLOUDTRAIL_EPOCH_MINUTE,
+                40_000_005
+            )
+        );
     }
 }

@@ -50,7 +50,7 @@ use std::collections::{BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use trailsight_baseline::{BaselineStats, RatePrior, RollingRate, WindowedTopK};
 
-use crate::aggregate::{ClosedMinute, KeyId, LateCall, MinuteSample, RateKey, Sym};
+use crate::aggregate::{ClosedMinute, ClosedMinutes, KeyId, LateCall, MinuteSample, RateKey, Sym};
 use crate::config::DetectorConfig;
 use crate::policy::{KeyFields, KeyPolicy, Policy};
 
@@ -376,6 +376,55 @@ impl Detector {
         })
     }
 
+    /// Processes closed minutes in order (every minute of `closed.from..closed.until`, with
+    /// calls or not); appends decided transitions to `out`, in the order
+    /// [`Detector::close_minute`] called on each minute would.
+    ///
+    /// A minute without calls changes nothing but open Insights (which are stepped minute by
+    /// minute and end within `max_insight_minutes`) and the deployment pools (rebuilt at each
+    /// [`POOL_PERIOD_MINUTES`] boundary from key state that empty minutes do not change, so
+    /// only the last boundary of a run of empty minutes matters). Runs of empty minutes with
+    /// no open Insight are therefore skipped in one step: time is linear in the minutes with
+    /// calls plus the minutes Insights stay open, whatever the span.
+    pub fn close_minutes(
+        &mut self,
+        closed: &ClosedMinutes,
+        keys: &impl KeyLookup,
+        out: &mut Vec<Transition>,
+    ) {
+        let mut with_calls = closed.minutes.iter().peekable();
+        let mut m = closed.from;
+        while m < closed.until {
+            if let Some(c) = with_calls.next_if(|c| c.minute <= m) {
+                self.close_minute(c, keys, out);
+                m = c.minute + 1;
+                continue;
+            }
+            let next = with_calls
+                .peek()
+                .map_or(closed.until, |c| c.minute.min(closed.until));
+            if !self.open.is_empty() {
+                self.close_minute(
+                    &ClosedMinute {
+                        minute: m,
+                        samples: Vec::new(),
+                    },
+                    keys,
+                    out,
+                );
+                m += 1;
+                continue;
+            }
+            // Empty minutes m..next with no open Insight: only the last pool rebuild counts.
+            let last_period = (next - 1).div_euclid(POOL_PERIOD_MINUTES);
+            if last_period != self.pools.hour {
+                let at = (last_period * POOL_PERIOD_MINUTES).max(m);
+                self.rebuild_pools(at, keys);
+            }
+            m = next;
+        }
+    }
+
     /// Processes one closed minute; appends decided transitions to `out`.
     pub fn close_minute(
         &mut self,
@@ -678,5 +727,84 @@ mod tests {
         };
         let out = run_with(short, &d, 22 * day, calls);
         assert!(out.iter().all(|t| !t.start), "{out:?}");
+    }
+
+    /// Minute-by-minute closing against [`Detector::close_minutes`] over ranges with long
+    /// empty stretches (an Insight open when one starts, pool periods crossed inside them).
+    #[test]
+    fn skipping_empty_minutes_changes_no_decision() {
+        let day = 1440;
+        let d = Deployment {
+            starts: vec![0, 0, 0, 2 * day],
+        };
+        let end = 20 * day;
+        let calls = |a: u32, m: i64| -> u32 {
+            let quiet = (9 * day..14 * day).contains(&m) || (16 * day + 7..18 * day).contains(&m);
+            if quiet {
+                return 0;
+            }
+            let burst = (9 * day - 6..9 * day).contains(&m) && a == 1;
+            let late_burst = (19 * day..19 * day + 5).contains(&m) && a == 3;
+            u32::from((m + i64::from(a) * 37) % 97 == 0) + 6 * u32::from(burst || late_burst)
+        };
+        let minute = |m: i64| ClosedMinute {
+            minute: m,
+            samples: (0..d.starts.len() as u32)
+                .filter(|&a| m >= d.starts[a as usize])
+                .map(|a| (a * 10, calls(a, m)))
+                .filter(|s| s.1 > 0)
+                .map(|(id, c)| (id, sample(c)))
+                .collect(),
+        };
+        let cfg = DetectorConfig::default();
+        let mut one_by_one = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        let mut expected = Vec::new();
+        for m in 0..end {
+            one_by_one.close_minute(&minute(m), &d, &mut expected);
+        }
+        assert!(expected.iter().any(|t| t.start), "{expected:?}");
+        assert!(expected.iter().any(|t| !t.start), "{expected:?}");
+        let mut ranged = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        let mut got = Vec::new();
+        let mut from = 0;
+        for until in [777, 9 * day - 3, 9 * day + 1, 15 * day + 11, 16 * day, end] {
+            let closed = ClosedMinutes {
+                from,
+                until,
+                minutes: (from..until)
+                    .map(minute)
+                    .filter(|c| !c.samples.is_empty())
+                    .collect(),
+            };
+            ranged.close_minutes(&closed, &d, &mut got);
+            from = until;
+        }
+        assert_eq!(got, expected);
+        assert_eq!(ranged.pools.hour, one_by_one.pools.hour);
+    }
+
+    #[test]
+    fn a_span_of_millennia_costs_the_minutes_with_calls() {
+        let d = Deployment { starts: vec![0] };
+        let cfg = DetectorConfig::default();
+        let mut det = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        let mut out = Vec::new();
+        let far = 5_000_000_000i64; // minutes: about 9500 years
+        let closed = ClosedMinutes {
+            from: 0,
+            until: far + 1,
+            minutes: vec![
+                ClosedMinute {
+                    minute: 0,
+                    samples: vec![(0, sample(3))],
+                },
+                ClosedMinute {
+                    minute: far,
+                    samples: vec![(0, sample(3))],
+                },
+            ],
+        };
+        det.close_minutes(&closed, &d, &mut out);
+        assert_eq!(det.pools.hour, far.div_euclid(POOL_PERIOD_MINUTES));
     }
 }
