@@ -52,6 +52,13 @@ pub fn is_log_file_name(key: &str) -> bool {
 }
 
 /// Parses a key (slash-separated, relative to the bucket or folder root).
+///
+/// The trail location, account and Region are taken from the key only when it follows the
+/// `AWSLogs/` layout with well-formed parts: an organization ID matching `o-[a-z0-9]{10,32}`, a
+/// 12-digit account and a key prefix of plain segments (see [`check_prefix`]); the Region is
+/// kept only when it is an AWS Region name. Otherwise the key is a loose file (its records carry
+/// their own account and Region): whoever can write to the bucket chooses these parts, and they
+/// end up in the names of the Insights files.
 pub fn parse_key(key: &str) -> LogKey {
     let parts: Vec<&str> = key.split('/').filter(|p| !p.is_empty()).collect();
     let mut out = LogKey {
@@ -79,13 +86,115 @@ pub fn parse_key(key: &str) -> LogKey {
         }
         if let (Some(account), Some(kind)) = (parts.get(j), parts.get(j + 1))
             && kind.starts_with("CloudTrail")
+            && is_account_id(account)
+            && org_id.as_deref().is_none_or(is_org_id)
+            && check_prefix(&prefix).is_ok()
         {
             out.account = Some(account.to_string());
-            out.region = parts.get(j + 2).map(|s| s.to_string());
+            out.region = parts
+                .get(j + 2)
+                .filter(|r| is_region(r))
+                .map(|s| s.to_string());
             out.location = Some(TrailLocation { prefix, org_id });
         }
     }
     out
+}
+
+/// True for an AWS account ID: exactly 12 ASCII digits.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Longest Region name accepted, bytes (the longest AWS Region names have 14).
+pub const MAX_REGION_LEN: usize = 32;
+
+/// True for an AWS Region name: `^[a-z]{2}(-[a-z]+){1,3}-[0-9]{1,2}$`, at most
+/// [`MAX_REGION_LEN`] bytes (`us-east-1`, `us-gov-west-1`, `us-isob-east-1`).
+pub fn is_region(s: &str) -> bool {
+    if s.len() > MAX_REGION_LEN {
+        return false;
+    }
+    let parts: Vec<&str> = s.split('-').collect();
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+        return false;
+    };
+    let middle = &parts[1..parts.len().saturating_sub(1).max(1)];
+    first.len() == 2
+        && first.bytes().all(|b| b.is_ascii_lowercase())
+        && (1..=3).contains(&middle.len())
+        && middle
+            .iter()
+            .all(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_lowercase()))
+        && (1..=2).contains(&last.len())
+        && last.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// True for an AWS Organizations ID: `o-[a-z0-9]{10,32}`.
+pub fn is_org_id(s: &str) -> bool {
+    s.strip_prefix("o-").is_some_and(|id| {
+        (10..=32).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    })
+}
+
+/// Longest key prefix (before `AWSLogs/`) accepted, bytes: CloudTrail's own limit for a trail's
+/// S3 key prefix.
+pub const MAX_PREFIX_LEN: usize = 200;
+
+/// Checks a key prefix (the part before `AWSLogs/`, without slashes at either end; empty for none):
+/// at most [`MAX_PREFIX_LEN`] bytes of `/`-separated segments, each non-empty, not made of dots
+/// only (`.`, `..`), and made of S3's safe characters (`A-Z a-z 0-9 ! - _ . * ' ( )`).
+///
+/// Returns `Err(InsightKeyError::Prefix)` otherwise.
+pub fn check_prefix(prefix: &str) -> Result<(), InsightKeyError> {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"!-_.*'()".contains(&b);
+    let ok = prefix.is_empty()
+        || (prefix.len() <= MAX_PREFIX_LEN
+            && prefix.split('/').all(|seg| {
+                !seg.is_empty() && !seg.bytes().all(|b| b == b'.') && seg.bytes().all(safe)
+            }));
+    if ok {
+        Ok(())
+    } else {
+        Err(InsightKeyError::Prefix(shown(prefix)))
+    }
+}
+
+/// Why an Insights file's key cannot be built: one of its parts, which come from log records
+/// (account, Region) or from log file keys (prefix, organization ID), is not well-formed.
+/// Each variant holds the offending value, escaped and shortened for display.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InsightKeyError {
+    /// The account is not 12 ASCII digits.
+    #[error("account {0} is not 12 digits")]
+    Account(String),
+    /// The Region does not match AWS's Region pattern.
+    #[error("Region {0} is not an AWS Region name")]
+    Region(String),
+    /// The organization ID does not match `o-[a-z0-9]{{10,32}}`.
+    #[error("organization ID {0} does not match o-[a-z0-9]{{10,32}}")]
+    OrgId(String),
+    /// The key prefix is not made of plain segments (see [`check_prefix`]).
+    #[error("key prefix {0} is not a plain S3 key prefix")]
+    Prefix(String),
+    /// The unique part of the name is not 16 ASCII alphanumerics.
+    #[error("unique name part {0} is not 16 alphanumerics")]
+    Unique(String),
+}
+
+/// Characters of an untrusted value shown in an error.
+const SHOWN_CHARS: usize = 40;
+
+/// `value` for an error message: quoted with control and other non-printable characters
+/// escaped (Rust's `{:?}`), cut after [`SHOWN_CHARS`] characters with its length in bytes.
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
 }
 
 /// Adds each account's trail location (prefix, organization level) from the first key naming it.
@@ -119,14 +228,34 @@ pub fn delivery_minute_of(file_name: &str) -> Option<i64> {
 /// Key of an Insights file:
 /// `[<prefix>/]AWSLogs/[o-<org>/]<account>/CloudTrail-Insight/<region>/YYYY/MM/DD/<account>_CloudTrail-Insight_<region>_<YYYYMMDDTHHmmZ>_<unique>.json.gz`.
 ///
-/// `unique` must be 16 alphanumerics (see [`unique_string`]).
+/// Built from validated parts only, so the key is a relative path of plain, non-empty segments
+/// (no `.`, `..`, empty or absolute part, no control character) at most 512 bytes long.
+///
+/// Returns `Err` when `account` is not 12 digits ([`is_account_id`]), `region` is not a Region
+/// name ([`is_region`]), the organization ID or the prefix of `location` is malformed
+/// ([`is_org_id`], [`check_prefix`]), or `unique` is not 16 alphanumerics (see [`unique_string`]).
 pub fn insight_key(
     location: &TrailLocation,
     account: &str,
     region: &str,
     delivery_minute: i64,
     unique: &str,
-) -> String {
+) -> Result<String, InsightKeyError> {
+    if !is_account_id(account) {
+        return Err(InsightKeyError::Account(shown(account)));
+    }
+    if !is_region(region) {
+        return Err(InsightKeyError::Region(shown(region)));
+    }
+    check_prefix(&location.prefix)?;
+    if let Some(org) = &location.org_id
+        && !is_org_id(org)
+    {
+        return Err(InsightKeyError::OrgId(shown(org)));
+    }
+    if unique.len() != 16 || !unique.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(InsightKeyError::Unique(shown(unique)));
+    }
     let t = chrono::DateTime::<Utc>::from_timestamp(delivery_minute.saturating_mul(60), 0)
         .unwrap_or_default();
     let mut key = String::new();
@@ -144,7 +273,7 @@ pub fn insight_key(
         t.format("%Y/%m/%d"),
         t.format("%Y%m%dT%H%MZ")
     ));
-    key
+    Ok(key)
 }
 
 /// 16 alphanumerics derived from `content` (UUID v5 → base 62), so a rewrite of the same content has the same name.
@@ -211,7 +340,7 @@ mod tests {
         };
         let m = delivery_minute_of("20200923T0516Z").unwrap();
         assert_eq!(
-            insight_key(&loc, "123456789015", "ca-central-1", m, "KL5e9VCV2SS7IqzB"),
+            insight_key(&loc, "123456789015", "ca-central-1", m, "KL5e9VCV2SS7IqzB").unwrap(),
             "o-fxozgwu6rc/AWSLogs/o-fxozgwu6rc/123456789015/CloudTrail-Insight/ca-central-1/2020/09/23/123456789015_CloudTrail-Insight_ca-central-1_20200923T0516Z_KL5e9VCV2SS7IqzB.json.gz"
         );
         let u = unique_string(b"abc");
@@ -219,5 +348,192 @@ mod tests {
         assert!(u.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_eq!(u, unique_string(b"abc"));
         assert_ne!(u, unique_string(b"abd"));
+    }
+
+    #[test]
+    fn validators_follow_aws_patterns() {
+        for r in [
+            "us-east-1",
+            "us-gov-west-1",
+            "us-isob-east-1",
+            "ap-southeast-3",
+            "il-central-1",
+        ] {
+            assert!(is_region(r), "{r}");
+        }
+        for r in [
+            "",
+            ".",
+            "..",
+            "US/EAST",
+            "us-east",
+            "us-east-123",
+            "us_east_1",
+            "u-east-1",
+            "us--1",
+        ] {
+            assert!(!is_region(r), "{r}");
+        }
+        assert!(is_account_id("111122223333"));
+        for a in [
+            "",
+            "1111222233334",
+            "11112222333x",
+            "../../../../",
+            "\0\0\0\0\0\0\0\0\0\0\0\0",
+        ] {
+            assert!(!is_account_id(a), "{a}");
+        }
+        assert!(is_org_id("o-a1b2c3d4e5"));
+        assert!(!is_org_id("o-../../x"));
+        assert!(!is_org_id("o-ABCDEFGHIJ"));
+        assert!(!is_org_id("o-abc"));
+        for p in ["", "trail-logs", "a/b.c/(x)"] {
+            assert!(check_prefix(p).is_ok(), "{p}");
+        }
+        for p in ["..", "a/../b", "a//b", "/a", "a/", "a b", "a\\b", "x\0"] {
+            assert!(check_prefix(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn keys_with_malformed_parts_give_no_location() {
+        for key in [
+            "AWSLogs/o-../../../x/111122223333/CloudTrail/us-east-1/2024/01/01/f.json.gz",
+            "AWSLogs/o-ABCDEFGHIJKL/111122223333/CloudTrail/us-east-1/2024/01/01/f.json.gz",
+            "AWSLogs/..11122223333/CloudTrail/us-east-1/2024/01/01/f.json.gz",
+            "../AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/01/f.json.gz",
+        ] {
+            let k = parse_key(key);
+            assert_eq!((k.location, k.account), (None, None), "{key}");
+            assert_eq!(k.kind, KeyKind::Log);
+        }
+        let k = parse_key("AWSLogs/111122223333/CloudTrail/US/2024/01/01/f.json.gz");
+        assert_eq!(k.account.as_deref(), Some("111122223333"));
+        assert_eq!(k.region, None);
+    }
+
+    #[test]
+    fn hostile_parts_give_an_error_not_a_key() {
+        let ok = TrailLocation::default();
+        let u = "KL5e9VCV2SS7IqzB";
+        for account in [
+            "../../../../tmp/x",
+            ".",
+            "",
+            "/tmp/x",
+            "..",
+            &"1".repeat(300),
+            "1111\022223333",
+        ] {
+            assert!(
+                matches!(
+                    insight_key(&ok, account, "us-east-1", 0, u),
+                    Err(InsightKeyError::Account(_))
+                ),
+                "{account}"
+            );
+        }
+        for region in ["../../../../tmp/x", ".", "", "/tmp/x", "..", "US/EAST"] {
+            assert!(
+                matches!(
+                    insight_key(&ok, "111122223333", region, 0, u),
+                    Err(InsightKeyError::Region(_))
+                ),
+                "{region}"
+            );
+        }
+        let bad_org = TrailLocation {
+            prefix: String::new(),
+            org_id: Some("o-../..".into()),
+        };
+        assert!(matches!(
+            insight_key(&bad_org, "111122223333", "us-east-1", 0, u),
+            Err(InsightKeyError::OrgId(_))
+        ));
+        // Shown values are escaped and shortened.
+        let e = insight_key(
+            &ok,
+            &format!("\u{1b}[2J{}", "9".repeat(300)),
+            "us-east-1",
+            0,
+            u,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !e.contains('\u{1b}') && e.contains("bytes)") && e.len() < 120,
+            "{e}"
+        );
+    }
+
+    mod prop {
+        use super::super::*;
+        use crate::sink::local::LocalSink;
+        use proptest::prelude::*;
+        use std::path::{Component, Path};
+
+        /// Well-formed values (half the time), or strings rich in path syntax, so both sides are explored.
+        fn part(valid: &'static str) -> impl Strategy<Value = String> {
+            prop_oneof![
+                5 => proptest::string::string_regex(valid).unwrap(),
+                2 => "[a-z0-9./\\\\\\-\\x00 ]{0,16}",
+                1 => Just(String::new()),
+                1 => Just("..".to_string()),
+                1 => Just("/tmp/x".to_string()),
+                1 => ".{0,40}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+            #[test]
+            fn no_input_leaves_the_sink_and_valid_input_gives_aws_layout(
+                account in part("[0-9]{12}"),
+                region in part("[a-z]{2}(-[a-z]{1,6}){1,3}-[0-9]{1,2}"),
+                org in proptest::option::of(part("o-[a-z0-9]{10,32}")),
+                prefix in part("([a-z0-9._-]{1,8}/){0,3}[a-z0-9_-]{1,8}"),
+                minute in any::<i64>(),
+            ) {
+                let root = Path::new("/sink/root");
+                let sink = LocalSink::new(root);
+                let loc = TrailLocation { prefix: prefix.clone(), org_id: org.clone() };
+                let valid = is_account_id(&account)
+                    && is_region(&region)
+                    && org.as_deref().is_none_or(is_org_id)
+                    && check_prefix(&prefix).is_ok();
+                match insight_key(&loc, &account, &region, minute, "KL5e9VCV2SS7IqzB") {
+                    Err(_) => prop_assert!(!valid),
+                    Ok(key) => {
+                        prop_assert!(valid);
+                        let path = sink.path_of(&key).unwrap();
+                        prop_assert!(path.starts_with(root));
+                        let rel = path.strip_prefix(root).unwrap();
+                        prop_assert!(rel.components().all(|c| matches!(c, Component::Normal(_))));
+                        prop_assert!(key.split('/').all(|s| !s.is_empty() && s != "." && s != ".."));
+                        prop_assert!(!key.bytes().any(|b| b.is_ascii_control() || b == b'\\'));
+                        prop_assert!(key.len() <= 512);
+                        prop_assert!(key.split('/').all(|s| s.len() <= 255));
+                        // AWS's layout: [prefix/]AWSLogs/[org/]account/CloudTrail-Insight/region/Y/M/D/name.
+                        let mut expected = String::new();
+                        if !prefix.is_empty() {
+                            expected.push_str(&prefix);
+                            expected.push('/');
+                        }
+                        expected.push_str("AWSLogs/");
+                        if let Some(o) = &org {
+                            expected.push_str(o);
+                            expected.push('/');
+                        }
+                        expected.push_str(&format!("{account}/CloudTrail-Insight/{region}/"));
+                        prop_assert!(key.starts_with(&expected), "{key}");
+                        let name = key.rsplit('/').next().unwrap();
+                        let head = format!("{account}_CloudTrail-Insight_{region}_");
+                        prop_assert!(name.starts_with(&head) && name.ends_with("_KL5e9VCV2SS7IqzB.json.gz"), "{name}");
+                        prop_assert_eq!(key.matches('/').count(), expected.matches('/').count() + 3);
+                    }
+                }
+            }
+        }
     }
 }

@@ -14,8 +14,8 @@ use trailsight_detector::{BatchStats, Engine, OpenInsightReport};
 use crate::config::Config;
 use crate::decode::{Decoded, decode};
 use crate::layout::TrailLocation;
-use crate::sink::build_files;
 use crate::sink::local::LocalSink;
+use crate::sink::{RejectReason, RejectedInsights, SinkError, build_files};
 use crate::source::SourceFile;
 use crate::source::local::{Listing, list};
 
@@ -127,6 +127,11 @@ pub struct ReplaySummary {
     /// Files with record-level issues (skipped records, missing `readOnly`), at most
     /// [`MAX_RECORD_ISSUES_REPORTED`]: (file key, records with issues, first record index, first issue).
     pub record_issues: Vec<(String, u64, usize, String)>,
+    /// Insights files not written because of their own content (a key part failed validation,
+    /// or a sink refused the name); the files after them were written.
+    pub insight_files_rejected: u64,
+    /// The first [`MAX_RECORD_ISSUES_REPORTED`] of them, with why.
+    pub insights_rejected: Vec<RejectedInsights>,
 }
 
 /// Record-level issues kept in a summary.
@@ -142,6 +147,73 @@ impl ReplaySummary {
 struct EngineOutput {
     engine: Engine,
     written: Vec<PathBuf>,
+    rejected: Vec<RejectedInsights>,
+}
+
+/// Writes the Insights files of `emitted`; a file refused for its own content goes to `rejected`
+/// and the others are still written. Returns `Err` on a sink outage.
+fn write_insights(
+    emitted: &[trailsight_detector::EmittedInsight],
+    location_of: impl Fn(&str) -> TrailLocation,
+    sinks: &Sinks,
+    handle: &tokio::runtime::Handle,
+    out: &mut EngineOutput,
+) -> Result<(), std::io::Error> {
+    for built in build_files(emitted, location_of) {
+        let file = match built {
+            Ok(file) => file,
+            Err(rejected) => {
+                out.rejected.push(rejected);
+                continue;
+            }
+        };
+        match sinks.write(&file, handle) {
+            Ok(paths) => out.written.extend(paths),
+            Err(SinkError::Rejected(reason)) => out.rejected.push(RejectedInsights {
+                key: crate::layout::shown(&file.key),
+                records: file.records,
+                reason,
+            }),
+            Err(SinkError::Unavailable(e)) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Largest number of bytes read from one log file (compressed bytes for a gzip file): 256 MiB.
+/// CloudTrail delivers files of a few MB at most; the records before the cut are kept and the
+/// file is reported as read in part.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Bytes of log files (as listed, each counted up to [`MAX_FILE_BYTES`]) fetched or being decoded
+/// at once, across all concurrent fetches: 1 GiB. A file waits for its share before it is fetched.
+pub const MAX_BYTES_IN_FLIGHT: u64 = 1 << 30;
+
+/// How much of the log files [`run_files`] holds at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Bytes read from one file, at most; default [`MAX_FILE_BYTES`].
+    pub max_file_bytes: u64,
+    /// Bytes in flight across concurrent fetches, at most; default [`MAX_BYTES_IN_FLIGHT`].
+    pub max_bytes_in_flight: u64,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        FetchLimits {
+            max_file_bytes: MAX_FILE_BYTES,
+            max_bytes_in_flight: MAX_BYTES_IN_FLIGHT,
+        }
+    }
+}
+
+/// A log file's bytes, as far as they were read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The first bytes of the file, at most the cap given.
+    pub bytes: Vec<u8>,
+    /// True when the file is longer than the cap: the rest was not read.
+    pub truncated: bool,
 }
 
 /// Where a log file's bytes come from.
@@ -154,41 +226,84 @@ pub enum Fetcher {
 }
 
 impl Fetcher {
-    /// The file's bytes.
+    /// The file's bytes, at most [`MAX_FILE_BYTES`] of them (see [`Fetcher::fetch_at_most`]).
+    pub async fn fetch(&self, file: &SourceFile) -> Result<Fetched, FetchError> {
+        self.fetch_at_most(file, MAX_FILE_BYTES).await
+    }
+
+    /// The file's first `max_bytes` bytes (at least 1), and whether there was more.
+    /// On S3, a file listed larger than `max_bytes` is fetched with a ranged `GetObject`; every
+    /// body is read only up to the cap, whatever its announced length.
     ///
     /// Returns `Err(FetchError::Unreadable)` for a local read error or an S3 error response
     /// about the object (e.g. `NoSuchKey`, `InvalidObjectState`), and
     /// `Err(FetchError::Unavailable)` when S3 cannot be reached, times out, keeps answering
     /// 5xx/throttling after the SDK's retries, refuses the credentials or permissions
     /// (`ExpiredToken`, `SignatureDoesNotMatch`, `AccessDenied`, `KMS.…`), or the body is cut off.
-    pub async fn fetch(&self, file: &SourceFile) -> Result<Vec<u8>, FetchError> {
+    pub async fn fetch_at_most(
+        &self,
+        file: &SourceFile,
+        max_bytes: u64,
+    ) -> Result<Fetched, FetchError> {
+        use tokio::io::AsyncReadExt;
+        let max = max_bytes.max(1);
+        // Room for what the listing announced, up to the cap (a hint: the file may differ).
+        let capacity = usize::try_from(file.size.min(max)).unwrap_or(0);
         match self {
-            Fetcher::Local => tokio::fs::read(&file.path)
-                .await
-                .map_err(|e| FetchError::Unreadable(e.to_string())),
-            Fetcher::S3(client, bucket) => {
-                let out = client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(&file.key)
-                    .send()
+            Fetcher::Local => {
+                let read = async {
+                    let f = tokio::fs::File::open(&file.path).await?;
+                    let mut bytes = Vec::with_capacity(capacity);
+                    // One byte past the cap tells whether there is more.
+                    f.take(max.saturating_add(1))
+                        .read_to_end(&mut bytes)
+                        .await?;
+                    Ok::<_, std::io::Error>(bytes)
+                };
+                let mut bytes = read
                     .await
-                    .map_err(|e| {
-                        let reason = format!(
-                            "GetObject s3://{bucket}/{}: {}",
-                            file.key,
-                            aws_sdk_s3::error::DisplayErrorContext(&e)
-                        );
-                        if is_transient(&e) {
-                            FetchError::Unavailable(reason)
-                        } else {
-                            FetchError::Unreadable(reason)
-                        }
-                    })?;
-                let body = out.body.collect().await.map_err(|e| {
-                    FetchError::Unavailable(format!("reading s3://{bucket}/{}: {e}", file.key))
+                    .map_err(|e| FetchError::Unreadable(e.to_string()))?;
+                let truncated = bytes.len() as u64 > max;
+                bytes.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+                Ok(Fetched { bytes, truncated })
+            }
+            Fetcher::S3(client, bucket) => {
+                let mut req = client.get_object().bucket(bucket).key(&file.key);
+                if file.size > max {
+                    req = req.range(format!("bytes=0-{}", max - 1));
+                }
+                let out = req.send().await.map_err(|e| {
+                    let reason = format!(
+                        "GetObject s3://{bucket}/{}: {}",
+                        file.key,
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    );
+                    if is_transient(&e) {
+                        FetchError::Unavailable(reason)
+                    } else {
+                        FetchError::Unreadable(reason)
+                    }
                 })?;
-                Ok(body.into_bytes().to_vec())
+                // `bytes 0-N/TOTAL`: the object's whole length, when a range was asked.
+                let total = out
+                    .content_range()
+                    .and_then(|r| r.rsplit('/').next())
+                    .and_then(|t| t.parse::<u64>().ok());
+                let mut body = out.body;
+                let mut bytes = Vec::with_capacity(capacity);
+                let mut truncated = total.is_some_and(|t| t > max);
+                while let Some(chunk) = body.try_next().await.map_err(|e| {
+                    FetchError::Unavailable(format!("reading s3://{bucket}/{}: {e}", file.key))
+                })? {
+                    let room = usize::try_from(max - bytes.len() as u64).unwrap_or(usize::MAX);
+                    if chunk.len() > room {
+                        bytes.extend_from_slice(&chunk[..room]);
+                        truncated = true;
+                        break;
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(Fetched { bytes, truncated })
             }
         }
     }
@@ -250,11 +365,16 @@ pub struct Sinks {
 impl Sinks {
     /// Writes one file to every sink; returns where (paths and `s3://` URLs).
     /// Called from a plain thread: S3 writes block on `handle`.
+    ///
+    /// Returns `Err(SinkError::Rejected)` when a sink refuses this file for its own content (its
+    /// name; see [`crate::sink::RejectReason`]), and `Err(SinkError::Unavailable)` when a sink
+    /// cannot take files now (local I/O errors, S3 unreachable, timeouts, throttling, 5xx,
+    /// refused credentials).
     pub fn write(
         &self,
         file: &crate::sink::InsightFile,
         handle: &tokio::runtime::Handle,
-    ) -> std::io::Result<Vec<PathBuf>> {
+    ) -> Result<Vec<PathBuf>, SinkError> {
         let mut out = Vec::new();
         if let Some(local) = &self.local {
             out.push(local.write(file)?);
@@ -276,14 +396,38 @@ impl Sinks {
                         .send(),
                 )
                 .map_err(|e| {
-                    std::io::Error::other(format!(
-                        "PutObject s3://{bucket}/{key}: {}",
-                        aws_sdk_s3::error::DisplayErrorContext(&e)
-                    ))
+                    let reason = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+                    if is_key_refused(&e) {
+                        SinkError::Rejected(RejectReason::S3Key {
+                            bucket: bucket.clone(),
+                            key: crate::layout::shown(&key),
+                            reason,
+                        })
+                    } else {
+                        SinkError::Unavailable(std::io::Error::other(format!(
+                            "PutObject s3://{bucket}/{key}: {reason}"
+                        )))
+                    }
                 })?;
             out.push(PathBuf::from(format!("s3://{bucket}/{key}")));
         }
         Ok(out)
+    }
+}
+
+/// S3 error codes that are about the key of one request, not the service.
+const KEY_ERRORS: &[&str] = &["KeyTooLongError", "InvalidArgument", "InvalidURI"];
+
+/// True for a 400 answer about the key (`KeyTooLongError`, `InvalidArgument`, `InvalidURI`).
+fn is_key_refused<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    match e {
+        aws_sdk_s3::error::SdkError::ServiceError(se) => {
+            se.raw().status().as_u16() == 400
+                && se.err().code().is_some_and(|c| KEY_ERRORS.contains(&c))
+        }
+        _ => false,
     }
 }
 
@@ -302,14 +446,22 @@ pub struct RunFiles<'a> {
     /// When set, no new file is started: the files in flight are finished, and
     /// `summary.files_consumed` says how many of the files (a prefix, in order) went through.
     pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Bytes read per file and held at once.
+    pub limits: FetchLimits,
 }
 
 /// Runs files (each with the index of its fetcher) through `engine` in the given order,
 /// writing Insights as the engine decides them. Adds to `summary`; returns the engine.
 ///
+/// Memory: a file is fetched only once its listed size (up to `limits.max_file_bytes`) fits in
+/// `limits.max_bytes_in_flight` with the files fetched or being decoded (one file at a time
+/// always goes), and at most one file per core is decoded at once.
+/// An Insights file refused for its own content (see [`crate::sink::RejectReason`]) is counted
+/// in `summary.insight_files_rejected`, and the rest go on.
+///
 /// Returns `Err(ReplayError::SourceUnavailable)` when a file cannot be fetched for a reason
 /// that is not the file's (the engine then holds only the files before it), and
-/// `Err(ReplayError::Sink)` when an Insights file cannot be written.
+/// `Err(ReplayError::Sink)` when a sink is unavailable (I/O error, disk full, S3 outage).
 pub async fn run_files(
     engine: Engine,
     files: Vec<(usize, SourceFile)>,
@@ -323,49 +475,93 @@ pub async fn run_files(
         finish,
         progress,
         stop,
+        limits,
     } = run;
     let handle = tokio::runtime::Handle::current();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>)>(8);
     let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let aborted_in_engine = aborted.clone();
-    let engine_thread = std::thread::spawn(move || -> Result<EngineOutput, std::io::Error> {
-        let mut engine = engine;
-        let mut written = Vec::new();
+    let engine_thread = std::thread::spawn(move || {
+        let mut out = EngineOutput {
+            engine,
+            written: Vec::new(),
+            rejected: Vec::new(),
+        };
         let location_of = |account: &str| locations.get(account).cloned().unwrap_or_default();
+        let mut outage = None;
         while let Some((decoded, delivered)) = rx.blocking_recv() {
-            let emitted = engine.ingest(&decoded.batch, delivered);
-            for file in build_files(&emitted, location_of) {
-                written.extend(sinks.write(&file, &handle)?);
+            let emitted = out.engine.ingest(&decoded.batch, delivered);
+            if let Err(e) = write_insights(&emitted, location_of, &sinks, &handle, &mut out) {
+                outage = Some(e);
+                break;
             }
         }
-        if finish && !aborted_in_engine.load(std::sync::atomic::Ordering::SeqCst) {
-            let emitted = engine.finish();
-            for file in build_files(&emitted, location_of) {
-                written.extend(sinks.write(&file, &handle)?);
+        if outage.is_none()
+            && finish
+            && !aborted_in_engine.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let emitted = out.engine.finish();
+            if let Err(e) = write_insights(&emitted, location_of, &sinks, &handle, &mut out) {
+                outage = Some(e);
             }
         }
-        Ok(EngineOutput { engine, written })
+        match outage {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     });
 
     let parallel = Fetcher::parallelism(fetchers);
-    type Job = tokio::task::JoinHandle<Result<Decoded, FetchError>>;
+    let max_file_bytes = limits.max_file_bytes.max(1);
+    // The byte budget, in KiB permits (a semaphore counts at most `u32::MAX` per acquisition).
+    let budget_kib = u32::try_from(limits.max_bytes_in_flight.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .clamp(
+            1,
+            u32::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u32::MAX),
+        );
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(budget_kib as usize));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let decoders = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
+    type Job = tokio::task::JoinHandle<Result<(Decoded, bool), FetchError>>;
     let mut inflight: VecDeque<(SourceFile, Job)> = VecDeque::new();
     let mut unavailable = None;
-    let mut files = files.into_iter();
+    let mut files = files.into_iter().peekable();
     loop {
         while inflight.len() < parallel
             && !stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
         {
+            let Some((_, next)) = files.peek() else {
+                break;
+            };
+            // Its share of the budget, taken in file order. Permits are given back when a
+            // file's decode ends, whatever the order: with nothing in flight all are free.
+            let charge = u32::try_from(next.size.clamp(1, max_file_bytes).div_ceil(1024))
+                .unwrap_or(u32::MAX)
+                .min(budget_kib);
+            let permit = match budget.clone().try_acquire_many_owned(charge) {
+                Ok(p) => p,
+                Err(_) if !inflight.is_empty() => break,
+                Err(_) => budget
+                    .clone()
+                    .acquire_many_owned(charge)
+                    .await
+                    .map_err(|e| ReplayError::Task(e.to_string()))?,
+            };
             let Some((source, file)) = files.next() else {
                 break;
             };
             let fetcher = fetchers.get(source).cloned().unwrap_or(Fetcher::Local);
             let f = file.clone();
+            let decoders = decoders.clone();
             let handle = tokio::spawn(async move {
-                let bytes = fetcher.fetch(&f).await?;
-                tokio::task::spawn_blocking(move || decode(&bytes))
+                let fetched = fetcher.fetch_at_most(&f, max_file_bytes).await?;
+                let _decoding = decoders.acquire_owned().await;
+                let decoded = tokio::task::spawn_blocking(move || decode(&fetched.bytes))
                     .await
-                    .map_err(|e| FetchError::Unreadable(format!("decoder task failed: {e}")))
+                    .map_err(|e| FetchError::Unreadable(format!("decoder task failed: {e}")))?;
+                drop(permit);
+                Ok((decoded, fetched.truncated))
             });
             inflight.push_back((file, handle));
         }
@@ -388,7 +584,7 @@ pub async fn run_files(
                 reason,
                 skipped: true,
             }),
-            Ok(decoded) => {
+            Ok((decoded, truncated)) => {
                 let skipped = decoded.batch.stats.records == 0 && !decoded.errors.is_empty();
                 if !skipped {
                     summary.files_read += 1;
@@ -405,11 +601,13 @@ pub async fn run_files(
                         .record_issues
                         .push((file.key.clone(), n, *index, issue.to_string()));
                 }
-                if !decoded.errors.is_empty() {
-                    let reason = decoded
-                        .errors
-                        .iter()
-                        .map(ToString::to_string)
+                if truncated || !decoded.errors.is_empty() {
+                    let cut = truncated.then(|| {
+                        format!("larger than {max_file_bytes} bytes; the rest was not read")
+                    });
+                    let reason = cut
+                        .into_iter()
+                        .chain(decoded.errors.iter().map(ToString::to_string))
                         .collect::<Vec<_>>()
                         .join("; ");
                     summary.problems.push(FileProblem {
@@ -448,6 +646,11 @@ pub async fn run_files(
     (summary.insights_started, summary.insights_ended) = output.engine.insight_counts();
     summary.open_insights = output.engine.open_insights();
     summary.files_written.extend(output.written);
+    summary.insight_files_rejected += output.rejected.len() as u64;
+    let room = MAX_RECORD_ISSUES_REPORTED.saturating_sub(summary.insights_rejected.len());
+    summary
+        .insights_rejected
+        .extend(output.rejected.into_iter().take(room));
     Ok(output.engine)
 }
 
@@ -528,6 +731,7 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
             finish: opts.state.is_none(),
             progress: progress.as_ref(),
             stop: None,
+            limits: FetchLimits::default(),
         },
         &mut summary,
     )
@@ -610,6 +814,16 @@ impl std::fmt::Display for ReplaySummary {
             self.open_insights.len(),
             self.files_written.len()
         )?;
+        if self.insight_files_rejected > 0 {
+            writeln!(
+                f,
+                "Insights files not written (refused for their content): {}",
+                self.insight_files_rejected
+            )?;
+            for r in &self.insights_rejected {
+                writeln!(f, "  not written: {r}")?;
+            }
+        }
         for o in &self.open_insights {
             writeln!(
                 f,

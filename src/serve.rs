@@ -535,10 +535,14 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 finish: false,
                 progress: None,
                 stop: Some(stop.as_ref()),
+                limits: crate::replay::FetchLimits::default(),
             };
             let result = run_files(engine, chunk, run, &mut summary).await;
             for p in &summary.problems {
                 tracing::warn!(file = %p.key, reason = %p.reason, skipped = p.skipped, "unreadable log file");
+            }
+            for r in &summary.insights_rejected {
+                tracing::warn!(insights = %r.key, records = r.records, reason = %r.reason, "Insights file refused for its content; skipped");
             }
             match result {
                 Ok(engine) => checkpoint.engine = engine,

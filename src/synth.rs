@@ -372,6 +372,7 @@ fn write_file(
     let unique = unique_string(json.as_bytes());
     let key =
         crate::layout::insight_key(&spec.location, &spec.account, &spec.region, slot, &unique)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
             .replace("CloudTrail-Insight", "CloudTrail");
     let path = root.join(&key);
     if let Some(dir) = path.parent() {

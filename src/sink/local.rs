@@ -1,9 +1,10 @@
 //! Writes Insights files under a local folder, atomically (temporary file, then rename).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use super::InsightFile;
+use super::{InsightFile, RejectReason, SinkError};
+use crate::layout::shown;
 
 /// A local folder sink.
 #[derive(Debug, Clone)]
@@ -19,23 +20,118 @@ impl LocalSink {
         }
     }
 
+    /// Where `key` goes: `<root>/<key>`.
+    ///
+    /// Returns `Err(RejectReason::LocalName)` unless `key` is a relative path of plain,
+    /// non-empty `/`-separated names (no `.`, `..`, empty or absolute part, no NUL or
+    /// backslash), so the path is always below the root.
+    pub fn path_of(&self, key: &str) -> Result<PathBuf, RejectReason> {
+        let plain = !key.is_empty()
+            && !key.contains(['\0', '\\'])
+            && key
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+            && Path::new(key)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+        if plain {
+            Ok(self.root.join(key))
+        } else {
+            Err(RejectReason::LocalName {
+                path: shown(key),
+                reason: "not a relative path of plain names".into(),
+            })
+        }
+    }
+
     /// Writes one file at `<root>/<key>`; returns its path.
     ///
-    /// Returns `Err` with the path when a folder or the file cannot be written.
-    pub fn write(&self, file: &InsightFile) -> std::io::Result<PathBuf> {
-        let path = self.root.join(&file.key);
+    /// Returns `Err(SinkError::Rejected)` when the name is refused, by [`LocalSink::path_of`] or by
+    /// the file system (`ENAMETOOLONG`, `EINVAL`, `EILSEQ`): only this file is affected; and
+    /// `Err(SinkError::Unavailable)` with the path for any other error (disk full, I/O error,
+    /// permission denied, read-only file system).
+    pub fn write(&self, file: &InsightFile) -> Result<PathBuf, SinkError> {
+        let path = self.path_of(&file.key)?;
         let dir = path.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(|e| with_path(e, dir))?;
+        std::fs::create_dir_all(dir).map_err(|e| classify(e, dir))?;
         let tmp = path.with_extension("gz.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| classify(e, &tmp))?;
         f.write_all(&file.body)
             .and_then(|()| f.sync_all())
-            .map_err(|e| with_path(e, &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(|e| with_path(e, &path))?;
+            .map_err(|e| classify(e, &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(|e| classify(e, &path))?;
         Ok(path)
     }
 }
 
-fn with_path(e: std::io::Error, path: &Path) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+/// `ENAMETOOLONG`, `EINVAL` and `EILSEQ` (Linux numbers): the name, not the file system, is at fault.
+const NAME_ERRNOS: [i32; 3] = [36, 22, 84];
+
+/// A write error: about the name (the file is refused) or about the sink (an outage).
+fn classify(e: std::io::Error, path: &Path) -> SinkError {
+    let about_name = matches!(
+        e.kind(),
+        std::io::ErrorKind::InvalidFilename | std::io::ErrorKind::InvalidInput
+    ) || e.raw_os_error().is_some_and(|n| NAME_ERRNOS.contains(&n));
+    if about_name {
+        SinkError::Rejected(RejectReason::LocalName {
+            path: shown(&path.to_string_lossy()),
+            reason: e.to_string(),
+        })
+    } else {
+        SinkError::Unavailable(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(key: &str) -> InsightFile {
+        InsightFile {
+            key: key.into(),
+            body: b"x".to_vec(),
+            records: 1,
+        }
+    }
+
+    #[test]
+    fn names_the_file_system_refuses_are_rejected_and_outages_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalSink::new(&dir.path().join("sink"));
+        // A name too long for the file system (ENAMETOOLONG) even though the key is relative.
+        let long = format!("AWSLogs/{}/f.json.gz", "1".repeat(300));
+        assert!(matches!(
+            sink.write(&file(&long)),
+            Err(SinkError::Rejected(RejectReason::LocalName { .. }))
+        ));
+        for key in [
+            "../x.json.gz",
+            "/tmp/x",
+            "a//b",
+            "a/./b",
+            "a/\0/b",
+            "",
+            "a\\..\\b",
+        ] {
+            assert!(
+                matches!(
+                    sink.write(&file(key)),
+                    Err(SinkError::Rejected(RejectReason::LocalName { .. }))
+                ),
+                "{key:?}"
+            );
+        }
+        assert!(sink.write(&file("AWSLogs/ok.json.gz")).is_ok());
+        // A sink under a regular file: an outage (ENOTDIR), not a refused name.
+        std::fs::write(dir.path().join("plain"), b"").unwrap();
+        let blocked = LocalSink::new(&dir.path().join("plain"));
+        assert!(matches!(
+            blocked.write(&file("AWSLogs/ok.json.gz")),
+            Err(SinkError::Unavailable(_))
+        ));
+    }
 }

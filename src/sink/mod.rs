@@ -11,7 +11,7 @@ use std::io::Write;
 use serde::Serialize;
 use trailsight_detector::{EmittedInsight, InsightRecord};
 
-use crate::layout::{TrailLocation, insight_key, unique_string};
+use crate::layout::{InsightKeyError, TrailLocation, insight_key, shown, unique_string};
 
 /// One Insights file, ready to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,68 @@ pub struct InsightFile {
     pub records: usize,
 }
 
+/// Why one Insights file was refused: something in its own content (a key part, its name),
+/// not the state of the sink. The file is reported and skipped; the files after it are written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// A part of the key failed validation: nothing was written.
+    #[error(transparent)]
+    Key(#[from] InsightKeyError),
+    /// The local file system refuses the name (not a relative path of plain names, name too
+    /// long, invalid name).
+    #[error("the file system refuses the name {path}: {reason}")]
+    LocalName {
+        /// The path, escaped.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// S3 refuses the key (`KeyTooLongError`, `InvalidArgument`, another 400 about the request).
+    #[error("S3 refuses the key s3://{bucket}/{key}: {reason}")]
+    S3Key {
+        /// Bucket.
+        bucket: String,
+        /// Key, escaped.
+        key: String,
+        /// S3's error code and message.
+        reason: String,
+    },
+}
+
+/// Why an Insights file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The file itself is refused (see [`RejectReason`]): skip it and go on.
+    #[error(transparent)]
+    Rejected(#[from] RejectReason),
+    /// The sink cannot take files now (disk full, I/O error, permission denied, S3 unreachable,
+    /// timing out or answering 5xx): the work must be retried, not skipped.
+    #[error(transparent)]
+    Unavailable(std::io::Error),
+}
+
+/// Insights not written because of their own content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedInsights {
+    /// The file's key when it could be built, else its account, Region and delivery minute
+    /// (escaped and shortened: they come from log records).
+    pub key: String,
+    /// Insights records in the file.
+    pub records: usize,
+    /// Why it was refused.
+    pub reason: RejectReason,
+}
+
+impl std::fmt::Display for RejectedInsights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({} records): {}",
+            self.key, self.records, self.reason
+        )
+    }
+}
+
 #[derive(Serialize)]
 struct Records<'a> {
     #[serde(rename = "Records")]
@@ -33,10 +95,12 @@ struct Records<'a> {
 /// Groups records into files. `location_of(account)` gives each account's trail location.
 ///
 /// Records in a file are sorted by `eventTime`, `eventSource`, `eventName`, type, error code and state.
+/// A group whose key cannot be built from validated parts (see [`insight_key`]) is an `Err`
+/// naming its account, Region and minute; the other groups are unaffected.
 pub fn build_files(
     emitted: &[EmittedInsight],
     location_of: impl Fn(&str) -> TrailLocation,
-) -> Vec<InsightFile> {
+) -> Vec<Result<InsightFile, RejectedInsights>> {
     let mut groups: BTreeMap<(TrailLocation, &str, &str, i64), Vec<&InsightRecord>> =
         BTreeMap::new();
     for e in emitted {
@@ -77,11 +141,75 @@ pub fn build_files(
                 .write_all(&json)
                 .and_then(|()| gz.finish())
                 .unwrap_or_default();
-            InsightFile {
-                key: insight_key(&location, account, region, minute, &unique),
-                body,
-                records: n,
+            match insight_key(&location, account, region, minute, &unique) {
+                Ok(key) => Ok(InsightFile {
+                    key,
+                    body,
+                    records: n,
+                }),
+                Err(e) => Err(RejectedInsights {
+                    key: format!(
+                        "account {} Region {} delivery minute {minute}",
+                        shown(account),
+                        shown(region)
+                    ),
+                    records: n,
+                    reason: e.into(),
+                }),
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> InsightRecord {
+        #[derive(serde::Deserialize)]
+        struct File {
+            #[serde(rename = "Records")]
+            records: Vec<InsightRecord>,
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/cloudtrail/aws-docs/insight_examples.json");
+        let file: File = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        file.records[0].clone()
+    }
+
+    #[test]
+    fn a_hostile_group_is_refused_and_the_others_are_written() {
+        let emitted = |account: &str, region: &str| EmittedInsight {
+            delivery_minute: 26_588_937,
+            account: account.into(),
+            region: region.into(),
+            record: record(),
+        };
+        let all = vec![
+            emitted("../../../../tmp/x", "us-east-1"),
+            emitted(&"1".repeat(300), "us-east-1"),
+            emitted("1111\u{0}22223333", "us-east-1"),
+            emitted("111122223333", "US/EAST"),
+            emitted("111122223333", "us-east-1"),
+        ];
+        let built = build_files(&all, |_| TrailLocation::default());
+        let (ok, refused): (Vec<_>, Vec<_>) = built.into_iter().partition(Result::is_ok);
+        assert_eq!(ok.len(), 1);
+        assert_eq!(refused.len(), 4);
+        for r in refused.into_iter().map(|r| r.unwrap_err()) {
+            assert!(matches!(r.reason, RejectReason::Key(_)), "{r}");
+            assert_eq!(r.records, 1);
+            assert!(!r.to_string().contains('\0'), "{r}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sink = local::LocalSink::new(&dir.path().join("sink"));
+        let file = ok.into_iter().next().unwrap().unwrap();
+        let path = sink.write(&file).unwrap();
+        assert!(
+            path.starts_with(
+                dir.path()
+                    .join("sink/AWSLogs/111122223333/CloudTrail-Insight/us-east-1/")
+            )
+        );
+    }
 }

@@ -32,3 +32,38 @@ pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
         })
         .collect()
 }
+
+/// Access key of [`start_s3`]'s server.
+pub const AK: &str = "AKIATRAILSIGHTTEST";
+/// Secret key of [`start_s3`]'s server.
+pub const SK: &str = "trailsight-test-secret-key";
+
+/// An S3 server (s3s + s3s-fs, SigV4 verified) over `root` on loopback; returns its address.
+pub async fn start_s3(root: &Path) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let fs = s3s_fs::FileSystem::new(root).unwrap();
+    let mut b = s3s::service::S3ServiceBuilder::new(fs);
+    b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
+    let service = b.build();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let conn = http
+                .serve_connection(TokioIo::new(socket), service.clone())
+                .into_owned();
+            connections.spawn(async move {
+                let _ = conn.await;
+            });
+            while connections.try_join_next().is_some() {}
+        }
+    });
+    (addr, task)
+}
