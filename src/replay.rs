@@ -325,6 +325,7 @@ pub async fn run_files(
         stop,
     } = run;
     let handle = tokio::runtime::Handle::current();
+    let config = engine.config().clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>)>(8);
     let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let aborted_in_engine = aborted.clone();
@@ -361,9 +362,11 @@ pub async fn run_files(
             };
             let fetcher = fetchers.get(source).cloned().unwrap_or(Fetcher::Local);
             let f = file.clone();
+            let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
+            let bounds = config.time_bounds(file.info.delivered_minute, now_minute);
             let handle = tokio::spawn(async move {
                 let bytes = fetcher.fetch(&f).await?;
-                tokio::task::spawn_blocking(move || decode(&bytes))
+                tokio::task::spawn_blocking(move || decode(&bytes, bounds))
                     .await
                     .map_err(|e| FetchError::Unreadable(format!("decoder task failed: {e}")))
             });
