@@ -72,7 +72,9 @@ fn ingest(c: &mut Criterion) {
             let mut engine = Engine::new(DetectorConfig::default()).expect("config");
             let mut n = 0;
             for (gz, delivered) in &files {
-                n += engine.ingest(&decode(gz, TimeBounds::UNBOUNDED).batch, *delivered).len();
+                n += engine
+                    .ingest(&decode(gz, TimeBounds::UNBOUNDED).batch, *delivered)
+                    .len();
             }
             n + engine.finish().len()
         })
