@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::de::IgnoredAny;
 use trailsight::decode::{decode, inflate};
 use trailsight_detector::aggregate::Aggregator;
-use trailsight_detector::{DetectorConfig, Engine};
+use trailsight_detector::{DetectorConfig, Engine, TimeBounds};
 
 /// Gzip bytes of each log file with its delivery minute, in delivery order.
 type Corpus = Vec<(Vec<u8>, Option<i64>)>;
@@ -60,11 +60,11 @@ fn ingest(c: &mut Criterion) {
             let mut late = Vec::new();
             let mut closed = 0usize;
             for (gz, delivered) in &files {
-                let d = decode(gz);
+                let d = decode(gz, TimeBounds::UNBOUNDED);
                 agg.push(&d.batch, *delivered, &mut late);
-                closed += agg.close_ready().len();
+                closed += agg.close_ready().minutes.len();
             }
-            closed + agg.close_all().len()
+            closed + agg.close_all().minutes.len()
         })
     });
     g.bench_function("trailsight: decode + aggregate + detect", |b| {
@@ -72,7 +72,9 @@ fn ingest(c: &mut Criterion) {
             let mut engine = Engine::new(DetectorConfig::default()).expect("config");
             let mut n = 0;
             for (gz, delivered) in &files {
-                n += engine.ingest(&decode(gz).batch, *delivered).len();
+                n += engine
+                    .ingest(&decode(gz, TimeBounds::UNBOUNDED).batch, *delivered)
+                    .len();
             }
             n + engine.finish().len()
         })

@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use trailsight_detector::record::{SyntaxError, parse_log};
-use trailsight_detector::{BatchBuilder, FileBatch};
+use trailsight_detector::{BatchBuilder, FileBatch, TimeBounds};
 
 /// Largest inflated size read from one file; larger files are cut there and reported.
 pub const MAX_INFLATED_BYTES: usize = 2 << 30;
@@ -94,7 +94,8 @@ pub fn inflate(bytes: &[u8]) -> (Vec<u8>, Option<DecodeError>) {
 }
 
 /// Decodes one file's bytes (gzip or plain JSON, detected from the content, not the name).
-pub fn decode(bytes: &[u8]) -> Decoded {
+/// Records whose `eventTime` is outside `bounds` are counted and skipped (see [`TimeBounds`]).
+pub fn decode(bytes: &[u8], bounds: TimeBounds) -> Decoded {
     let mut errors = Vec::new();
     let inflated;
     let json: &[u8] = if is_gzip(bytes) {
@@ -105,7 +106,7 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     } else {
         bytes
     };
-    let mut builder = BatchBuilder::new();
+    let mut builder = BatchBuilder::with_bounds(bounds);
     let outcome = parse_log(json, |r| builder.push(&r));
     // A JSON error at the very end of a truncated gzip stream is the same break: report the gzip one only.
     let gzip_cut = matches!(
@@ -141,8 +142,8 @@ mod tests {
 
     #[test]
     fn gzip_and_plain_give_the_same_batch() {
-        let a = decode(&gz(TWO.as_bytes()));
-        let b = decode(TWO.as_bytes());
+        let a = decode(&gz(TWO.as_bytes()), TimeBounds::UNBOUNDED);
+        let b = decode(TWO.as_bytes(), TimeBounds::UNBOUNDED);
         assert!(a.errors.is_empty() && b.errors.is_empty());
         assert_eq!(a.batch.events, b.batch.events);
         assert_eq!(a.batch.events.len(), 2);
@@ -159,7 +160,7 @@ mod tests {
         );
         let z = gz(big.as_bytes());
         let cut = &z[..z.len() / 2];
-        let d = decode(cut);
+        let d = decode(cut, TimeBounds::UNBOUNDED);
         assert!(
             matches!(d.errors.as_slice(), [DecodeError::Gzip { .. }]),
             "{:?}",
@@ -174,11 +175,11 @@ mod tests {
 
     #[test]
     fn not_json_is_reported() {
-        let d = decode(b"PK\x03\x04 zip file");
+        let d = decode(b"PK\x03\x04 zip file", TimeBounds::UNBOUNDED);
         assert_eq!(d.errors, vec![DecodeError::NoRecords]);
-        let d = decode(&gz(b"hello"));
+        let d = decode(&gz(b"hello"), TimeBounds::UNBOUNDED);
         assert_eq!(d.errors, vec![DecodeError::NoRecords]);
-        let d = decode(&[0x1f, 0x8b, 0x08, 0, 0, 0]);
+        let d = decode(&[0x1f, 0x8b, 0x08, 0, 0, 0], TimeBounds::UNBOUNDED);
         assert!(
             matches!(d.errors.as_slice(), [DecodeError::Gzip { .. }]),
             "{:?}",

@@ -478,6 +478,7 @@ pub async fn run_files(
         limits,
     } = run;
     let handle = tokio::runtime::Handle::current();
+    let config = engine.config().clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>)>(8);
     let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let aborted_in_engine = aborted.clone();
@@ -554,10 +555,12 @@ pub async fn run_files(
             let fetcher = fetchers.get(source).cloned().unwrap_or(Fetcher::Local);
             let f = file.clone();
             let decoders = decoders.clone();
+            let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
+            let bounds = config.time_bounds(file.info.delivered_minute, now_minute);
             let handle = tokio::spawn(async move {
                 let fetched = fetcher.fetch_at_most(&f, max_file_bytes).await?;
                 let _decoding = decoders.acquire_owned().await;
-                let decoded = tokio::task::spawn_blocking(move || decode(&fetched.bytes))
+                let decoded = tokio::task::spawn_blocking(move || decode(&fetched.bytes, bounds))
                     .await
                     .map_err(|e| FetchError::Unreadable(format!("decoder task failed: {e}")))?;
                 drop(permit);

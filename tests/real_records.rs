@@ -76,7 +76,7 @@ fn counted(
     trailsight_detector::BatchStats,
     Vec<DecodeError>,
 ) {
-    let d = decode(bytes);
+    let d = decode(bytes, trailsight_detector::TimeBounds::UNBOUNDED);
     let s = |i: u32| d.batch.strings[i as usize].to_string();
     let mut counts = BTreeMap::new();
     for e in &d.batch.events {
@@ -164,7 +164,7 @@ fn otrf_export_gives_clear_errors_and_no_panic() {
     let files = json_files("cloudtrail/otrf");
     assert_eq!(files.len(), 1);
     let bytes = std::fs::read(&files[0]).unwrap();
-    let d = decode(&bytes);
+    let d = decode(&bytes, trailsight_detector::TimeBounds::UNBOUNDED);
     // JSON Lines with `@timestamp` instead of `eventTime`: every record skipped, each reported.
     assert!(d.errors.is_empty(), "{:?}", d.errors);
     assert_eq!(d.batch.stats.records, 103);
@@ -182,12 +182,12 @@ fn broken_copies_of_real_files_never_panic() {
     let path = data("cloudtrail/aws-docs/all_doc_examples.json");
     let bytes = std::fs::read(path).unwrap();
     for cut in (0..bytes.len()).step_by(97) {
-        let d = decode(&bytes[..cut]);
+        let d = decode(&bytes[..cut], trailsight_detector::TimeBounds::UNBOUNDED);
         assert!(d.batch.stats.records <= 26);
     }
     let mut flipped = bytes.clone();
     for i in (0..flipped.len()).step_by(13) {
         flipped[i] = b'}';
     }
-    let _ = decode(&flipped);
+    let _ = decode(&flipped, trailsight_detector::TimeBounds::UNBOUNDED);
 }

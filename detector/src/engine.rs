@@ -159,16 +159,10 @@ impl Engine {
         out
     }
 
-    /// The bounds of a file's record times under this engine's settings (see
-    /// [`DetectorConfig::time_bounds`]): pass them to [`crate::BatchBuilder::with_bounds`].
-    pub fn time_bounds(
-        &self,
-        delivered_minute: Option<i64>,
-        now_minute: i64,
-    ) -> crate::batch::TimeBounds {
-        self.detector
-            .config()
-            .time_bounds(delivered_minute, now_minute)
+    /// The engine's settings (e.g. for [`DetectorConfig::time_bounds`], the bounds of a file's
+    /// record times to pass to [`crate::BatchBuilder::with_bounds`]).
+    pub fn config(&self) -> &DetectorConfig {
+        self.detector.config()
     }
 
     /// Insights without an `End` (at the end of input: reported, not closed).
@@ -197,6 +191,12 @@ impl Engine {
     /// Rate keys seen (call-rate and error-rate keys).
     pub fn key_count(&self) -> usize {
         self.aggregator.key_count()
+    }
+
+    /// Strings interned (accounts, Regions, API names, error codes, principals, user agents):
+    /// never freed, so a service can report its growth (each at most 512 bytes).
+    pub fn symbol_count(&self) -> usize {
+        self.aggregator.symbols.len()
     }
 
     /// Insights started and ended so far.
@@ -788,9 +788,9 @@ mod tests {
             ..DetectorConfig::default()
         };
         let engine = Engine::new(config).unwrap();
-        let b = engine.time_bounds(Some(30_000_000), 40_000_000);
+        let b = engine.config().time_bounds(Some(30_000_000), 40_000_000);
         assert_eq!((b.earliest, b.latest), (30_000_000 - 120, 30_000_000 + 5));
-        let loose = engine.time_bounds(None, 40_000_000);
+        let loose = engine.config().time_bounds(None, 40_000_000);
         assert_eq!(
             (loose.earliest, loose.latest),
             (

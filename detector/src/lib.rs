@@ -16,7 +16,7 @@ pub mod record;
 pub mod series;
 pub mod time;
 
-pub use batch::{BatchBuilder, BatchStats, FileBatch};
+pub use batch::{BatchBuilder, BatchStats, FileBatch, TimeBounds};
 pub use config::DetectorConfig;
 pub use engine::{EmittedInsight, Engine, OpenInsightReport};
 pub use insight::InsightRecord;
