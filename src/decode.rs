@@ -138,7 +138,7 @@ mod tests {
         e.finish().unwrap()
     }
 
-    const TWO: &str = r#"{"Records":[{"eventTime":"2024-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","awsRegion":"us-east-1","recipientAccountId":"1","managementEvent":true,"readOnly":false},{"eventTime":"2024-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","awsRegion":"us-east-1","recipientAccountId":"1","managementEvent":true,"readOnly":false}]}"#;
+    const TWO: &str = r#"{"Records":[{"eventTime":"2024-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","awsRegion":"us-east-1","recipientAccountId":"111122223333","managementEvent":true,"readOnly":false},{"eventTime":"2024-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","awsRegion":"us-east-1","recipientAccountId":"111122223333","managementEvent":true,"readOnly":false}]}"#;
 
     #[test]
     fn gzip_and_plain_give_the_same_batch() {
@@ -154,7 +154,7 @@ mod tests {
         let big: String = format!(
             "{{\"Records\":[{}]}}",
             (0..2000)
-                .map(|i| format!(r#"{{"eventTime":"2024-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","awsRegion":"us-east-1","recipientAccountId":"1","managementEvent":true,"readOnly":false,"eventID":"id-{i}","requestParameters":{{"n":{i}}}}}"#))
+                .map(|i| format!(r#"{{"eventTime":"2024-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","awsRegion":"us-east-1","recipientAccountId":"111122223333","managementEvent":true,"readOnly":false,"eventID":"id-{i}","requestParameters":{{"n":{i}}}}}"#))
                 .collect::<Vec<_>>()
                 .join(",")
         );

@@ -8,6 +8,16 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
+/// Stratus Red Team anonymizes Regions (`us-north-2r`), which AWS's Region pattern rejects:
+/// the same records in `us-east-1`, as the trail folder they are put in says.
+fn in_us_east_1(data: &[u8]) -> Vec<u8> {
+    let mut records: Vec<serde_json::Value> = serde_json::from_slice(data).unwrap();
+    for r in &mut records {
+        r["awsRegion"] = serde_json::Value::from("us-east-1");
+    }
+    serde_json::to_vec(&records).unwrap()
+}
+
 fn gz(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
@@ -19,26 +29,28 @@ fn replay_reports_broken_files_and_keeps_good_records() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cloudtrail");
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    let day = "AWSLogs/946986569305/CloudTrail/us-east-1/2024/07/30";
-    let good =
-        std::fs::read(data.join("stratus-red-team/aws.persistence.iam-create-admin-user.json"))
-            .unwrap();
+    let day = "AWSLogs/946986569305/CloudTrail/us-east-1/2024/08/02";
+    let good = in_us_east_1(
+        &std::fs::read(data.join("stratus-red-team/aws.persistence.iam-create-admin-user.json"))
+            .unwrap(),
+    );
     put(
         &logs,
-        &format!("{day}/946986569305_CloudTrail_us-east-1_20240730T2200Z_AAAAAAAAAAAAAAAA.json.gz"),
+        &format!("{day}/946986569305_CloudTrail_us-east-1_20240802T1000Z_AAAAAAAAAAAAAAAA.json.gz"),
         &gz(&good),
     );
-    let big =
-        std::fs::read(data.join("stratus-red-team/aws.execution.ssm-send-command.json")).unwrap();
+    let big = in_us_east_1(
+        &std::fs::read(data.join("stratus-red-team/aws.execution.ssm-send-command.json")).unwrap(),
+    );
     let z = gz(&big);
     put(
         &logs,
-        &format!("{day}/946986569305_CloudTrail_us-east-1_20240730T2205Z_BBBBBBBBBBBBBBBB.json.gz"),
+        &format!("{day}/946986569305_CloudTrail_us-east-1_20240802T1005Z_BBBBBBBBBBBBBBBB.json.gz"),
         &z[..z.len() * 2 / 3],
     );
     put(
         &logs,
-        &format!("{day}/946986569305_CloudTrail_us-east-1_20240730T2210Z_CCCCCCCCCCCCCCCC.json.gz"),
+        &format!("{day}/946986569305_CloudTrail_us-east-1_20240802T1010Z_CCCCCCCCCCCCCCCC.json.gz"),
         b"this is not gzip",
     );
     put(
@@ -66,11 +78,11 @@ fn replay_reports_broken_files_and_keeps_good_records() {
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("files: 3 read, 1 skipped, 1 read in part; 1 digest and 0 Insights files skipped, 1 other files ignored"), "{stdout}");
     assert!(
-        stdout.contains("20240730T2205Z_BBBBBBBBBBBBBBBB.json.gz: gzip error after"),
+        stdout.contains("20240802T1005Z_BBBBBBBBBBBBBBBB.json.gz: gzip error after"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("20240730T2210Z_CCCCCCCCCCCCCCCC.json.gz: not a CloudTrail log file"),
+        stdout.contains("20240802T1010Z_CCCCCCCCCCCCCCCC.json.gz: not a CloudTrail log file"),
         "{stdout}"
     );
     assert!(
