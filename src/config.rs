@@ -56,64 +56,157 @@ pub struct Config {
     pub serve: Option<crate::serve::ServeConfig>,
 }
 
-/// Why a configuration file could not be used.
+/// Why a configuration file could not be used. Each message is one line and complete in
+/// itself (the underlying error is part of it, not a separate `source`), so it prints once
+/// whether shown with `{}` or as an error chain.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The TOML is invalid, has an unknown key or a value of the wrong type.
-    #[error("invalid config {path}: {source}")]
+    #[error("invalid config {path}: line {line}, column {column}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The TOML error (with line and column).
-        source: toml::de::Error,
+        /// Line of the error, from 1 (0 when the parser gives no position).
+        line: usize,
+        /// Column of the error (in characters), from 1 (0 when the parser gives no position).
+        column: usize,
+        /// What is wrong (the TOML parser's message).
+        message: String,
     },
-    /// A value is out of range.
-    #[error("invalid config {path}: {source}")]
+    /// A detector value is out of range.
+    #[error("invalid config {path}: {error}")]
     Range {
         /// The file.
         path: PathBuf,
         /// Which key and why.
-        source: trailsight_detector::config::ConfigError,
+        error: trailsight_detector::config::ConfigError,
+    },
+    /// A `[serve]` value is out of range or unusable.
+    #[error("invalid config {path}: serve.{key}: {reason}")]
+    Serve {
+        /// The file.
+        path: PathBuf,
+        /// The key in the `[serve]` table (e.g. `poll_interval_seconds`, `s3.max_attempts`).
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
     },
 }
+
+/// `[serve]` ranges: (key, least, greatest). Outside them a value is an error naming the key.
+/// `poll_interval_seconds` 0 would list every source in a busy loop; `batch_files` bounds the
+/// files in one batch and, ×20, the keys listed per prefix per poll (memory); `max_attempts` 0
+/// is no request at all.
+pub const SERVE_RANGES: &[(&str, u64, u64)] = &[
+    ("poll_interval_seconds", 1, 86_400),
+    ("checkpoint_interval_seconds", 0, 86_400),
+    ("batch_files", 1, 100_000),
+    ("s3.max_attempts", 1, 100),
+];
 
 impl Config {
     /// Reads and validates a TOML file.
     ///
     /// Returns `Err(ConfigError::Read)` when the file cannot be read,
     /// `Err(ConfigError::Parse)` for invalid TOML or an unknown key, and
-    /// `Err(ConfigError::Range)` for an out-of-range value.
+    /// `Err(ConfigError::Range)` or `Err(ConfigError::Serve)` for an out-of-range value.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.into(),
-            source,
+            error,
         })?;
         Self::parse(&text, path)
     }
 
-    /// Parses and validates TOML text (`path` names it in errors).
+    /// Parses and validates TOML text (`path` names it in errors): the detector's ranges
+    /// ([`DetectorConfig::validate`]) and the `[serve]` table's ([`SERVE_RANGES`], at least one
+    /// source and one sink, each a valid location, at most one local and one S3 sink).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source,
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_column(text, s.start));
+            ConfigError::Parse {
+                path: path.into(),
+                line,
+                column,
+                message: e.message().trim_end().to_string(),
+            }
         })?;
         config
             .detector
             .validate()
-            .map_err(|source| ConfigError::Range {
+            .map_err(|error| ConfigError::Range {
                 path: path.into(),
-                source,
+                error,
             })?;
+        if let Some(serve) = &config.serve {
+            validate_serve(serve).map_err(|(key, reason)| ConfigError::Serve {
+                path: path.into(),
+                key,
+                reason,
+            })?;
+        }
         Ok(config)
     }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Checks the `[serve]` table; `Err((key, reason))` for the first bad key.
+fn validate_serve(sc: &crate::serve::ServeConfig) -> Result<(), (&'static str, String)> {
+    let values = [
+        sc.poll_interval_seconds,
+        sc.checkpoint_interval_seconds,
+        sc.batch_files as u64,
+        sc.s3.max_attempts.map_or(10, u64::from),
+    ];
+    for (&(key, least, greatest), value) in SERVE_RANGES.iter().zip(values) {
+        if !(least..=greatest).contains(&value) {
+            return Err((key, format!("{value} is outside {least}..={greatest}")));
+        }
+    }
+    if sc.sources.is_empty() {
+        return Err(("sources", "needs at least one source".into()));
+    }
+    if sc.sinks.is_empty() {
+        return Err((
+            "sinks",
+            "needs at least one sink (Insights would be written nowhere)".into(),
+        ));
+    }
+    for url in &sc.sources {
+        crate::serve::parse_location(url).map_err(|e| ("sources", format!("{e:#}")))?;
+    }
+    let (mut local, mut s3) = (0, 0);
+    for url in &sc.sinks {
+        match crate::serve::parse_location(url).map_err(|e| ("sinks", format!("{e:#}")))? {
+            crate::serve::Location::Local(_) => local += 1,
+            crate::serve::Location::S3 { .. } => s3 += 1,
+        }
+    }
+    if local > 1 || s3 > 1 {
+        return Err((
+            "sinks",
+            "at most one local folder and one S3 bucket (the others would be ignored)".into(),
+        ));
+    }
+    if sc.state_dir.as_os_str().is_empty() {
+        return Err(("state_dir", "is empty".into()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -159,5 +252,117 @@ mod tests {
         assert!(e.to_string().contains("detector.tail_probability"), "{e}");
         let e = Config::parse("[detectr]\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    const SERVE: &str = "[serve]\nsources = [\"s3://trail\"]\nsinks = [\"/var/insights\"]\nstate_dir = \"/var/state\"\n";
+
+    fn serve_error(extra: &str) -> String {
+        Config::parse(&format!("{SERVE}{extra}"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn serve_values_are_range_checked_with_the_key_named() {
+        let c = Config::parse(SERVE, Path::new("c.toml")).unwrap();
+        assert_eq!(c.serve.unwrap().poll_interval_seconds, 60);
+        for (extra, expected) in [
+            (
+                "poll_interval_seconds = 0\n",
+                "invalid config c.toml: serve.poll_interval_seconds: 0 is outside 1..=86400",
+            ),
+            (
+                "poll_interval_seconds = 18446744073709551615\n",
+                "serve.poll_interval_seconds: 18446744073709551615 is outside 1..=86400",
+            ),
+            (
+                "checkpoint_interval_seconds = 86401\n",
+                "serve.checkpoint_interval_seconds: 86401 is outside 0..=86400",
+            ),
+            (
+                "batch_files = 0\n",
+                "serve.batch_files: 0 is outside 1..=100000",
+            ),
+            (
+                "batch_files = 100001\n",
+                "serve.batch_files: 100001 is outside 1..=100000",
+            ),
+            (
+                "[serve.s3]\nmax_attempts = 0\n",
+                "serve.s3.max_attempts: 0 is outside 1..=100",
+            ),
+            (
+                "[serve.s3]\nmax_attempts = 4294967295\n",
+                "serve.s3.max_attempts: 4294967295 is outside 1..=100",
+            ),
+        ] {
+            let e = serve_error(extra);
+            assert!(e.contains(expected), "{extra}: {e}");
+        }
+        // The bounds themselves are accepted.
+        for extra in [
+            "poll_interval_seconds = 1\ncheckpoint_interval_seconds = 0\nbatch_files = 1\n",
+            "poll_interval_seconds = 86400\nbatch_files = 100000\n[serve.s3]\nmax_attempts = 100\n",
+        ] {
+            Config::parse(&format!("{SERVE}{extra}"), Path::new("c.toml")).unwrap();
+        }
+    }
+
+    #[test]
+    fn serve_locations_are_checked() {
+        let with = |sources: &str, sinks: &str| {
+            Config::parse(
+                &format!("[serve]\nsources = {sources}\nsinks = {sinks}\nstate_dir = \"s\"\n"),
+                Path::new("c.toml"),
+            )
+            .map(drop)
+            .map_err(|e| e.to_string())
+        };
+        assert!(with("[\"a\"]", "[\"b\"]").is_ok());
+        let e = with("[]", "[\"b\"]").unwrap_err();
+        assert!(
+            e.contains("serve.sources: needs at least one source"),
+            "{e}"
+        );
+        let e = with("[\"a\"]", "[]").unwrap_err();
+        assert!(e.contains("serve.sinks: needs at least one sink"), "{e}");
+        let e = with("[\"s3://\"]", "[\"b\"]").unwrap_err();
+        assert!(e.contains("serve.sources: no bucket"), "{e}");
+        let e = with("[\"a\"]", "[\"b\", \"file:///c\"]").unwrap_err();
+        assert!(e.contains("serve.sinks: at most one local folder"), "{e}");
+        assert!(with("[\"a\"]", "[\"b\", \"s3://x/p\"]").is_ok());
+        let e = Config::parse(
+            "[serve]\nsources = [\"a\"]\nsinks = [\"b\"]\nstate_dir = \"\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("serve.state_dir: is empty"), "{e}");
+    }
+
+    #[test]
+    fn errors_are_one_line_and_print_once() {
+        // The message holds the cause; there is no separate `source` to print it again.
+        let e = Config::load(Path::new("/nonexistent/c.toml")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot read config /nonexistent/c.toml: No such file or directory (os error 2)"
+        );
+        assert!(std::error::Error::source(&e).is_none());
+        let e =
+            Config::parse("a = 1\n\n[detector]\n  warmup = 5\n", Path::new("c.toml")).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("invalid config c.toml: line 4, column 3: unknown field `warmup`")
+                || text.starts_with("invalid config c.toml: line 1, column 1: unknown field `a`"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "{text}");
+        let e = Config::parse("[detector]\nmin_count = 0\n", Path::new("c.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid config c.toml: detector.min_count: "),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_none());
     }
 }

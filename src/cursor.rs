@@ -120,6 +120,12 @@ impl Cursors {
         ))
     }
 
+    /// The cursor of `prefix` (as [`cursor_prefix`] gives it): the newest key processed there;
+    /// `None` when nothing was.
+    pub fn cursor(&self, prefix: &str) -> Option<&str> {
+        self.prefixes.get(prefix).map(|c| c.last.as_str())
+    }
+
     /// The newest key processed in each prefix.
     pub fn last_keys(&self) -> impl Iterator<Item = &str> {
         self.prefixes.values().map(|c| c.last.as_str())

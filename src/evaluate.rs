@@ -109,7 +109,10 @@ impl Evaluation {
 }
 
 impl std::fmt::Display for Evaluation {
+    /// A Markdown table. The false Insights' accounts, API names and times come from the
+    /// Insights found, so each is written with its control characters escaped.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::escape::escaped;
         writeln!(
             f,
             "busy-API rates: {}",
@@ -153,7 +156,13 @@ impl std::fmt::Display for Evaluation {
             self.false_per_account_day()
         )?;
         for (account, name, start) in &self.false_insights {
-            writeln!(f, "  false: {account} {name} at {start}")?;
+            writeln!(
+                f,
+                "  false: {} {} at {}",
+                escaped(account),
+                escaped(name),
+                escaped(start)
+            )?;
         }
         Ok(())
     }

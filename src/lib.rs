@@ -11,6 +11,7 @@ pub mod config;
 pub mod cursor;
 pub mod decode;
 pub mod demo;
+pub mod escape;
 pub mod evaluate;
 pub mod layout;
 pub mod replay;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trailsight::config::Config;
 use trailsight::demo::write_demo_bucket;
+use trailsight::escape::escaped;
 use trailsight::replay::{ReplayOptions, read_insight_files, replay};
 
 /// Self-hosted CloudTrail Insights: unusual API call and error rates in your CloudTrail logs,
@@ -91,20 +92,37 @@ fn main() -> ExitCode {
         Command::Serve { .. } => "info",
         _ => "warn",
     };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
-        )
+        .with_env_filter(filter)
+        .fmt_fields(escaping_fields())
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Paths, keys and values in the message may come from a log or a listing.
+            eprintln!("error: {}", escaped(format_args!("{e:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Log fields written as `name=value` (the message as is), every value with its control
+/// characters escaped: a log field often holds a file key or a reason quoting a record, and
+/// tracing-subscriber 0.3 escapes only some of them (ESC, BEL, BS, FF, DEL, C1) and only in the
+/// message, never a newline, so a raw `\n` in a `%`-field would forge a log line.
+fn escaping_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        if field.name() == "message" {
+            write!(w, "{}", escaped(format_args!("{value:?}")))
+        } else {
+            write!(w, "{field}={}", escaped(format_args!("{value:?}")))
+        }
+    })
+    .delimited(" ")
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -170,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 s.rows,
                 s.bucket_seconds,
                 s.labeled,
-                output.display()
+                escaped(output.display())
             );
             Ok(())
         }
@@ -180,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!(
                 "building a {days}-day demo bucket from real CloudTrail records in {} …",
-                out.display()
+                escaped(out.display())
             );
             let (bucket, stats) =
                 write_demo_bucket(&out, days, scale).context("cannot write the demo bucket")?;
@@ -244,31 +262,88 @@ fn print_insights(sink: &std::path::Path) -> anyhow::Result<()> {
             .and_then(|a| a.insight.first())
             .map(|v| format!("{} ({}/min)", v.value, v.average))
             .unwrap_or_default();
-        println!(
-            "  {:?} {}:{}{} in {} {}\n    start {}  end {}\n    rate {}/min vs baseline {}/min over {} min\n    top userIdentityArn {}",
-            d.insight_type,
-            d.event_source,
-            d.event_name,
-            d.error_code
-                .as_ref()
-                .map(|e| format!(" errorCode={e}"))
-                .unwrap_or_default(),
-            start.recipient_account_id.as_deref().unwrap_or("?"),
-            start.aws_region,
-            start.event_time,
-            end.map_or("(still open)", |e| e.event_time.as_str()),
-            stats.insight.average,
-            stats.baseline.average,
-            stats.baseline_duration.unwrap_or(0),
-            top
-        );
+        // Every value but the numbers comes from the logs: one escaped line each.
+        let lines = [
+            format!(
+                "  {:?} {}:{}{} in {} {}",
+                d.insight_type,
+                d.event_source,
+                d.event_name,
+                d.error_code
+                    .as_ref()
+                    .map(|e| format!(" errorCode={e}"))
+                    .unwrap_or_default(),
+                start.recipient_account_id.as_deref().unwrap_or("?"),
+                start.aws_region,
+            ),
+            format!(
+                "    start {}  end {}",
+                start.event_time,
+                end.map_or("(still open)", |e| e.event_time.as_str()),
+            ),
+            format!(
+                "    rate {}/min vs baseline {}/min over {} min",
+                stats.insight.average,
+                stats.baseline.average,
+                stats.baseline_duration.unwrap_or(0),
+            ),
+            format!("    top userIdentityArn {top}"),
+        ];
+        for line in lines {
+            println!("{}", escaped(line));
+        }
     }
     if !any {
         println!("  none");
     }
     println!("\nInsights files:");
     for (key, records) in &files {
-        println!("  {} ({} records)", sink.join(key).display(), records.len());
+        println!(
+            "  {} ({} records)",
+            escaped(sink.join(key).display()),
+            records.len()
+        );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_fields_and_messages_cannot_forge_lines() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(escaping_fields())
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let key = "AWSLogs/x_\u{1b}[2J\nFAKE ERROR: bad.json.gz";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(file = %key, reason = ?"a\u{0}b", n = 3, "unreadable\u{2028}log file {}", "\r");
+        });
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            out,
+            " WARN unreadable\\u{2028}log file \\r file=AWSLogs/x_\\x1b[2J\\nFAKE ERROR: bad.json.gz reason=\"a\\0b\" n=3\n"
+        );
+    }
 }

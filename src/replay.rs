@@ -50,25 +50,33 @@ pub struct FileProblem {
 /// Why replay could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// The source folder cannot be read.
-    #[error("cannot read source {path}: {source}")]
+    /// The source folder (or file) cannot be read.
+    #[error("cannot read source {path}: {error}")]
     Source {
+        /// The folder or file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The local sink folder cannot be created or written (found before any work starts).
+    #[error("sink folder {path} is not writable: {error}")]
+    SinkNotWritable {
         /// The folder.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An Insights file could not be written.
     #[error("cannot write Insights file: {0}")]
     Sink(std::io::Error),
     /// A setting is out of range.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] trailsight_detector::config::ConfigError),
     /// A worker task failed.
     #[error("internal task failure: {0}")]
     Task(String),
-    /// The checkpoint cannot be read or written.
-    #[error("{0}")]
+    /// The checkpoint cannot be read or written, or the state folder is locked or unwritable.
+    #[error(transparent)]
     State(#[from] crate::state::StateError),
     /// The source could not be reached (network error, timeout, 5xx after the SDK's retries);
     /// files from this one on were not processed.
@@ -124,6 +132,12 @@ pub struct ReplaySummary {
     pub wall: Duration,
     /// Files taken through (read, or skipped as unreadable), from the start of the list given.
     pub files_consumed: usize,
+    /// Files not read because they sort at or before their prefix's checkpoint cursor
+    /// (`replay --state`): already processed, or older than the checkpoint. At most
+    /// [`MAX_RECORD_ISSUES_REPORTED`] prefixes are kept; `files_before_checkpoint` counts all.
+    pub before_checkpoint: Vec<BeforeCheckpoint>,
+    /// Files not read because they sort at or before their prefix's checkpoint cursor.
+    pub files_before_checkpoint: u64,
     /// Files with record-level issues (skipped records, missing `readOnly`), at most
     /// [`MAX_RECORD_ISSUES_REPORTED`]: (file key, records with issues, first record index, first issue).
     pub record_issues: Vec<(String, u64, usize, String)>,
@@ -132,6 +146,18 @@ pub struct ReplaySummary {
     pub insight_files_rejected: u64,
     /// The first [`MAX_RECORD_ISSUES_REPORTED`] of them, with why.
     pub insights_rejected: Vec<RejectedInsights>,
+}
+
+/// Files of one listing prefix not read by `replay --state` because they are at or before the
+/// checkpoint's cursor for that prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeforeCheckpoint {
+    /// The listing prefix (`AWSLogs/[o-…/]<account>/CloudTrail/<region>/`).
+    pub prefix: String,
+    /// Files not read.
+    pub files: u64,
+    /// The newest key processed under the prefix (the cursor).
+    pub cursor: String,
 }
 
 /// Record-level issues kept in a summary.
@@ -664,6 +690,17 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     // Cursors are keyed by listing prefix (`AWSLogs/<account>/CloudTrail/<region>/`), shared by every
     // source, so a replay of a synced copy seeds `serve` on the bucket without re-reading it.
     let started = Instant::now();
+    // Everything that can stop the run is checked before any work: the source can be read, the
+    // state folder is ours (locked) and writable, the sink folder is writable.
+    check_source(&opts.source).map_err(|error| ReplayError::Source {
+        path: opts.source.clone(),
+        error,
+    })?;
+    let _lock = opts.state.as_deref().map(crate::state::lock).transpose()?;
+    crate::state::check_writable(&opts.sink).map_err(|error| ReplayError::SinkNotWritable {
+        path: opts.sink.clone(),
+        error,
+    })?;
     let mut checkpoint = match &opts.state {
         Some(dir) => crate::state::load(dir, &opts.config.detector)?,
         None => None,
@@ -680,9 +717,9 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let listing: Listing = tokio::task::spawn_blocking(move || list(&source))
         .await
         .map_err(|e| ReplayError::Task(e.to_string()))?
-        .map_err(|source| ReplayError::Source {
+        .map_err(|error| ReplayError::Source {
             path: opts.source.clone(),
-            source,
+            error,
         })?;
 
     let mut summary = ReplaySummary {
@@ -710,11 +747,11 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
             .map(|f| f.info.clone())
             .chain(processed),
     );
-    let files: Vec<SourceFile> = listing
+    let (files, old): (Vec<SourceFile>, Vec<SourceFile>) = listing
         .files
         .into_iter()
-        .filter(|f| cursors.is_new(&f.key))
-        .collect();
+        .partition(|f| cursors.is_new(&f.key));
+    report_before_checkpoint(&old, &cursors, &mut summary);
     for f in &files {
         cursors.advance(&f.key);
     }
@@ -757,6 +794,57 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     Ok(summary)
 }
 
+/// Whether `path` can be read as a source: a folder whose entries can be listed, or a regular
+/// file that can be opened. `Err` otherwise (e.g. permission denied, a device or a FIFO).
+fn check_source(path: &Path) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        std::fs::read_dir(path).map(drop)
+    } else if meta.is_file() {
+        std::fs::File::open(path).map(drop)
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a folder or a regular file",
+        ))
+    }
+}
+
+/// Counts the listed files that `replay --state` does not read because they sort at or before
+/// their prefix's checkpoint cursor, per prefix, into `summary`, and warns once about them.
+fn report_before_checkpoint(
+    old: &[SourceFile],
+    cursors: &crate::cursor::Cursors,
+    summary: &mut ReplaySummary,
+) {
+    if old.is_empty() {
+        return;
+    }
+    let mut per_prefix: BTreeMap<String, u64> = BTreeMap::new();
+    for f in old {
+        *per_prefix
+            .entry(crate::cursor::cursor_prefix(&f.key))
+            .or_default() += 1;
+    }
+    summary.files_before_checkpoint = old.len() as u64;
+    let prefixes = per_prefix.len();
+    summary.before_checkpoint = per_prefix
+        .into_iter()
+        .take(MAX_RECORD_ISSUES_REPORTED)
+        .map(|(prefix, files)| BeforeCheckpoint {
+            cursor: cursors.cursor(&prefix).unwrap_or_default().to_string(),
+            prefix,
+            files,
+        })
+        .collect();
+    tracing::warn!(
+        files = old.len(),
+        prefixes,
+        "log files at or before the checkpoint's cursor were not read (already processed, or \
+         older than the checkpoint: replay --state reads only files after it)"
+    );
+}
+
 fn progress_bar(enabled: bool, total_bytes: u64) -> Option<indicatif::ProgressBar> {
     if !enabled || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return None;
@@ -770,52 +858,86 @@ fn progress_bar(enabled: bool, total_bytes: u64) -> Option<indicatif::ProgressBa
     Some(bar)
 }
 
+/// Writes one line of a summary with its control characters escaped (the line holds file keys,
+/// `eventName`s and other text from the logs, see [`crate::escape`]).
+fn line(f: &mut std::fmt::Formatter<'_>, args: std::fmt::Arguments<'_>) -> std::fmt::Result {
+    writeln!(f, "{}", crate::escape::escaped(args))
+}
+
 impl std::fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let skipped = self.problems.iter().filter(|p| p.skipped).count();
-        writeln!(
+        line(
             f,
-            "files: {} read, {} skipped, {} read in part; {} digest and {} Insights files skipped, {} other files ignored",
-            self.files_read,
-            skipped,
-            self.problems.len() - skipped,
-            self.digests_skipped,
-            self.insight_files_skipped,
-            self.other_files
+            format_args!(
+                "files: {} read, {} skipped, {} read in part; {} digest and {} Insights files skipped, {} other files ignored",
+                self.files_read,
+                skipped,
+                self.problems.len() - skipped,
+                self.digests_skipped,
+                self.insight_files_skipped,
+                self.other_files
+            ),
         )?;
         for p in self.problems.iter().take(MAX_RECORD_ISSUES_REPORTED) {
-            writeln!(
+            line(
                 f,
-                "  {} {}: {}",
-                if p.skipped { "skipped" } else { "partial" },
-                p.key,
-                p.reason
+                format_args!(
+                    "  {} {}: {}",
+                    if p.skipped { "skipped" } else { "partial" },
+                    p.key,
+                    p.reason
+                ),
             )?;
+        }
+        if self.files_before_checkpoint > 0 {
+            line(
+                f,
+                format_args!(
+                    "files not read: {} at or before the checkpoint's cursor (already processed, or older than the checkpoint: replay --state reads only files after it)",
+                    self.files_before_checkpoint
+                ),
+            )?;
+            for b in &self.before_checkpoint {
+                line(
+                    f,
+                    format_args!(
+                        "  {} files at or before the checkpoint's cursor for prefix {} ({}); not read",
+                        b.files, b.prefix, b.cursor
+                    ),
+                )?;
+            }
         }
         let r = &self.records;
-        writeln!(
+        line(
             f,
-            "records: {} ({} write management, {} with errorCode, {} skipped for missing fields, {} without readOnly)",
-            r.records, r.write_management, r.error_records, r.skipped, r.read_only_missing
+            format_args!(
+                "records: {} ({} write management, {} with errorCode, {} skipped for missing fields, {} without readOnly)",
+                r.records, r.write_management, r.error_records, r.skipped, r.read_only_missing
+            ),
         )?;
-        writeln!(
+        line(
             f,
-            "late records: {}; duplicate records: {}; rate keys: {}",
-            self.late, self.duplicates, self.keys
+            format_args!(
+                "late records: {}; duplicate records: {}; rate keys: {}",
+                self.late, self.duplicates, self.keys
+            ),
         )?;
         for (key, n, index, issue) in &self.record_issues {
-            writeln!(
+            line(
                 f,
-                "  {key}: {n} records with issues; first, record #{index}: {issue}"
+                format_args!("  {key}: {n} records with issues; first, record #{index}: {issue}"),
             )?;
         }
-        writeln!(
+        line(
             f,
-            "Insights: {} started, {} ended, {} still open at end of input; {} files written",
-            self.insights_started,
-            self.insights_ended,
-            self.open_insights.len(),
-            self.files_written.len()
+            format_args!(
+                "Insights: {} started, {} ended, {} still open at end of input; {} files written",
+                self.insights_started,
+                self.insights_ended,
+                self.open_insights.len(),
+                self.files_written.len()
+            ),
         )?;
         if self.insight_files_rejected > 0 {
             writeln!(
@@ -828,19 +950,21 @@ impl std::fmt::Display for ReplaySummary {
             }
         }
         for o in &self.open_insights {
-            writeln!(
+            line(
                 f,
-                "  open: {} {} {}:{}{} since {} ({} calls so far)",
-                o.account,
-                o.region,
-                o.event_source,
-                o.event_name,
-                o.error_code
-                    .as_ref()
-                    .map(|e| format!(" errorCode={e}"))
-                    .unwrap_or_default(),
-                o.start,
-                o.calls
+                format_args!(
+                    "  open: {} {} {}:{}{} since {} ({} calls so far)",
+                    o.account,
+                    o.region,
+                    o.event_source,
+                    o.event_name,
+                    o.error_code
+                        .as_ref()
+                        .map(|e| format!(" errorCode={e}"))
+                        .unwrap_or_default(),
+                    o.start,
+                    o.calls
+                ),
             )?;
         }
         write!(

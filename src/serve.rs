@@ -470,6 +470,15 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(!sources.is_empty(), "[serve] sources is empty");
+    // Before any work: the state folder is ours (locked for the process's life) and writable, and
+    // so is each local sink folder.
+    let _state_lock = crate::state::lock(&sc.state_dir)?;
+    for url in &sc.sinks {
+        if let Location::Local(p) = parse_location(url)? {
+            crate::state::check_writable(&p)
+                .with_context(|| format!("sink folder {} is not writable", p.display()))?;
+        }
+    }
 
     let mut checkpoint = load_or_new(&sc.state_dir, &config)?;
     if checkpoint.files_processed > 0 {

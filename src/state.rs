@@ -37,12 +37,33 @@ pub struct Checkpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Reading or writing failed.
-    #[error("checkpoint {path}: {source}")]
+    #[error("checkpoint {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// Another process holds the state folder's lock.
+    #[error(
+        "state folder {dir} is in use by {holder} (lock file {lock}); \
+         one serve or replay --state per state folder"
+    )]
+    Locked {
+        /// The state folder.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// Who holds it, as the lock file says (`process 1234`, or `another process`).
+        holder: String,
+    },
+    /// The state folder cannot be created or written.
+    #[error("state folder {dir} is not writable: {error}")]
+    NotWritable {
+        /// The folder.
+        dir: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
     },
     /// The file is not a trailsight checkpoint, is truncated, or fails its checksum.
     #[error("checkpoint {path} is corrupt: {reason}; move it away to start from scratch")]
@@ -73,10 +94,84 @@ pub enum StateError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
+    move |error| StateError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
+}
+
+/// Lock file name inside the state folder: holds the pid of the process using the folder.
+pub const LOCK_FILE: &str = "lock";
+
+/// The state folder's lock, held while the value lives (the OS releases it when the process
+/// ends, however it ends).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Creates `dir` if missing and checks that files can be created, written and removed in it,
+/// with a probe file that is removed again (`.trailsight-probe-<pid>`). For the state folder and
+/// a local sink, before any work starts.
+///
+/// Returns the I/O error of the first step that failed.
+pub fn check_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".trailsight-probe-{}", std::process::id()));
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(b"probe")?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed)
+}
+
+/// Takes the lock of the state folder `dir` (creating it, and checking it is writable): one
+/// process at a time may use a state folder, since two would overwrite each other's checkpoint.
+/// The lock is an exclusive advisory lock on `<dir>/lock`, which holds the owner's pid; it is
+/// released when the returned value is dropped or the process ends.
+///
+/// Returns `Err(StateError::NotWritable)` when the folder cannot be created or written, and
+/// `Err(StateError::Locked)` (naming the holder's pid) when another process holds the lock.
+pub fn lock(dir: &Path) -> Result<StateLock, StateError> {
+    let not_writable = |error| StateError::NotWritable {
+        dir: dir.to_path_buf(),
+        error,
+    };
+    check_writable(dir).map_err(not_writable)?;
+    let path = dir.join(LOCK_FILE);
+    // Not truncated on open: the holder's pid stays readable until the lock is ours.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ =
+                std::io::Read::read_to_string(&mut std::io::Read::take(&mut file, 64), &mut text);
+            let holder = match text.trim().parse::<u32>() {
+                Ok(pid) => format!("process {pid}"),
+                Err(_) => "another process".to_string(),
+            };
+            return Err(StateError::Locked {
+                dir: dir.to_path_buf(),
+                lock: path,
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| std::io::Seek::rewind(&mut file))
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.sync_all())
+        .map_err(io(&path))?;
+    Ok(StateLock { _file: file })
 }
 
 /// Writes `checkpoint` to `<dir>/state.bin` atomically; returns the file size in bytes.
@@ -111,7 +206,7 @@ pub fn load(dir: &Path, config: &DetectorConfig) -> Result<Option<Checkpoint>, S
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StateError::Io { path, source: e }),
+        Err(error) => return Err(StateError::Io { path, error }),
     };
     let corrupt = |reason: &str| StateError::Corrupt {
         path: path.clone(),
