@@ -11,8 +11,15 @@
 //! unexpected JSON type is treated as absent (never an error), booleans may be
 //! JSON booleans or the strings `"true"`/`"false"`, duplicate keys keep the last
 //! value. Strings borrow from the input buffer unless they contain escapes.
-//! Only JSON syntax errors stop a file, and every record parsed before the
-//! error is kept.
+//! A number out of `f64` range (`1e400`) is a number like any other (so a
+//! string or boolean field holding one is absent or invalid); invalid UTF-8
+//! and lone surrogate escapes (`"\ud83dx"`) read as U+FFFD and are counted;
+//! a UTF-8 byte order mark is skipped; documents one after the other (two
+//! gzip members) are all read. Only JSON syntax errors stop a file, and every
+//! record parsed before the error is kept. Nesting depth costs no stack: the
+//! values the parser does not need (e.g. `requestParameters`) are skipped by
+//! serde_json without recursion, and the fields it reads are at most four
+//! levels deep.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -78,6 +85,42 @@ pub struct Record<'a> {
     pub user_identity: UserIdentity<'a>,
 }
 
+impl UserIdentity<'_> {
+    /// A copy that owns its strings.
+    pub fn into_owned(self) -> UserIdentity<'static> {
+        UserIdentity {
+            arn: owned(self.arn),
+            account_id: owned(self.account_id),
+            invoked_by: owned(self.invoked_by),
+        }
+    }
+}
+
+impl Record<'_> {
+    /// A copy that owns its strings (to keep a record past [`parse_log`]'s callback).
+    pub fn into_owned(self) -> Record<'static> {
+        Record {
+            event_time: owned(self.event_time),
+            event_source: owned(self.event_source),
+            event_name: owned(self.event_name),
+            aws_region: owned(self.aws_region),
+            recipient_account_id: owned(self.recipient_account_id),
+            event_id: owned(self.event_id),
+            event_type: owned(self.event_type),
+            event_category: owned(self.event_category),
+            error_code: owned(self.error_code),
+            user_agent: owned(self.user_agent),
+            read_only: self.read_only,
+            management_event: self.management_event,
+            user_identity: self.user_identity.into_owned(),
+        }
+    }
+}
+
+fn owned(s: Option<Str<'_>>) -> Option<Str<'static>> {
+    s.map(|s| Cow::Owned(s.into_owned()))
+}
+
 /// A JSON syntax error that stopped a log file, with its byte offset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid JSON at byte {offset} (line {line}, column {column}): {reason}")]
@@ -94,6 +137,21 @@ pub struct SyntaxError {
     pub truncated: bool,
 }
 
+/// Text repaired so that every good record can be read: counts and where the first repair is.
+///
+/// Invalid UTF-8 (each maximal invalid sequence) and lone UTF-16 surrogate escapes (`"\ud83dx"`,
+/// a trailing `"\udc00"` alone) read as U+FFFD REPLACEMENT CHARACTER, wherever they are; the
+/// record holding them is kept with the replaced text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Repairs {
+    /// Byte offset (in the file as given) of the first repair, when any.
+    pub first_offset: Option<usize>,
+    /// Invalid UTF-8 sequences replaced.
+    pub invalid_utf8: usize,
+    /// Lone surrogate escapes replaced (`\udXXX` → `\ufffd`, same 6 bytes).
+    pub lone_surrogates: usize,
+}
+
 /// The outcome of parsing one log file: how many records were delivered and
 /// the syntax error that stopped it, if any.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -108,70 +166,232 @@ pub struct ParseOutcome {
     pub bad_lines: usize,
     /// True when the document held no record array (e.g. a digest file or an unrelated JSON value).
     pub no_records: bool,
+    /// Invalid UTF-8 and lone surrogate escapes read as U+FFFD.
+    pub repairs: Repairs,
 }
+
+/// The UTF-8 byte order mark, accepted (and skipped) at the start of a file.
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// Parses a CloudTrail log file (already inflated) and calls `on_record` for each record, in file order.
 ///
 /// Accepts `{"Records":[…]}` (other top-level keys ignored), a top-level array,
-/// or JSON Lines of record objects. Never panics. Returns the number of records
-/// and, when the JSON is broken, a [`SyntaxError`] with the byte offset; every
-/// record before the break has already been delivered.
-pub fn parse_log<'a, F>(bytes: &'a [u8], mut on_record: F) -> ParseOutcome
+/// or JSON Lines of record objects; several such documents one after the other
+/// (`cat a.json b.json`, two gzip members) are all read. A UTF-8 byte order mark
+/// at the start is skipped. Invalid UTF-8 and lone surrogate escapes read as
+/// U+FFFD (counted in [`ParseOutcome::repairs`]); a number out of `f64` range
+/// reads as a number (so a field expecting a string or a boolean is absent or
+/// invalid). Never panics; work and memory are linear in the input (nesting
+/// depth included: nested values the parser does not need are skipped without
+/// recursion).
+///
+/// Returns the number of records and, when the JSON is broken, a
+/// [`SyntaxError`] with the byte offset in `bytes`; every record before the
+/// break has already been delivered. Records borrow from `bytes` (or from a
+/// repaired copy) for the duration of the callback only.
+pub fn parse_log<F>(bytes: &[u8], mut on_record: F) -> ParseOutcome
 where
-    F: FnMut(Record<'a>),
+    F: FnMut(Record<'_>),
+{
+    let bom = if bytes.starts_with(BOM) { BOM.len() } else { 0 };
+    let body = &bytes[bom..];
+    let text = RepairedText::new(body);
+    let mut outcome = parse_text(&text.text, &mut on_record);
+    if let Some(e) = &mut outcome.error {
+        e.offset = bom + text.original_offset(e.offset);
+        let line_start = bytes[..e.offset]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        e.column = e.offset - line_start + 1;
+    }
+    outcome.repairs = Repairs {
+        first_offset: text.first_repair.map(|o| bom + o),
+        invalid_utf8: text.invalid_utf8,
+        lone_surrogates: text.lone_surrogates,
+    };
+    outcome
+}
+
+/// A file's text as the JSON parser reads it: valid UTF-8 with every `\u` escape pairable.
+struct RepairedText<'a> {
+    /// The text: borrowed when nothing needed repair.
+    text: Cow<'a, str>,
+    /// Where the text's offsets and the input's part (text offset, input offset), ascending;
+    /// empty when the text has the input's offsets (no invalid UTF-8).
+    segments: Vec<(usize, usize)>,
+    /// Offset in the input of the first repair.
+    first_repair: Option<usize>,
+    invalid_utf8: usize,
+    lone_surrogates: usize,
+}
+
+impl<'a> RepairedText<'a> {
+    /// One UTF-8 validation pass (a lossy copy only when it fails), then one scan for `\u`
+    /// escapes of surrogates (a copy only when one is lone). Linear in `bytes`.
+    fn new(bytes: &'a [u8]) -> Self {
+        let mut out = RepairedText {
+            text: Cow::Borrowed(""),
+            segments: Vec::new(),
+            first_repair: None,
+            invalid_utf8: 0,
+            lone_surrogates: 0,
+        };
+        out.text = match std::str::from_utf8(bytes) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(e) => {
+                out.first_repair = Some(e.valid_up_to());
+                Cow::Owned(out.lossy(bytes))
+            }
+        };
+        out.patch_lone_surrogates();
+        out
+    }
+
+    /// `bytes` with each maximal invalid UTF-8 sequence replaced by U+FFFD; records the offset map.
+    fn lossy(&mut self, bytes: &[u8]) -> String {
+        let mut s = String::with_capacity(bytes.len() + 16);
+        let mut input = 0usize;
+        for chunk in bytes.utf8_chunks() {
+            s.push_str(chunk.valid());
+            input += chunk.valid().len();
+            let bad = chunk.invalid().len();
+            if bad > 0 {
+                // The replacement spans text [s.len(), s.len() + 3) for input [input, input + bad).
+                self.segments.push((s.len(), input));
+                s.push('\u{fffd}');
+                input += bad;
+                self.segments.push((s.len(), input));
+                self.invalid_utf8 += 1;
+            }
+        }
+        s
+    }
+
+    /// Replaces each `\uD800`–`\uDFFF` escape that is not half of a lead-trail pair by
+    /// `\ufffd` (same length, so offsets are unchanged). A backslash preceded by an odd run of
+    /// backslashes is escaped itself, not an escape.
+    fn patch_lone_surrogates(&mut self) {
+        let mut patches = Vec::new();
+        {
+            let b = self.text.as_bytes();
+            let hex4 = |at: usize| -> Option<u16> {
+                let h = b.get(at..at + 4)?;
+                let h = std::str::from_utf8(h).ok()?;
+                u16::from_str_radix(h, 16).ok()
+            };
+            let mut skip_to = 0usize;
+            for p in memchr::memmem::find_iter(b, b"\\u") {
+                if p < skip_to {
+                    continue;
+                }
+                let run = b[..p].iter().rev().take_while(|&&c| c == b'\\').count();
+                if run % 2 == 1 {
+                    continue;
+                }
+                let Some(n) = hex4(p + 2) else { continue };
+                match n {
+                    0xD800..=0xDBFF => {
+                        let paired = b.get(p + 6..p + 8) == Some(b"\\u")
+                            && hex4(p + 8).is_some_and(|m| (0xDC00..=0xDFFF).contains(&m));
+                        if paired {
+                            skip_to = p + 12;
+                        } else {
+                            patches.push(p);
+                        }
+                    }
+                    0xDC00..=0xDFFF => patches.push(p),
+                    _ => skip_to = p + 6,
+                }
+            }
+        }
+        if let Some(&first) = patches.first() {
+            let first = self.original_offset(first);
+            self.first_repair = Some(self.first_repair.map_or(first, |f| f.min(first)));
+            self.lone_surrogates = patches.len();
+            let text = self.text.to_mut();
+            for p in patches {
+                text.replace_range(p..p + 6, "\\ufffd");
+            }
+        }
+    }
+
+    /// The input offset of text offset `offset` (a replacement character maps into the bytes it replaced).
+    fn original_offset(&self, offset: usize) -> usize {
+        let i = self.segments.partition_point(|&(t, _)| t <= offset);
+        let Some(&(t, o)) = i.checked_sub(1).and_then(|i| self.segments.get(i)) else {
+            return offset;
+        };
+        let mapped = o + (offset - t);
+        match self.segments.get(i) {
+            Some(&(_, next)) => mapped.min(next.saturating_sub(1).max(o)),
+            None => mapped,
+        }
+    }
+}
+
+/// Parses repaired text; offsets in the outcome are text offsets.
+fn parse_text<F>(text: &str, on_record: &mut F) -> ParseOutcome
+where
+    F: FnMut(Record<'_>),
 {
     let mut outcome = ParseOutcome::default();
+    let bytes = text.as_bytes();
     let Some(first) = bytes.iter().position(|b| !b.is_ascii_whitespace()) else {
         outcome.no_records = true;
         return outcome;
     };
     let mut count = 0usize;
     match bytes[first] {
-        b'[' => {
-            let mut de = serde_json::Deserializer::from_slice(bytes);
-            let r = RecordsSeed {
-                on_record: &mut on_record,
-                count: &mut count,
-            }
-            .deserialize(&mut de)
-            .and_then(|()| de.end());
-            if let Err(e) = r {
-                outcome.error = Some(syntax_error(bytes, 0, &e));
-            }
-        }
-        b'{' => {
-            let mut found = false;
-            let mut de = serde_json::Deserializer::from_slice(bytes);
-            let r = TopLevelSeed {
-                on_record: &mut on_record,
-                count: &mut count,
-                found: &mut found,
-            }
-            .deserialize(&mut de)
-            .and_then(|()| de.end());
-            match r {
-                Ok(()) if found => {}
-                Err(e) if found => outcome.error = Some(syntax_error(bytes, 0, &e)),
-                // No `Records` key: JSON Lines, one record object per line.
-                _ => {
-                    let mut offset = 0usize;
-                    for line in bytes.split(|&b| b == b'\n') {
-                        if !line.iter().all(u8::is_ascii_whitespace) {
-                            let mut d = serde_json::Deserializer::from_slice(line);
-                            let r = RecordSeed {
-                                on_record: &mut on_record,
-                                count: &mut count,
+        b'[' | b'{' => {
+            // One document, or several one after the other (concatenated files or gzip members).
+            let mut base = 0usize;
+            loop {
+                let doc = &text[base..];
+                let mut de = serde_json::Deserializer::from_str(doc);
+                let mut found = false;
+                let r = if doc.trim_start().starts_with('[') {
+                    found = true;
+                    RecordsSeed {
+                        on_record: &mut *on_record,
+                        count: &mut count,
+                    }
+                    .deserialize(&mut de)
+                } else {
+                    TopLevelSeed {
+                        on_record: &mut *on_record,
+                        count: &mut count,
+                        found: &mut found,
+                    }
+                    .deserialize(&mut de)
+                };
+                match r {
+                    Ok(()) if found || base > 0 => match de.end() {
+                        Ok(()) => break,
+                        Err(e) => {
+                            // Trailing characters: another document, or garbage.
+                            let next = error_offset(bytes, base, &e);
+                            if matches!(bytes.get(next), Some(b'{' | b'[')) && next > base {
+                                base = next;
+                                continue;
                             }
-                            .deserialize(&mut d)
-                            .and_then(|()| d.end());
-                            if let Err(e) = r {
-                                outcome.bad_lines += 1;
-                                if outcome.error.is_none() {
-                                    outcome.error = Some(syntax_error(bytes, offset, &e));
-                                }
-                            }
+                            outcome.error = Some(syntax_error(bytes, base, &e));
+                            break;
                         }
-                        offset += line.len() + 1;
+                    },
+                    Err(e) if found || base > 0 => {
+                        let mut err = syntax_error(bytes, base, &e);
+                        if err.truncated {
+                            // The document runs to the end of the text.
+                            err.offset = bytes.len();
+                        }
+                        outcome.error = Some(err);
+                        break;
+                    }
+                    // No `Records` key: JSON Lines, one record object per line.
+                    _ => {
+                        parse_lines(text, on_record, &mut count, &mut outcome);
+                        break;
                     }
                 }
             }
@@ -185,7 +405,54 @@ where
     outcome
 }
 
+/// JSON Lines: each non-blank line one record; a bad line is counted and skipped.
+fn parse_lines<F>(text: &str, on_record: &mut F, count: &mut usize, outcome: &mut ParseOutcome)
+where
+    F: FnMut(Record<'_>),
+{
+    let mut offset = 0usize;
+    for line in text.split('\n') {
+        if !line.bytes().all(|b| b.is_ascii_whitespace()) {
+            let mut d = serde_json::Deserializer::from_str(line);
+            let r = RecordSeed {
+                on_record: &mut *on_record,
+                count: &mut *count,
+            }
+            .deserialize(&mut d)
+            .and_then(|()| d.end());
+            if let Err(e) = r {
+                outcome.bad_lines += 1;
+                if outcome.error.is_none() {
+                    outcome.error = Some(syntax_error(text.as_bytes(), offset, &e));
+                }
+            }
+        }
+        offset += line.len() + 1;
+    }
+}
+
+/// A serde_json error as a [`SyntaxError`] in `bytes`, for an error in the slice starting at `base`.
 fn syntax_error(bytes: &[u8], base: usize, e: &serde_json::Error) -> SyntaxError {
+    let offset = error_offset(bytes, base, e);
+    let line_abs = bytes[..base].iter().filter(|&&b| b == b'\n').count() + e.line();
+    let msg = e.to_string();
+    // Drop serde_json's own " at line L column C" suffix: we report the offset ourselves.
+    let reason = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    SyntaxError {
+        offset,
+        line: line_abs,
+        column: e.column(),
+        reason,
+        truncated: e.is_eof(),
+    }
+}
+
+/// The byte offset in `bytes` of a serde_json error in the slice starting at `base`; linear in
+/// the error's distance from `base`.
+fn error_offset(bytes: &[u8], base: usize, e: &serde_json::Error) -> usize {
     // serde_json reports 1-based line and column within the slice it parsed.
     let slice = &bytes[base..];
     let mut offset = 0usize;
@@ -200,24 +467,10 @@ fn syntax_error(bytes: &[u8], base: usize, e: &serde_json::Error) -> SyntaxError
             offset = i + 1;
         }
     }
-    let offset = if e.is_eof() && base == 0 {
+    if e.is_eof() && base == 0 {
         bytes.len()
     } else {
         (base + offset + e.column().saturating_sub(1)).min(bytes.len())
-    };
-    let line_abs = bytes[..base].iter().filter(|&&b| b == b'\n').count() + e.line();
-    let msg = e.to_string();
-    // Drop serde_json's own " at line L column C" suffix: we report the offset ourselves.
-    let reason = match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg,
-    };
-    SyntaxError {
-        offset,
-        line: line_abs,
-        column: e.column(),
-        reason,
-        truncated: e.is_eof(),
     }
 }
 
@@ -557,9 +810,9 @@ impl<'de> Visitor<'de> for IdentityVisitor {
 mod tests {
     use super::*;
 
-    fn collect(bytes: &[u8]) -> (Vec<Record<'_>>, ParseOutcome) {
+    fn collect(bytes: &[u8]) -> (Vec<Record<'static>>, ParseOutcome) {
         let mut v = Vec::new();
-        let o = parse_log(bytes, |r| v.push(r));
+        let o = parse_log(bytes, |r| v.push(r.into_owned()));
         (v, o)
     }
 
@@ -582,7 +835,11 @@ mod tests {
             Some("arn:aws:iam::1:user/a")
         );
         assert_eq!(v[0].user_agent.as_deref(), Some("café"));
-        assert!(matches!(v[0].event_source, Some(Cow::Borrowed(_))));
+        let mut borrowed = 0;
+        parse_log(json, |r| {
+            borrowed += usize::from(matches!(r.event_source, Some(Cow::Borrowed(_))))
+        });
+        assert_eq!(borrowed, 1);
         assert_eq!(v[1].event_time, None);
         assert_eq!(v[1].read_only, Flag::Invalid);
     }
@@ -624,6 +881,164 @@ mod tests {
         assert!(o.no_records);
         let (_, o) = collect(b"42");
         assert!(o.no_records);
+    }
+
+    fn names(v: &[Record<'_>]) -> Vec<String> {
+        v.iter()
+            .map(|r| r.event_name.as_deref().unwrap_or("-").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn out_of_range_numbers_read_as_absent_and_parsing_continues() {
+        let json = br#"{"Records":[
+            {"eventName":"A","eventTime":1e400},
+            {"eventName":"B","readOnly":1e400,"managementEvent":-1e999},
+            {"eventName":"C","userAgent":-1e999,"awsRegion":123456789012345678901234567890e300},
+            {"eventName":"D","userIdentity":{"arn":1e400,"accountId":"1"}},
+            1e400,
+            {"eventName":"E","eventTime":"2024-01-01T00:00:00Z","requestParameters":{"n":1e400}}
+        ]}"#;
+        let (v, o) = collect(json);
+        assert!(o.error.is_none(), "{:?}", o.error);
+        assert_eq!(names(&v), ["A", "B", "C", "D", "-", "E"]);
+        assert_eq!(v[0].event_time, None);
+        assert_eq!(v[1].read_only, Flag::Invalid);
+        assert_eq!(v[1].management_event, Flag::Invalid);
+        assert_eq!(v[2].user_agent, None);
+        assert_eq!(v[2].aws_region, None);
+        assert_eq!(v[3].user_identity.arn, None);
+        assert_eq!(v[3].user_identity.account_id.as_deref(), Some("1"));
+        assert_eq!(v[5].event_time.as_deref(), Some("2024-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_read_as_replacement_characters() {
+        let json = br#"[
+            {"eventName":"A","userAgent":"\ud83dx"},
+            {"eventName":"B","userAgent":"a\udc00"},
+            {"eventName":"C","\ud800":1,"eventSource":"\udbff"},
+            {"eventName":"D","userAgent":"\ud83d\ude00 \\ud800 \ud83d\ud83d\ude00"},
+            {"eventName":"E","userIdentity":{"arn":"\ud800\u0041"}},
+            {"eventName":"F","userAgent":"\ud83d"}
+        ]"#;
+        let (v, o) = collect(json);
+        assert!(o.error.is_none(), "{:?}", o.error);
+        assert_eq!(names(&v), ["A", "B", "C", "D", "E", "F"]);
+        assert_eq!(v[0].user_agent.as_deref(), Some("\u{fffd}x"));
+        assert_eq!(v[1].user_agent.as_deref(), Some("a\u{fffd}"));
+        assert_eq!(v[2].event_source.as_deref(), Some("\u{fffd}"));
+        // A valid pair is kept, an escaped backslash is not an escape, a lone lead before a pair is replaced.
+        assert_eq!(
+            v[3].user_agent.as_deref(),
+            Some("\u{1f600} \\ud800 \u{fffd}\u{1f600}")
+        );
+        assert_eq!(v[4].user_identity.arn.as_deref(), Some("\u{fffd}A"));
+        assert_eq!(v[5].user_agent.as_deref(), Some("\u{fffd}"));
+    }
+
+    #[test]
+    fn invalid_utf8_reads_as_replacement_characters() {
+        let json = b"{\"Records\":[{\"eventName\":\"A\",\"userAgent\":\"a\xffb\xc3\"},{\"eventName\":\"B\xed\xa0\x80\"},{\"eventName\":\"C\"}]}";
+        let (v, o) = collect(json);
+        assert!(o.error.is_none(), "{:?}", o.error);
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].user_agent.as_deref(), Some("a\u{fffd}b\u{fffd}"));
+        assert_eq!(
+            v[1].event_name.as_deref(),
+            Some("B\u{fffd}\u{fffd}\u{fffd}")
+        );
+        assert_eq!(v[2].event_name.as_deref(), Some("C"));
+    }
+
+    #[test]
+    fn error_offsets_count_the_original_bytes_after_a_repair() {
+        // Each \xff becomes a 3-byte U+FFFD in the repaired text; the offset reported is in the file as read.
+        let json = b"{\"eventName\":\"\xff\xff\"}\n{\"eventName\":\"\xff\", oops}\n";
+        let (v, o) = collect(json);
+        assert_eq!(v.len(), 1);
+        let e = o.error.expect("error");
+        assert_eq!(e.line, 2);
+        assert_eq!(&json[e.offset..e.offset + 4], b"oops", "{e}");
+        assert_eq!(e.column, 19, "{e}");
+        let json = b"[{\"eventName\":\"\xff\"},{\"eventName\":\"\xff\"} x]";
+        let (v, o) = collect(json);
+        assert_eq!(v.len(), 2);
+        let e = o.error.expect("error");
+        assert_eq!(json[e.offset], b'x', "{e}");
+    }
+
+    #[test]
+    fn utf8_bom_is_accepted() {
+        for json in [
+            &b"\xef\xbb\xbf{\"Records\":[{\"eventName\":\"A\"}]}"[..],
+            b"\xef\xbb\xbf[{\"eventName\":\"A\"}]",
+            b"\xef\xbb\xbf{\"eventName\":\"A\"}\n",
+            b"\xef\xbb\xbf  \n{\"Records\":[{\"eventName\":\"A\"}]}",
+        ] {
+            let (v, o) = collect(json);
+            assert!(o.error.is_none() && !o.no_records, "{o:?}");
+            assert_eq!(names(&v), ["A"]);
+        }
+        // Offsets still count the BOM.
+        let json = b"\xef\xbb\xbf[{\"eventName\":\"A\"} x]";
+        let (_, o) = collect(json);
+        assert_eq!(json[o.error.expect("error").offset], b'x');
+    }
+
+    #[test]
+    fn concatenated_documents_are_all_read() {
+        for json in [
+            &br#"{"Records":[{"eventName":"A"}]}{"Records":[{"eventName":"B"}]}"#[..],
+            br#"{"Records":[{"eventName":"A"}]}
+{"Records":[{"eventName":"B"}]}
+"#,
+            br#"[{"eventName":"A"}] [{"eventName":"B"}]"#,
+        ] {
+            let (v, o) = collect(json);
+            assert!(o.error.is_none(), "{o:?}");
+            assert_eq!(names(&v), ["A", "B"]);
+        }
+        // Garbage after the first document is still an error at its offset, the first document kept.
+        let json = br#"{"Records":[{"eventName":"A"}]} x"#;
+        let (v, o) = collect(json);
+        assert_eq!(names(&v), ["A"]);
+        assert_eq!(json[o.error.expect("error").offset], b'x');
+    }
+
+    #[test]
+    fn many_concatenated_documents_take_linear_time() {
+        // 100k documents of one record each; an offset computed from the file start per
+        // document would scan ~10^10 bytes.
+        let n = 100_000;
+        let json = format!("{}\n{}", "[{}]".repeat(n), "{\"Records\":[{}]}".repeat(n));
+        let start = std::time::Instant::now();
+        let (v, o) = collect(json.as_bytes());
+        assert!(o.error.is_none(), "{:?}", o.error);
+        assert_eq!(v.len(), 2 * n);
+        assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn deep_nesting_neither_overflows_the_stack_nor_drops_records() {
+        let deep = 200_000;
+        let obj = format!("{}1{}", r#"{"a":"#.repeat(deep), "}".repeat(deep));
+        let arr = format!("{}{}", "[".repeat(deep), "]".repeat(deep));
+        let json = format!(
+            r#"{{"Records":[{{"eventName":"A"}},{{"eventName":"B","requestParameters":{obj}}},{{"eventName":"C","userAgent":{arr}}},{{"eventName":"D","userIdentity":{{"arn":{obj}}}}},{arr},{{"eventName":"E"}}]}}"#
+        );
+        let (v, o) = collect(json.as_bytes());
+        assert!(o.error.is_none(), "{:?}", o.error);
+        assert_eq!(names(&v), ["A", "B", "C", "D", "-", "E"]);
+        assert_eq!(v[2].user_agent, None);
+        // An unclosed nest is a truncated file: the records before it are kept.
+        let json = format!(
+            r#"[{{"eventName":"A"}},{{"eventName":"B","requestParameters":{}"#,
+            "[".repeat(deep)
+        );
+        let (v, o) = collect(json.as_bytes());
+        assert_eq!(names(&v), ["A"]);
+        assert!(o.error.expect("error").truncated);
     }
 
     #[test]
