@@ -217,17 +217,17 @@ mod tests {
         let b = format!(r#"{{"Records":[{},{}]}}"#, record("B"), record("C"));
         let mut file = gz(a.as_bytes());
         file.extend(gz(b.as_bytes()));
-        let d = decode(&file);
+        let d = decode(&file, TimeBounds::UNBOUNDED);
         assert!(d.errors.is_empty(), "{:?}", d.errors);
         assert_eq!(d.batch.events.len(), 3);
         assert_eq!(d.inflated_bytes, a.len() + b.len());
         // JSON Lines members and top-level arrays too.
         let mut file = gz(format!("{}\n", record("A")).as_bytes());
         file.extend(gz(format!("{}\n", record("B")).as_bytes()));
-        assert_eq!(decode(&file).batch.events.len(), 2);
+        assert_eq!(decode(&file, TimeBounds::UNBOUNDED).batch.events.len(), 2);
         let mut file = gz(format!("[{}]", record("A")).as_bytes());
         file.extend(gz(format!("[{}]", record("B")).as_bytes()));
-        let d = decode(&file);
+        let d = decode(&file, TimeBounds::UNBOUNDED);
         assert!(d.errors.is_empty(), "{:?}", d.errors);
         assert_eq!(d.batch.events.len(), 2);
     }
@@ -236,7 +236,7 @@ mod tests {
     fn utf8_bom_is_accepted_plain_and_gzip() {
         let text = format!("\u{feff}{{\"Records\":[{}]}}", record("A"));
         for bytes in [text.as_bytes().to_vec(), gz(text.as_bytes())] {
-            let d = decode(&bytes);
+            let d = decode(&bytes, TimeBounds::UNBOUNDED);
             assert!(d.errors.is_empty(), "{:?}", d.errors);
             assert_eq!(d.batch.events.len(), 1);
         }
@@ -256,7 +256,7 @@ mod tests {
             let mut file = format!(r#"{{"Records":[{},{{"#, record("A")).into_bytes();
             file.extend_from_slice(bad);
             file.extend_from_slice(format!(r#","eventName":"X"}},{}]}}"#, record("B")).as_bytes());
-            let d = decode(&file);
+            let d = decode(&file, TimeBounds::UNBOUNDED);
             let text = String::from_utf8_lossy(bad);
             assert!(
                 !d.errors.iter().any(|e| matches!(e, DecodeError::Json(_))),
@@ -281,7 +281,7 @@ mod tests {
         file2.extend_from_slice(b"\n");
         let i = file2.iter().position(|&b| b == 0).unwrap();
         file2[i] = 0xff;
-        let d = decode(&file2);
+        let d = decode(&file2, TimeBounds::UNBOUNDED);
         assert_eq!(d.batch.stats.records, 2);
         assert_eq!(
             d.errors,
@@ -308,7 +308,7 @@ mod tests {
         // `clamp(len, 256 MiB)` panicked for a compressed file over 256 MiB.
         let mut bytes = vec![0u8; (256 << 20) + 1];
         bytes[..3].copy_from_slice(&[0x1f, 0x8b, 0x08]);
-        let d = decode(&bytes);
+        let d = decode(&bytes, TimeBounds::UNBOUNDED);
         assert!(
             matches!(d.errors.as_slice(), [DecodeError::Gzip { .. }]),
             "{:?}",
@@ -400,14 +400,14 @@ mod properties {
 
         #[test]
         fn any_bytes_decode_returns_normally(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = decode(&bytes);
+            let _ = decode(&bytes, TimeBounds::UNBOUNDED);
             // The same bytes behind a JSON prefix, and behind a gzip header.
             let mut json = b"{\"Records\":[{\"eventName\":".to_vec();
             json.extend_from_slice(&bytes);
-            let _ = decode(&json);
+            let _ = decode(&json, TimeBounds::UNBOUNDED);
             let mut z = vec![0x1f, 0x8b, 0x08, 0x00];
             z.extend_from_slice(&bytes);
-            let _ = decode(&z);
+            let _ = decode(&z, TimeBounds::UNBOUNDED);
         }
 
         #[test]
@@ -428,9 +428,9 @@ mod properties {
             prop_assert!(got.len() >= kept, "{got:?} at {k}");
             prop_assert_eq!(&got[..kept], &want[..]);
             // Through the file decoder too, plain and gzip.
-            let d = decode(&bytes);
+            let d = decode(&bytes, TimeBounds::UNBOUNDED);
             prop_assert!(d.batch.stats.records as usize >= kept);
-            let z = decode(&gz(&bytes));
+            let z = decode(&gz(&bytes), TimeBounds::UNBOUNDED);
             prop_assert_eq!(d.batch.stats, z.batch.stats);
         }
 
@@ -451,7 +451,7 @@ mod properties {
             // A gzip stream cut anywhere keeps what inflated.
             let z = gz(text.as_bytes());
             let cut = &z[..at.index(z.len() + 1)];
-            let _ = decode(cut);
+            let _ = decode(cut, TimeBounds::UNBOUNDED);
         }
 
         #[test]
@@ -464,14 +464,14 @@ mod properties {
             let (text, _) = file(&records, container);
             let mut bytes = if bom { b"\xef\xbb\xbf".to_vec() } else { Vec::new() };
             bytes.extend_from_slice(text.as_bytes());
-            let plain = decode(&bytes);
+            let plain = decode(&bytes, TimeBounds::UNBOUNDED);
             prop_assert!(plain.errors.is_empty(), "{:?}", plain.errors);
             prop_assert_eq!(plain.batch.stats.records as usize, records.len());
-            let one = decode(&gz(&bytes));
+            let one = decode(&gz(&bytes), TimeBounds::UNBOUNDED);
             let s = split.index(bytes.len() + 1);
             let mut two = gz(&bytes[..s]);
             two.extend(gz(&bytes[s..]));
-            let two = decode(&two);
+            let two = decode(&two, TimeBounds::UNBOUNDED);
             for other in [&one, &two] {
                 prop_assert!(other.errors.is_empty(), "{:?}", other.errors);
                 prop_assert_eq!(&plain.batch.events, &other.batch.events);
