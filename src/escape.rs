@@ -125,7 +125,10 @@ mod tests {
             assert!(s.starts_with('a') && s.ends_with('b'));
         }
         // Through Display of another value, across several writes.
-        let e = escaped(format_args!("{}|{}", "x\ny", 5));
-        assert_eq!(e.to_string(), "x\\ny|5");
+        let n = 5;
+        assert_eq!(
+            escaped(format_args!("{}|{n}", "x\ny")).to_string(),
+            "x\\ny|5"
+        );
     }
 }

@@ -254,6 +254,8 @@ fn a_state_folder_has_one_user_at_a_time() {
 fn serve_config_values_are_range_checked_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
+    // An empty source, so a `serve --once` that accepted the value would exit at once.
+    std::fs::create_dir_all(&logs).unwrap();
     for (extra, expected) in [
         (
             "poll_interval_seconds = 0\n",
@@ -414,7 +416,9 @@ fn log_text_cannot_forge_summary_lines() {
     for line in stdout.lines() {
         assert!(!line.starts_with("FAKE"), "forged line: {stdout}");
         assert!(
-            !line.chars().any(trailsight::escape::is_escaped),
+            !line
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')),
             "raw control character: {line:?}"
         );
     }
