@@ -120,6 +120,9 @@ pub struct ReplaySummary {
     pub duplicates: u64,
     /// Rate keys tracked.
     pub keys: usize,
+    /// Calls not counted because their key would be new to an account and Region already at
+    /// `max_keys_per_region` (one per refused call).
+    pub key_overflow: u64,
     /// Insights started.
     pub insights_started: u64,
     /// Insights ended.
@@ -671,6 +674,7 @@ pub async fn run_files(
     let counters = output.engine.counters();
     summary.late = counters.late;
     summary.duplicates = counters.duplicates;
+    summary.key_overflow = counters.key_overflow;
     summary.keys = output.engine.key_count();
     (summary.insights_started, summary.insights_ended) = output.engine.insight_counts();
     summary.open_insights = output.engine.open_insights();
@@ -912,8 +916,16 @@ impl std::fmt::Display for ReplaySummary {
         line(
             f,
             format_args!(
-                "records: {} ({} write management, {} with errorCode, {} skipped for missing fields, {} without readOnly)",
-                r.records, r.write_management, r.error_records, r.skipped, r.read_only_missing
+                "records: {} ({} write management, {} with errorCode, {} skipped for missing fields, {} skipped for invalid fields, {} skipped for eventTime out of bounds, {} without readOnly)",
+                r.records,
+                r.write_management,
+                r.error_records,
+                r.skipped
+                    .saturating_sub(r.invalid_field)
+                    .saturating_sub(r.out_of_bounds_time),
+                r.invalid_field,
+                r.out_of_bounds_time,
+                r.read_only_missing
             ),
         )?;
         line(
@@ -923,6 +935,15 @@ impl std::fmt::Display for ReplaySummary {
                 self.late, self.duplicates, self.keys
             ),
         )?;
+        if self.key_overflow > 0 {
+            line(
+                f,
+                format_args!(
+                    "calls not counted: {} for new keys past max_keys_per_region",
+                    self.key_overflow
+                ),
+            )?;
+        }
         for (key, n, index, issue) in &self.record_issues {
             line(
                 f,

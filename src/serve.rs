@@ -507,6 +507,8 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     }
     let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
     let mut last_checkpoint = Instant::now();
+    // Calls refused past `max_keys_per_region` already logged (the engine counts since start).
+    let mut key_overflow_logged = 0u64;
     loop {
         let Poll {
             new_files,
@@ -578,9 +580,24 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             tracing::info!(
                 files = done.len(),
                 records = summary.records.records,
+                skipped = summary.records.skipped,
+                invalid_field = summary.records.invalid_field,
+                out_of_bounds_time = summary.records.out_of_bounds_time,
                 written = summary.files_written.len(),
                 "processed"
             );
+            if summary.key_overflow < key_overflow_logged {
+                // The engine was reloaded from the checkpoint (its counter restarts at zero).
+                key_overflow_logged = 0;
+            }
+            if summary.key_overflow > key_overflow_logged {
+                tracing::warn!(
+                    calls = summary.key_overflow - key_overflow_logged,
+                    max_keys_per_region = config.detector.max_keys_per_region,
+                    "calls not counted: their keys would be new to an account and Region at max_keys_per_region"
+                );
+                key_overflow_logged = summary.key_overflow;
+            }
             if last_checkpoint.elapsed() >= Duration::from_secs(sc.checkpoint_interval_seconds) {
                 let bytes = save(&sc.state_dir, &checkpoint)?;
                 tracing::info!(bytes, "checkpoint");

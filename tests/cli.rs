@@ -92,7 +92,7 @@ fn replay_reports_broken_files_and_keeps_good_records() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("103 skipped for missing fields"),
+        stdout.contains("103 skipped for missing fields, 0 skipped for invalid fields, 0 skipped for eventTime out of bounds"),
         "{stdout}"
     );
     // All of the good file's records, and part of the truncated one's, were read.
