@@ -208,8 +208,20 @@ pub fn load(dir: &Path, config: &DetectorConfig) -> Result<Option<Checkpoint>, S
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(StateError::Io { path, error }),
     };
+    decode_checkpoint(&bytes, &path, config).map(Some)
+}
+
+/// Decodes a checkpoint file's bytes (header, CRC-32, postcard payload); `path` names it in errors.
+///
+/// Errors: [`StateError::Corrupt`] (bad magic, truncated, checksum, undecodable payload),
+/// [`StateError::Version`], [`StateError::Settings`] (the engine state does not fit `config`).
+pub fn decode_checkpoint(
+    bytes: &[u8],
+    path: &Path,
+    config: &DetectorConfig,
+) -> Result<Checkpoint, StateError> {
     let corrupt = |reason: &str| StateError::Corrupt {
-        path: path.clone(),
+        path: path.to_path_buf(),
         reason: reason.to_string(),
     };
     if bytes.len() < 32 || &bytes[..16] != MAGIC {
@@ -220,7 +232,7 @@ pub fn load(dir: &Path, config: &DetectorConfig) -> Result<Option<Checkpoint>, S
     let version = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
     if version != FORMAT_VERSION {
         return Err(StateError::Version {
-            path,
+            path: path.to_path_buf(),
             found: version,
         });
     }
@@ -245,10 +257,10 @@ pub fn load(dir: &Path, config: &DetectorConfig) -> Result<Option<Checkpoint>, S
             .engine
             .restore(config.clone())
             .map_err(|e| StateError::Settings {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-    Ok(Some(checkpoint))
+    Ok(checkpoint)
 }
 
 #[cfg(test)]

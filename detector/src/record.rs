@@ -348,38 +348,22 @@ where
             let mut base = 0usize;
             loop {
                 let doc = &text[base..];
-                let mut de = serde_json::Deserializer::from_str(doc);
-                let mut found = false;
-                let r = if doc.trim_start().starts_with('[') {
-                    found = true;
-                    RecordsSeed {
-                        on_record: &mut *on_record,
-                        count: &mut count,
-                    }
-                    .deserialize(&mut de)
-                } else {
-                    TopLevelSeed {
-                        on_record: &mut *on_record,
-                        count: &mut count,
-                        found: &mut found,
-                    }
-                    .deserialize(&mut de)
-                };
+                let (r, found) = with_huge_numbers_zeroed(doc, on_record, &mut count, |d, f, c| {
+                    parse_document(d, f, c)
+                });
                 match r {
-                    Ok(()) if found || base > 0 => match de.end() {
-                        Ok(()) => break,
-                        Err(e) => {
-                            // Trailing characters: another document, or garbage.
-                            let next = error_offset(bytes, base, &e);
-                            if matches!(bytes.get(next), Some(b'{' | b'[')) && next > base {
-                                base = next;
-                                continue;
-                            }
-                            outcome.error = Some(syntax_error(bytes, base, &e));
-                            break;
+                    Ok(()) if found || base > 0 => break,
+                    Err(Failure::Trailing(e)) if found || base > 0 => {
+                        // Another document follows, or garbage.
+                        let next = error_offset(bytes, base, &e);
+                        if matches!(bytes.get(next), Some(b'{' | b'[')) && next > base {
+                            base = next;
+                            continue;
                         }
-                    },
-                    Err(e) if found || base > 0 => {
+                        outcome.error = Some(syntax_error(bytes, base, &e));
+                        break;
+                    }
+                    Err(Failure::Value(e)) if found || base > 0 => {
                         let mut err = syntax_error(bytes, base, &e);
                         if err.truncated {
                             // The document runs to the end of the text.
@@ -405,6 +389,126 @@ where
     outcome
 }
 
+/// Why a document did not parse: an error inside its value, or text after it.
+enum Failure {
+    Value(serde_json::Error),
+    Trailing(serde_json::Error),
+}
+
+impl Failure {
+    fn error(&self) -> &serde_json::Error {
+        match self {
+            Failure::Value(e) | Failure::Trailing(e) => e,
+        }
+    }
+}
+
+/// Parses one document at the start of `doc`: a record array, or an object (with a `Records`
+/// array, or not). Returns the outcome and whether it held a record array.
+fn parse_document<F>(doc: &str, on_record: &mut F, count: &mut usize) -> (Result<(), Failure>, bool)
+where
+    F: FnMut(Record<'_>) + ?Sized,
+{
+    let mut de = serde_json::Deserializer::from_str(doc);
+    let mut found = false;
+    let r = if doc.trim_start().starts_with('[') {
+        found = true;
+        RecordsSeed { on_record, count }.deserialize(&mut de)
+    } else {
+        TopLevelSeed {
+            on_record,
+            count,
+            found: &mut found,
+        }
+        .deserialize(&mut de)
+    };
+    let r = r
+        .map_err(Failure::Value)
+        .and_then(|()| de.end().map_err(Failure::Trailing));
+    (r, found)
+}
+
+/// Runs `parse` on `text`; when serde_json stops at a number out of `f64` range (`1e400`), runs
+/// it once more on a copy where every such number reads `0` (padded with spaces: same offsets),
+/// skipping the records the first run already delivered. Each text is read at most twice, so
+/// the work stays linear.
+fn with_huge_numbers_zeroed<F, P, T>(
+    text: &str,
+    on_record: &mut F,
+    count: &mut usize,
+    parse: P,
+) -> (Result<(), Failure>, T)
+where
+    F: FnMut(Record<'_>),
+    P: Fn(&str, &mut dyn FnMut(Record<'_>), &mut usize) -> (Result<(), Failure>, T),
+{
+    let before = *count;
+    let first = parse(text, &mut *on_record, count);
+    let out_of_range =
+        matches!(&first.0, Err(f) if f.error().to_string().starts_with("number out of range"));
+    if !out_of_range {
+        return first;
+    }
+    let Some(zeroed) = zero_huge_numbers(text) else {
+        return first;
+    };
+    let mut skip = *count - before;
+    *count = before;
+    let mut deliver = |r: Record<'_>| {
+        if skip > 0 {
+            skip -= 1;
+        } else {
+            on_record(r);
+        }
+    };
+    parse(&zeroed, &mut deliver, count)
+}
+
+/// `text` with every JSON number outside strings whose magnitude is at least 1e300 (or beyond
+/// `f64`) replaced by `0` and spaces; `None` when there is none. One pass, string-aware.
+fn zero_huge_numbers(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0usize;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() {
+                    match b[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && matches!(b[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                let huge = text
+                    .get(start..i)
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .is_some_and(|v| !(v.abs() < 1e300));
+                if huge {
+                    let o = out.get_or_insert_with(|| b.to_vec());
+                    o[start] = b'0';
+                    o[start + 1..i].fill(b' ');
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    // Only ASCII bytes were replaced by ASCII bytes.
+    out.and_then(|o| String::from_utf8(o).ok())
+}
+
 /// JSON Lines: each non-blank line one record; a bad line is counted and skipped.
 fn parse_lines<F>(text: &str, on_record: &mut F, count: &mut usize, outcome: &mut ParseOutcome)
 where
@@ -413,17 +517,21 @@ where
     let mut offset = 0usize;
     for line in text.split('\n') {
         if !line.bytes().all(|b| b.is_ascii_whitespace()) {
-            let mut d = serde_json::Deserializer::from_str(line);
-            let r = RecordSeed {
-                on_record: &mut *on_record,
-                count: &mut *count,
-            }
-            .deserialize(&mut d)
-            .and_then(|()| d.end());
-            if let Err(e) = r {
+            let (r, ()) = with_huge_numbers_zeroed(line, on_record, count, |l, f, c| {
+                let mut d = serde_json::Deserializer::from_str(l);
+                let r = RecordSeed {
+                    on_record: f,
+                    count: c,
+                }
+                .deserialize(&mut d)
+                .map_err(Failure::Value)
+                .and_then(|()| d.end().map_err(Failure::Trailing));
+                (r, ())
+            });
+            if let Err(f) = r {
                 outcome.bad_lines += 1;
                 if outcome.error.is_none() {
-                    outcome.error = Some(syntax_error(text.as_bytes(), offset, &e));
+                    outcome.error = Some(syntax_error(text.as_bytes(), offset, f.error()));
                 }
             }
         }
@@ -474,20 +582,20 @@ fn error_offset(bytes: &[u8], base: usize, e: &serde_json::Error) -> usize {
     }
 }
 
-struct TopLevelSeed<'f, F> {
+struct TopLevelSeed<'f, F: ?Sized> {
     on_record: &'f mut F,
     count: &'f mut usize,
     found: &'f mut bool,
 }
 
-impl<'de, F: FnMut(Record<'de>)> DeserializeSeed<'de> for TopLevelSeed<'_, F> {
+impl<'de, F: FnMut(Record<'de>) + ?Sized> DeserializeSeed<'de> for TopLevelSeed<'_, F> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de, F: FnMut(Record<'de>)> Visitor<'de> for TopLevelSeed<'_, F> {
+impl<'de, F: FnMut(Record<'de>) + ?Sized> Visitor<'de> for TopLevelSeed<'_, F> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a CloudTrail log file object")
@@ -531,19 +639,19 @@ impl<'de, F: FnMut(Record<'de>)> Visitor<'de> for TopLevelSeed<'_, F> {
 }
 
 /// Deserializes a JSON array of records (or anything else, ignored) and feeds each record to the callback.
-struct RecordsSeed<'f, F> {
+struct RecordsSeed<'f, F: ?Sized> {
     on_record: &'f mut F,
     count: &'f mut usize,
 }
 
-impl<'de, F: FnMut(Record<'de>)> DeserializeSeed<'de> for RecordsSeed<'_, F> {
+impl<'de, F: FnMut(Record<'de>) + ?Sized> DeserializeSeed<'de> for RecordsSeed<'_, F> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de, F: FnMut(Record<'de>)> Visitor<'de> for RecordsSeed<'_, F> {
+impl<'de, F: FnMut(Record<'de>) + ?Sized> Visitor<'de> for RecordsSeed<'_, F> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of CloudTrail records")
@@ -584,12 +692,12 @@ impl<'de, F: FnMut(Record<'de>)> Visitor<'de> for RecordsSeed<'_, F> {
 
 /// Deserializes one array element: a record object is delivered; any other value is delivered as an empty record
 /// (so that it is counted and reported as missing its fields rather than lost silently).
-struct RecordSeed<'f, F> {
+struct RecordSeed<'f, F: ?Sized> {
     on_record: &'f mut F,
     count: &'f mut usize,
 }
 
-impl<'de, F: FnMut(Record<'de>)> DeserializeSeed<'de> for RecordSeed<'_, F> {
+impl<'de, F: FnMut(Record<'de>) + ?Sized> DeserializeSeed<'de> for RecordSeed<'_, F> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         let record = d.deserialize_any(RecordVisitor)?;
@@ -910,6 +1018,25 @@ mod tests {
         assert_eq!(v[3].user_identity.arn, None);
         assert_eq!(v[3].user_identity.account_id.as_deref(), Some("1"));
         assert_eq!(v[5].event_time.as_deref(), Some("2024-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn out_of_range_numbers_in_json_lines_and_strings() {
+        let text = b"{\"eventName\":\"A\",\"eventTime\":1e400}\n{\"eventName\":\"B\",\"userAgent\":\"1e400 \\\" -1e999\",\"readOnly\":-1e999}\n";
+        let (v, o) = collect(text);
+        assert!(o.error.is_none(), "{:?}", o.error);
+        assert_eq!(names(&v), ["A", "B"]);
+        assert_eq!(v[1].user_agent.as_deref(), Some("1e400 \" -1e999"));
+        assert_eq!(v[1].read_only, Flag::Invalid);
+        // Many of them: each document is read at most twice.
+        let n = 50_000;
+        let json = format!(
+            "[{}]",
+            vec![r#"{"eventName":"X","eventTime":1e400,"readOnly":1e999}"#; n].join(",")
+        );
+        let (v, o) = collect(json.as_bytes());
+        assert!(o.error.is_none());
+        assert_eq!(v.len(), n);
     }
 
     #[test]
