@@ -14,7 +14,7 @@ use trailsight_detector::DetectorConfig;
 /// array or JSON Lines. Never panics; the inflated size stays within the cap; the record
 /// counters add up.
 pub fn decode(data: &[u8]) {
-    let d = trailsight::decode::decode(data);
+    let d = trailsight::decode::decode(data, trailsight_detector::TimeBounds::UNBOUNDED);
     assert!(d.inflated_bytes <= MAX_INFLATED_BYTES);
     assert!(d.batch.events.len() <= d.batch.stats.records as usize);
 }
