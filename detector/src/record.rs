@@ -495,7 +495,7 @@ fn zero_huge_numbers(text: &str) -> Option<String> {
                 let huge = text
                     .get(start..i)
                     .and_then(|t| t.parse::<f64>().ok())
-                    .is_some_and(|v| !(v.abs() < 1e300));
+                    .is_some_and(|v| v.abs() >= 1e300);
                 if huge {
                     let o = out.get_or_insert_with(|| b.to_vec());
                     o[start] = b'0';
