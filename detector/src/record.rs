@@ -196,7 +196,8 @@ where
     let bom = if bytes.starts_with(BOM) { BOM.len() } else { 0 };
     let body = &bytes[bom..];
     let text = RepairedText::new(body);
-    let mut outcome = parse_text(&text.text, &mut on_record);
+    let mut patched = Patched::default();
+    let mut outcome = parse_text(&text.text, &mut on_record, &mut patched);
     if let Some(e) = &mut outcome.error {
         e.offset = bom + text.original_offset(e.offset);
         let line_start = bytes[..e.offset]
@@ -205,15 +206,20 @@ where
             .map_or(0, |i| i + 1);
         e.column = e.offset - line_start + 1;
     }
+    let first_patch = patched.first.map(|o| text.original_offset(o));
+    let first = match (text.first_repair, first_patch) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     outcome.repairs = Repairs {
-        first_offset: text.first_repair.map(|o| bom + o),
+        first_offset: first.map(|o| bom + o),
         invalid_utf8: text.invalid_utf8,
-        lone_surrogates: text.lone_surrogates,
+        lone_surrogates: patched.lone_surrogates,
     };
     outcome
 }
 
-/// A file's text as the JSON parser reads it: valid UTF-8 with every `\u` escape pairable.
+/// A file's text as the JSON parser reads it: valid UTF-8.
 struct RepairedText<'a> {
     /// The text: borrowed when nothing needed repair.
     text: Cow<'a, str>,
@@ -223,19 +229,17 @@ struct RepairedText<'a> {
     /// Offset in the input of the first repair.
     first_repair: Option<usize>,
     invalid_utf8: usize,
-    lone_surrogates: usize,
 }
 
 impl<'a> RepairedText<'a> {
-    /// One UTF-8 validation pass (a lossy copy only when it fails), then one scan for `\u`
-    /// escapes of surrogates (a copy only when one is lone). Linear in `bytes`.
+    /// One UTF-8 validation pass (a lossy copy only when it fails). Linear in `bytes`. The JSON
+    /// parser then reads `&str` and does not validate UTF-8 string by string.
     fn new(bytes: &'a [u8]) -> Self {
         let mut out = RepairedText {
             text: Cow::Borrowed(""),
             segments: Vec::new(),
             first_repair: None,
             invalid_utf8: 0,
-            lone_surrogates: 0,
         };
         out.text = match std::str::from_utf8(bytes) {
             Ok(s) => Cow::Borrowed(s),
@@ -244,7 +248,6 @@ impl<'a> RepairedText<'a> {
                 Cow::Owned(out.lossy(bytes))
             }
         };
-        out.patch_lone_surrogates();
         out
     }
 
@@ -268,54 +271,6 @@ impl<'a> RepairedText<'a> {
         s
     }
 
-    /// Replaces each `\uD800`–`\uDFFF` escape that is not half of a lead-trail pair by
-    /// `\ufffd` (same length, so offsets are unchanged). A backslash preceded by an odd run of
-    /// backslashes is escaped itself, not an escape.
-    fn patch_lone_surrogates(&mut self) {
-        let mut patches = Vec::new();
-        {
-            let b = self.text.as_bytes();
-            let hex4 = |at: usize| -> Option<u16> {
-                let h = b.get(at..at + 4)?;
-                let h = std::str::from_utf8(h).ok()?;
-                u16::from_str_radix(h, 16).ok()
-            };
-            let mut skip_to = 0usize;
-            for p in memchr::memmem::find_iter(b, b"\\u") {
-                if p < skip_to {
-                    continue;
-                }
-                let run = b[..p].iter().rev().take_while(|&&c| c == b'\\').count();
-                if run % 2 == 1 {
-                    continue;
-                }
-                let Some(n) = hex4(p + 2) else { continue };
-                match n {
-                    0xD800..=0xDBFF => {
-                        let paired = b.get(p + 6..p + 8) == Some(b"\\u")
-                            && hex4(p + 8).is_some_and(|m| (0xDC00..=0xDFFF).contains(&m));
-                        if paired {
-                            skip_to = p + 12;
-                        } else {
-                            patches.push(p);
-                        }
-                    }
-                    0xDC00..=0xDFFF => patches.push(p),
-                    _ => skip_to = p + 6,
-                }
-            }
-        }
-        if let Some(&first) = patches.first() {
-            let first = self.original_offset(first);
-            self.first_repair = Some(self.first_repair.map_or(first, |f| f.min(first)));
-            self.lone_surrogates = patches.len();
-            let text = self.text.to_mut();
-            for p in patches {
-                text.replace_range(p..p + 6, "\\ufffd");
-            }
-        }
-    }
-
     /// The input offset of text offset `offset` (a replacement character maps into the bytes it replaced).
     fn original_offset(&self, offset: usize) -> usize {
         let i = self.segments.partition_point(|&(t, _)| t <= offset);
@@ -331,7 +286,7 @@ impl<'a> RepairedText<'a> {
 }
 
 /// Parses repaired text; offsets in the outcome are text offsets.
-fn parse_text<F>(text: &str, on_record: &mut F) -> ParseOutcome
+fn parse_text<F>(text: &str, on_record: &mut F, patched: &mut Patched) -> ParseOutcome
 where
     F: FnMut(Record<'_>),
 {
@@ -348,9 +303,18 @@ where
             let mut base = 0usize;
             loop {
                 let doc = &text[base..];
-                let (r, found) = with_huge_numbers_zeroed(doc, on_record, &mut count, |d, f, c| {
-                    parse_document(d, f, c)
-                });
+                let mut doc_patched = Patched::default();
+                let (r, found) = with_repairs(
+                    doc,
+                    base,
+                    on_record,
+                    &mut count,
+                    &mut doc_patched,
+                    |d, f, c| parse_document(d, f, c),
+                );
+                if found || base > 0 {
+                    patched.add(doc_patched);
+                }
                 match r {
                     Ok(()) if found || base > 0 => break,
                     Err(Failure::Trailing(e)) if found || base > 0 => {
@@ -374,7 +338,7 @@ where
                     }
                     // No `Records` key: JSON Lines, one record object per line.
                     _ => {
-                        parse_lines(text, on_record, &mut count, &mut outcome);
+                        parse_lines(text, on_record, &mut count, &mut outcome, patched);
                         break;
                     }
                 }
@@ -428,14 +392,35 @@ where
     (r, found)
 }
 
-/// Runs `parse` on `text`; when serde_json stops at a number out of `f64` range (`1e400`), runs
-/// it once more on a copy where every such number reads `0` (padded with spaces: same offsets),
-/// skipping the records the first run already delivered. Each text is read at most twice, so
-/// the work stays linear.
-fn with_huge_numbers_zeroed<F, P, T>(
+/// Lone surrogate escapes replaced while parsing: how many, and the text offset of the first.
+#[derive(Debug, Default, Clone, Copy)]
+struct Patched {
+    lone_surrogates: usize,
+    first: Option<usize>,
+}
+
+impl Patched {
+    fn add(&mut self, other: Patched) {
+        self.lone_surrogates += other.lone_surrogates;
+        self.first = match (self.first, other.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// Runs `parse` on `text` (which starts at text offset `base`). When serde_json stops at a
+/// value it cannot represent, a number out of `f64` range (`1e400`) or a lone surrogate escape
+/// (`"\ud83dx"`), runs it once more on a copy of the same length where every such number
+/// reads `0` (padded with spaces) and every lone surrogate escape reads `\ufffd`, skipping the
+/// records the first run already delivered. Each text is read at most twice, so the work stays
+/// linear, and text without such values costs nothing extra.
+fn with_repairs<F, P, T>(
     text: &str,
+    base: usize,
     on_record: &mut F,
     count: &mut usize,
+    patched: &mut Patched,
     parse: P,
 ) -> (Result<(), Failure>, T)
 where
@@ -444,14 +429,28 @@ where
 {
     let before = *count;
     let first = parse(text, &mut *on_record, count);
-    let out_of_range =
-        matches!(&first.0, Err(f) if f.error().to_string().starts_with("number out of range"));
-    if !out_of_range {
+    let repairable = matches!(&first.0, Err(f) if {
+        let m = f.error().to_string();
+        m.starts_with("number out of range")
+            || m.starts_with("lone leading surrogate in hex escape")
+            || m.starts_with("unexpected end of hex escape")
+    });
+    if !repairable {
         return first;
     }
-    let Some(zeroed) = zero_huge_numbers(text) else {
+    let zeroed = zero_huge_numbers(text);
+    let lone = lone_surrogate_escapes(text);
+    if zeroed.is_none() && lone.is_empty() {
         return first;
-    };
+    }
+    let mut copy = zeroed.unwrap_or_else(|| text.to_string());
+    for &p in &lone {
+        copy.replace_range(p..p + 6, "\\ufffd");
+    }
+    patched.add(Patched {
+        lone_surrogates: lone.len(),
+        first: lone.first().map(|p| base + p),
+    });
     let mut skip = *count - before;
     *count = before;
     let mut deliver = |r: Record<'_>| {
@@ -461,7 +460,43 @@ where
             on_record(r);
         }
     };
-    parse(&zeroed, &mut deliver, count)
+    parse(&copy, &mut deliver, count)
+}
+
+/// Offsets of the `\uD800`–`\uDFFF` escapes in `text` that are not half of a lead-trail pair.
+/// A backslash preceded by an odd run of backslashes is escaped itself, not an escape. Linear.
+fn lone_surrogate_escapes(text: &str) -> Vec<usize> {
+    let b = text.as_bytes();
+    let hex4 = |at: usize| -> Option<u16> {
+        let h = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(h, 16).ok()
+    };
+    let mut lone = Vec::new();
+    let mut skip_to = 0usize;
+    for p in memchr::memmem::find_iter(b, b"\\u") {
+        if p < skip_to {
+            continue;
+        }
+        let run = b[..p].iter().rev().take_while(|&&c| c == b'\\').count();
+        if run % 2 == 1 {
+            continue;
+        }
+        let Some(n) = hex4(p + 2) else { continue };
+        match n {
+            0xD800..=0xDBFF => {
+                let paired = b.get(p + 6..p + 8) == Some(b"\\u")
+                    && hex4(p + 8).is_some_and(|m| (0xDC00..=0xDFFF).contains(&m));
+                if paired {
+                    skip_to = p + 12;
+                } else {
+                    lone.push(p);
+                }
+            }
+            0xDC00..=0xDFFF => lone.push(p),
+            _ => skip_to = p + 6,
+        }
+    }
+    lone
 }
 
 /// `text` with every JSON number outside strings whose magnitude is at least 1e300 (or beyond
@@ -510,14 +545,19 @@ fn zero_huge_numbers(text: &str) -> Option<String> {
 }
 
 /// JSON Lines: each non-blank line one record; a bad line is counted and skipped.
-fn parse_lines<F>(text: &str, on_record: &mut F, count: &mut usize, outcome: &mut ParseOutcome)
-where
+fn parse_lines<F>(
+    text: &str,
+    on_record: &mut F,
+    count: &mut usize,
+    outcome: &mut ParseOutcome,
+    patched: &mut Patched,
+) where
     F: FnMut(Record<'_>),
 {
     let mut offset = 0usize;
     for line in text.split('\n') {
         if !line.bytes().all(|b| b.is_ascii_whitespace()) {
-            let (r, ()) = with_huge_numbers_zeroed(line, on_record, count, |l, f, c| {
+            let (r, ()) = with_repairs(line, offset, on_record, count, patched, |l, f, c| {
                 let mut d = serde_json::Deserializer::from_str(l);
                 let r = RecordSeed {
                     on_record: f,
