@@ -101,34 +101,10 @@ pub fn parse_key(key: &str) -> LogKey {
     out
 }
 
-/// True for an AWS account ID: exactly 12 ASCII digits.
-pub fn is_account_id(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Longest Region name accepted, bytes (the longest AWS Region names have 14).
-pub const MAX_REGION_LEN: usize = 32;
-
-/// True for an AWS Region name: `^[a-z]{2}(-[a-z]+){1,3}-[0-9]{1,2}$`, at most
-/// [`MAX_REGION_LEN`] bytes (`us-east-1`, `us-gov-west-1`, `us-isob-east-1`).
-pub fn is_region(s: &str) -> bool {
-    if s.len() > MAX_REGION_LEN {
-        return false;
-    }
-    let parts: Vec<&str> = s.split('-').collect();
-    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
-        return false;
-    };
-    let middle = &parts[1..parts.len().saturating_sub(1).max(1)];
-    first.len() == 2
-        && first.bytes().all(|b| b.is_ascii_lowercase())
-        && (1..=3).contains(&middle.len())
-        && middle
-            .iter()
-            .all(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_lowercase()))
-        && (1..=2).contains(&last.len())
-        && last.bytes().all(|b| b.is_ascii_digit())
-}
+/// The account and Region checks are the detector's own (one definition for records and for
+/// keys): `is_account_id` (12 ASCII digits) and `is_region` (AWS's Region shape). The sink checks
+/// again here, independently of the records having been checked.
+pub use trailsight_detector::batch::{is_account_id, is_region};
 
 /// True for an AWS Organizations ID: `o-[a-z0-9]{10,32}`.
 pub fn is_org_id(s: &str) -> bool {
