@@ -267,20 +267,27 @@ pub fn is_account_id(s: &str) -> bool {
 /// middle parts (no `_`, digits or capitals), so a value can never be `.`, `..`, empty or hold
 /// a `/`, and any new Region of the same shape is accepted.
 pub fn is_region(s: &str) -> bool {
+    // Called for every record: no allocation.
+    let lower = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
     if s.len() > MAX_REGION_BYTES {
         return false;
     }
-    let parts: Vec<&str> = s.split('-').collect();
-    let n = parts.len();
-    if !(3..=5).contains(&n) {
+    let mut parts = s.split('-');
+    let (Some(first), Some(last)) = (parts.next(), parts.next_back()) else {
         return false;
+    };
+    let mut middle = 0;
+    for p in parts {
+        if !lower(p) {
+            return false;
+        }
+        middle += 1;
     }
-    let lower = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
-    parts[0].len() == 2
-        && lower(parts[0])
-        && parts[1..n - 1].iter().all(|p| lower(p))
-        && (1..=2).contains(&parts[n - 1].len())
-        && parts[n - 1].bytes().all(|b| b.is_ascii_digit())
+    first.len() == 2
+        && lower(first)
+        && (1..=3).contains(&middle)
+        && (1..=2).contains(&last.len())
+        && last.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// True for an `eventSource` or `eventName` of a usable shape: 1 to [`MAX_API_NAME_BYTES`]
