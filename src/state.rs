@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use trailsight_detector::{DetectorConfig, Engine};
+use trailsight_detector::{DetectorConfig, Engine, RestoreError};
 
 /// Checkpoint file name inside the state folder.
 pub const STATE_FILE: &str = "state.bin";
@@ -214,7 +214,9 @@ pub fn load(dir: &Path, config: &DetectorConfig) -> Result<Option<Checkpoint>, S
 /// Decodes a checkpoint file's bytes (header, CRC-32, postcard payload); `path` names it in errors.
 ///
 /// Errors: [`StateError::Corrupt`] (bad magic, truncated, checksum, undecodable payload),
-/// [`StateError::Version`], [`StateError::Settings`] (the engine state does not fit `config`).
+/// [`StateError::Version`], [`StateError::Settings`] (the engine state does not fit `config`);
+/// a payload that decodes but refers to keys, symbols or minutes it does not hold is
+/// [`StateError::Corrupt`] too.
 pub fn decode_checkpoint(
     bytes: &[u8],
     path: &Path,
@@ -252,14 +254,19 @@ pub fn decode_checkpoint(
     }
     let mut checkpoint: Checkpoint =
         postcard::from_bytes(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
-    checkpoint.engine =
-        checkpoint
-            .engine
-            .restore(config.clone())
-            .map_err(|e| StateError::Settings {
+    checkpoint.engine = checkpoint
+        .engine
+        .restore(config.clone())
+        .map_err(|e| match e {
+            RestoreError::Config(e) => StateError::Settings {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
-            })?;
+            },
+            RestoreError::Inconsistent(reason) => StateError::Corrupt {
+                path: path.to_path_buf(),
+                reason,
+            },
+        })?;
     Ok(checkpoint)
 }
 
@@ -319,5 +326,32 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// A payload (found by the `checkpoint` fuzz target) that decodes cleanly and carries a valid
+    /// checksum but holds an open Insight on a rate key the aggregator does not have: rejected as
+    /// corrupt, naming the key, instead of panicking later when the Insight is reported.
+    #[test]
+    fn a_state_that_refers_to_a_missing_key_is_corrupt() {
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-regressions/checkpoint");
+        for name in [
+            "open-insight-on-missing-key.bin",
+            "checkpoint-crash-9a26d879",
+        ] {
+            let payload = std::fs::read(root.join(name)).unwrap();
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+            let e = decode_checkpoint(&bytes, Path::new("state.bin"), &DetectorConfig::default())
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                matches!(&e, StateError::Corrupt { reason, .. } if reason.contains("rate key")),
+                "{name}: {e}"
+            );
+        }
     }
 }

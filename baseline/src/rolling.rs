@@ -254,6 +254,15 @@ impl RollingRate {
         &mut self.buckets[pos]
     }
 
+    /// True when the hours are in strictly increasing order (checked on a deserialized window
+    /// before use).
+    pub fn is_well_formed(&self) -> bool {
+        self.buckets
+            .iter()
+            .zip(self.buckets.iter().skip(1))
+            .all(|(a, b)| a.hour < b.hour)
+    }
+
     /// Records the closed minute `minute` with `count` calls. Zero counts need not be recorded.
     pub fn record(&mut self, minute: i64, count: u32) {
         if count == 0 {

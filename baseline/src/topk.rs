@@ -194,6 +194,18 @@ impl<T: Copy + Ord> WindowedTopK<T> {
         (merged, total)
     }
 
+    /// True when the summary keeps its invariants (capacity and window at least 1, entries in
+    /// day order, at most `capacity` per day); a deserialized summary is checked with this before use.
+    pub fn is_well_formed(&self) -> bool {
+        self.capacity >= 1
+            && self.window_days >= 1
+            && self.entries.windows(2).all(|w| w[0].0 <= w[1].0)
+            && self
+                .entries
+                .chunk_by(|a, b| a.0 == b.0)
+                .all(|day| day.len() <= usize::from(self.capacity))
+    }
+
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<(i32, T, u32)>()

@@ -19,6 +19,10 @@ pub type Sym = u32;
 /// Index of a rate key in the aggregator's key table.
 pub type KeyId = u32;
 
+/// Largest minute a restored state may hold (9999-12-31T23:59Z, minutes since the Unix epoch):
+/// record times are bounded far tighter on ingest (see [`crate::TimeBounds`]).
+pub const MAX_STATE_MINUTE: i64 = 4_223_371_679;
+
 /// Interned strings, numbered in order of first appearance (deterministic for a given input order).
 /// Serialized as the list of strings.
 #[derive(Debug, Clone, Default)]
@@ -364,6 +368,52 @@ impl Aggregator {
         self.lateness = i64::from(lateness);
         self.policy = policy.has_principal_suppressions().then_some(policy);
         self.ignored.clear();
+    }
+
+    /// After deserializing (and [`Aggregator::restore_settings`]): checks that every key id
+    /// refers to a key, every key's symbols to strings, and every minute lies in
+    /// `0..=`[`MAX_STATE_MINUTE`]. Returns the first inconsistency found, in words.
+    pub fn check_restored(&self) -> Result<(), String> {
+        let n_syms = self.symbols.len();
+        let sym_ok = |s: Sym| (s as usize) < n_syms;
+        let minute_ok = |m: i64| (0..=MAX_STATE_MINUTE).contains(&m);
+        for (i, k) in self.keys.iter().enumerate() {
+            let syms = [k.account, k.region, k.event_source, k.event_name];
+            if !syms.into_iter().chain(k.error_code).all(sym_ok) {
+                return Err(format!(
+                    "rate key {i} refers to a symbol that does not exist"
+                ));
+            }
+        }
+        if self.key_index.len() != self.keys.len() {
+            return Err("a rate key appears twice".into());
+        }
+        for (&m, samples) in &self.open {
+            if !minute_ok(m) {
+                return Err(format!("open minute {m} out of range"));
+            }
+            if let Some(id) = samples.keys().find(|&&id| id as usize >= self.keys.len()) {
+                return Err(format!(
+                    "open minute {m} refers to rate key {id}, which does not exist"
+                ));
+            }
+        }
+        if let Some(m) = self.seen.keys().find(|&&m| !minute_ok(m)) {
+            return Err(format!("deduplication minute {m} out of range"));
+        }
+        for m in [self.closed_before, self.newest].into_iter().flatten() {
+            if !minute_ok(m) {
+                return Err(format!("watermark minute {m} out of range"));
+            }
+        }
+        for (&(account, region), &m) in &self.streams {
+            if !sym_ok(account) || !sym_ok(region) || !minute_ok(m) {
+                return Err(
+                    "an account and Region history refers to a missing symbol or minute".into(),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Applies the principal suppressions of `policy` to every event.

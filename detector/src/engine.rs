@@ -22,6 +22,17 @@ use crate::time::format_minute;
 /// Namespace of trailsight's UUID v5 event IDs.
 pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c2e_9a4d_5e7f_8a0b_1c2d_3e4f_5a6b);
 
+/// Why a serialized engine cannot be restored ([`Engine::restore`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RestoreError {
+    /// A setting is out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state refers to something it does not hold.
+    #[error("inconsistent state: {0}")]
+    Inconsistent(String),
+}
+
 /// One Insights record ready to be written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmittedInsight {
@@ -93,8 +104,10 @@ impl Engine {
 
     /// Rebuilds an engine from its serialized state with the given settings.
     ///
-    /// Returns `Err(ConfigError)` when a setting is out of range.
-    pub fn restore(mut self, config: DetectorConfig) -> Result<Self, ConfigError> {
+    /// Returns `Err(RestoreError::Config)` when a setting is out of range and
+    /// `Err(RestoreError::Inconsistent)` when the state refers to keys, symbols or minutes it
+    /// does not hold (a crafted or damaged state that decoded cleanly).
+    pub fn restore(mut self, config: DetectorConfig) -> Result<Self, RestoreError> {
         config.validate()?;
         let policy = config.policy()?;
         self.aggregator.restore_settings(
@@ -105,6 +118,10 @@ impl Engine {
             config.max_keys_per_region,
         );
         self.detector.restore_settings(config, policy);
+        self.aggregator
+            .check_restored()
+            .and_then(|()| self.detector.check_restored(self.aggregator.key_count()))
+            .map_err(RestoreError::Inconsistent)?;
         Ok(self)
     }
 

@@ -86,8 +86,24 @@ pub fn checkpoint(data: &[u8]) {
         file = f;
         &file
     };
-    if let Ok(checkpoint) = trailsight::state::decode_checkpoint(bytes, path, &config) {
+    if let Ok(mut checkpoint) = trailsight::state::decode_checkpoint(bytes, path, &config) {
+        // A restored engine must work on, not only load: a few calls, then the end of input.
         let _ = checkpoint.engine.key_count();
+        let _ = checkpoint.engine.open_insights();
+        let batch = trailsight::decode::decode(
+            AFTER_RESTORE.as_bytes(),
+            trailsight_detector::TimeBounds::UNBOUNDED,
+        )
+        .batch;
+        let _ = checkpoint.engine.ingest(&batch, None);
+        let _ = checkpoint.engine.finish();
         let _ = checkpoint.engine.open_insights();
     }
 }
+
+/// Calls ingested by a restored engine in [`checkpoint`] (a write API with and without an error).
+const AFTER_RESTORE: &str = r#"{"Records":[
+{"eventVersion":"1.09","eventTime":"2025-03-01T00:00:10Z","eventSource":"iam.amazonaws.com","eventName":"CreateAccessKey","awsRegion":"us-east-1","recipientAccountId":"111122223333","eventID":"a1","readOnly":false,"managementEvent":true,"eventType":"AwsApiCall","userIdentity":{"arn":"arn:aws:iam::111122223333:user/x"},"userAgent":"ua"},
+{"eventVersion":"1.09","eventTime":"2025-03-01T00:01:10Z","eventSource":"iam.amazonaws.com","eventName":"CreateAccessKey","awsRegion":"us-east-1","recipientAccountId":"111122223333","eventID":"a2","readOnly":false,"managementEvent":true,"eventType":"AwsApiCall","errorCode":"AccessDenied","userIdentity":{"arn":"arn:aws:iam::111122223333:user/y"},"userAgent":"ua"},
+{"eventVersion":"1.09","eventTime":"2025-03-01T00:30:10Z","eventSource":"ec2.amazonaws.com","eventName":"RunInstances","awsRegion":"eu-west-1","recipientAccountId":"111122223333","eventID":"a3","readOnly":false,"managementEvent":true,"eventType":"AwsApiCall","userIdentity":{"arn":"arn:aws:iam::111122223333:user/x"},"userAgent":"ua"}
+]}"#;

@@ -338,6 +338,48 @@ impl Detector {
         }
     }
 
+    /// After deserializing: checks that every key state and open Insight refers to one of the
+    /// `key_count` rate keys of the aggregator and that every rolling summary is well formed.
+    /// Returns the first inconsistency found, in words.
+    pub fn check_restored(&self, key_count: usize) -> Result<(), String> {
+        if self.keys.len() > key_count {
+            return Err(format!(
+                "the detector holds {} key states for {key_count} rate keys",
+                self.keys.len()
+            ));
+        }
+        for &id in &self.open {
+            if self
+                .keys
+                .get(id as usize)
+                .is_none_or(|k| k.insight.is_none())
+            {
+                return Err(format!(
+                    "open Insight on rate key {id}, which has no Insight state"
+                ));
+            }
+        }
+        for (id, st) in self.keys.iter().enumerate() {
+            if st.insight.is_some() && !self.open.contains(&(id as KeyId)) {
+                return Err(format!(
+                    "rate key {id} has an Insight that is not listed as open"
+                ));
+            }
+            if !st.rate.is_well_formed() {
+                return Err(format!("rate key {id}: rolling rate hours out of order"));
+            }
+            if let Some(a) = &st.attributions
+                && !a.iter().all(|t| t.is_well_formed())
+            {
+                return Err(format!("rate key {id}: malformed attribution summary"));
+            }
+        }
+        if !self.late.is_empty() {
+            return Err("late calls pending between calls".into());
+        }
+        Ok(())
+    }
+
     /// The settings.
     pub fn config(&self) -> &DetectorConfig {
         &self.config
