@@ -8,7 +8,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::de::IgnoredAny;
-use trailsight::decode::{decode, inflate};
+use trailsight::pipeline::decode::{decode, inflate};
 use trailsight_detector::aggregate::Aggregator;
 use trailsight_detector::{DetectorConfig, Engine, TimeBounds};
 
@@ -18,13 +18,13 @@ type Corpus = Vec<(Vec<u8>, Option<i64>)>;
 fn corpus() -> (Corpus, u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, stats) =
-        trailsight::demo::write_demo_bucket(dir.path(), 1.0, 20.0).expect("demo bucket");
+        trailsight::synth::demo::write_demo_bucket(dir.path(), 1.0, 20.0).expect("demo bucket");
     let mut files: Vec<(String, Vec<u8>, Option<i64>)> = stats
         .paths
         .iter()
         .map(|p| {
             let key = p.to_string_lossy().into_owned();
-            let delivered = trailsight::layout::parse_key(&key).delivered_minute;
+            let delivered = trailsight::pipeline::layout::parse_key(&key).delivered_minute;
             (key, std::fs::read(p).expect("read"), delivered)
         })
         .collect();

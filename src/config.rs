@@ -52,8 +52,8 @@ use trailsight_detector::DetectorConfig;
 pub struct Config {
     /// Aggregation, baseline and detection settings (see [`DetectorConfig`]).
     pub detector: DetectorConfig,
-    /// `trailsight serve`: sources, sinks, state (see [`crate::serve::ServeConfig`]).
-    pub serve: Option<crate::serve::ServeConfig>,
+    /// `trailsight serve`: sources, sinks, state (see [`ServeConfig`]).
+    pub serve: Option<ServeConfig>,
 }
 
 /// Why a configuration file could not be used. Each message is one line and complete in
@@ -112,6 +112,121 @@ pub const SERVE_RANGES: &[(&str, u64, u64)] = &[
     ("s3.max_attempts", 1, 100),
 ];
 
+/// The `[serve]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Log sources: `s3://<bucket>[/<prefix>]`, `file:///path` or a path.
+    pub sources: Vec<String>,
+    /// Insights sinks: `s3://<bucket>[/<prefix>]`, `file:///path` or a path (at most one of each kind).
+    pub sinks: Vec<String>,
+    /// Folder of the checkpoint (`state.bin`).
+    pub state_dir: PathBuf,
+    /// Seconds between polls. Default 60.
+    #[serde(default = "default_poll")]
+    pub poll_interval_seconds: u64,
+    /// Seconds between checkpoints while a backlog is processed. Default 30.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_interval_seconds: u64,
+    /// Files processed between two checkpoint opportunities (bounds memory and re-reads). Default 500.
+    #[serde(default = "default_batch")]
+    pub batch_files: usize,
+    /// A local file is read only once it has not been modified for this many seconds, so a file
+    /// still being written (by `aws s3 sync`, a copy, a shipper) is never read in part; files
+    /// after it wait too, to keep delivery order. Default 5; at most 3600.
+    #[serde(default = "default_settle")]
+    pub local_settle_seconds: u64,
+    /// S3 client settings.
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+impl ServeConfig {
+    /// Checks the ranges of the `[serve]` settings owned here.
+    ///
+    /// Returns `Err` naming the key (`serve.local_settle_seconds`) and its range.
+    pub fn validate_source_settings(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.local_settle_seconds <= MAX_SETTLE_SECONDS,
+            "serve.local_settle_seconds = {} is out of range (0 to {MAX_SETTLE_SECONDS})",
+            self.local_settle_seconds
+        );
+        Ok(())
+    }
+}
+
+/// Largest `local_settle_seconds`.
+pub const MAX_SETTLE_SECONDS: u64 = 3600;
+
+/// S3 client settings; credentials and region come from the standard AWS chain unless set here.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`.
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing (needed by most S3-compatible servers).
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Region (default: the AWS chain's, else `us-east-1`).
+    pub region: Option<String>,
+    /// Attempts per request, with the SDK's standard exponential backoff. Default 10.
+    pub max_attempts: Option<u32>,
+}
+
+fn default_poll() -> u64 {
+    60
+}
+fn default_checkpoint() -> u64 {
+    30
+}
+fn default_batch() -> usize {
+    500
+}
+fn default_settle() -> u64 {
+    5
+}
+
+/// A parsed source or sink URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A bucket and key prefix (no trailing slash).
+    S3 { bucket: String, prefix: String },
+    /// A local folder.
+    Local(PathBuf),
+}
+
+/// Parses `s3://bucket[/prefix]`, `file:///path` or a plain path.
+///
+/// Returns `Err(LocationError)` for `s3://` without a bucket or an empty path.
+pub fn parse_location(url: &str) -> Result<Location, LocationError> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(LocationError::NoBucket(url.to_string()));
+        }
+        return Ok(Location::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        });
+    }
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    if path.is_empty() {
+        return Err(LocationError::EmptyPath(url.to_string()));
+    }
+    Ok(Location::Local(PathBuf::from(path)))
+}
+
+/// A source or sink URL that names no place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    /// `s3://` with no bucket.
+    #[error("no bucket in {0:?}")]
+    NoBucket(String),
+    /// An empty path.
+    #[error("empty path in {0:?}")]
+    EmptyPath(String),
+}
+
 impl Config {
     /// Reads and validates a TOML file.
     ///
@@ -166,7 +281,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Checks the `[serve]` table; `Err((key, reason))` for the first bad key.
-fn validate_serve(sc: &crate::serve::ServeConfig) -> Result<(), (&'static str, String)> {
+fn validate_serve(sc: &ServeConfig) -> Result<(), (&'static str, String)> {
     let values = [
         sc.poll_interval_seconds,
         sc.checkpoint_interval_seconds,
@@ -188,13 +303,13 @@ fn validate_serve(sc: &crate::serve::ServeConfig) -> Result<(), (&'static str, S
         ));
     }
     for url in &sc.sources {
-        crate::serve::parse_location(url).map_err(|e| ("sources", format!("{e:#}")))?;
+        parse_location(url).map_err(|e| ("sources", format!("{e:#}")))?;
     }
     let (mut local, mut s3) = (0, 0);
     for url in &sc.sinks {
-        match crate::serve::parse_location(url).map_err(|e| ("sinks", format!("{e:#}")))? {
-            crate::serve::Location::Local(_) => local += 1,
-            crate::serve::Location::S3 { .. } => s3 += 1,
+        match parse_location(url).map_err(|e| ("sinks", format!("{e:#}")))? {
+            Location::Local(_) => local += 1,
+            Location::S3 { .. } => s3 += 1,
         }
     }
     if local > 1 || s3 > 1 {

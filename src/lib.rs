@@ -1,23 +1,18 @@
 //! trailsight: self-hosted CloudTrail Insights.
 //!
-//! The pipeline, one module a stage: [`source`] (log files in delivery order)
-//! → [`decode`] (inflate and parse, off the async runtime) → the pure
-//! `trailsight-detector` engine (aggregate, baseline, detect) → [`sink`]
-//! (Insights files in the trail's `CloudTrail-Insight/` layout). [`replay`]
-//! runs it once over a folder; [`synth`] builds realistic buckets from real
-//! records for the demo, tests and benchmarks.
+//! The folders are the pipeline: [`source`] (log files in delivery order, from a local
+//! folder or S3) → [`pipeline`] (decode, the pure `trailsight-detector` engine, cursors and
+//! checkpoints) → [`sink`] (Insights files in the trail's `CloudTrail-Insight/` layout, to a
+//! local folder or S3). [`commands`] are the CLI's verbs (`replay` runs the pipeline once,
+//! `serve` continuously); [`synth`] builds realistic buckets from real records for the demo,
+//! tests and benchmarks; [`config`] is the settings file (a leaf: it imports nothing of the
+//! service).
 
+pub mod commands;
 pub mod config;
-pub mod cursor;
-pub mod decode;
-pub mod demo;
 pub mod escape;
-pub mod evaluate;
-pub mod layout;
-pub mod replay;
-pub mod series;
-pub mod serve;
+pub mod pipeline;
+pub mod s3;
 pub mod sink;
 pub mod source;
-pub mod state;
 pub mod synth;

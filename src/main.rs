@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use trailsight::commands::replay::{ReplayOptions, replay};
 use trailsight::config::Config;
-use trailsight::demo::write_demo_bucket;
 use trailsight::escape::escaped;
-use trailsight::replay::{ReplayOptions, read_insight_files, replay};
+use trailsight::sink::local::read_insight_files;
+use trailsight::synth::demo::write_demo_bucket;
 
 /// Self-hosted CloudTrail Insights: unusual API call and error rates in your CloudTrail logs,
 /// reported as CloudTrail Insights events.
@@ -136,7 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, once } => {
             let config = Config::load(&config)?;
-            runtime()?.block_on(trailsight::serve::serve(config, once))?;
+            runtime()?.block_on(trailsight::commands::serve::serve(config, once))?;
             Ok(())
         }
         Command::Replay {
@@ -173,7 +174,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
-            let eval = runtime()?.block_on(trailsight::evaluate::evaluate(&out, series, config))?;
+            let eval = runtime()?.block_on(trailsight::commands::evaluate::evaluate(
+                &out, series, config,
+            ))?;
             println!("{eval}");
             Ok(())
         }
@@ -182,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             bucket,
         } => {
-            let s = trailsight::series::run(&input, &output, bucket.as_deref())?;
+            let s = trailsight::commands::series::run(&input, &output, bucket.as_deref())?;
             println!(
                 "{} rows scored ({} s buckets), {} labeled anomalous; wrote {}",
                 s.rows,

@@ -1,4 +1,4 @@
-//! Detection quality on labeled buckets (see `trailsight::evaluate`): every
+//! Detection quality on labeled buckets (see `trailsight::commands::evaluate`): every
 //! injected attack shape is caught with the right top principal, nothing that
 //! must stay silent raises an Insight, and false Insights stay at or below 0.2
 //! per account per day after warm-up.
@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use trailsight::evaluate::evaluate;
+use trailsight::commands::evaluate::evaluate;
 
 fn twitter_csv() -> Option<PathBuf> {
     let candidates = [

@@ -5,9 +5,11 @@
 mod common;
 use common::put;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use trailsight::replay::{FetchLimits, Fetcher, ReplaySummary, RunFiles, Sinks, run_files};
+use trailsight::pipeline::{FetchLimits, ReplaySummary, RunFiles, run_files};
+use trailsight::sink::Sinks;
+use trailsight::source::Source;
 use trailsight::source::SourceFile;
 use trailsight_detector::Engine;
 
@@ -30,7 +32,7 @@ fn source_file(root: &Path, key: &str) -> SourceFile {
         key: key.into(),
         size: std::fs::metadata(&path).unwrap().len(),
         path,
-        info: trailsight::layout::parse_key(key),
+        info: trailsight::pipeline::layout::parse_key(key),
     }
 }
 
@@ -41,7 +43,7 @@ async fn run(files: Vec<SourceFile>, limits: FetchLimits, sink: &Path) -> Replay
         engine,
         files.into_iter().map(|f| (0, f)).collect(),
         RunFiles {
-            fetchers: &[Fetcher::Local],
+            sources: &[Source::Local(PathBuf::new())],
             sinks: Sinks {
                 local: Some(trailsight::sink::local::LocalSink::new(sink)),
                 s3: None,
@@ -136,7 +138,7 @@ async fn s3_fetches_stop_at_the_cap() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (addr, _server) = common::start_s3(dir.path()).await;
-    let client = trailsight::serve::s3_client(&trailsight::serve::S3Config {
+    let client = trailsight::s3::s3_client(&trailsight::config::S3Config {
         endpoint_url: Some(format!("http://{addr}")),
         force_path_style: true,
         region: Some("us-east-1".into()),
@@ -153,12 +155,16 @@ async fn s3_fetches_stop_at_the_cap() {
         .send()
         .await
         .unwrap();
-    let fetcher = Fetcher::S3(client, "trail".into());
+    let fetcher = Source::S3 {
+        client,
+        bucket: "trail".into(),
+        prefix: String::new(),
+    };
     for listed in [body.len() as u64, 0, 10] {
         let file = SourceFile {
             key: "big.json".into(),
             path: Default::default(),
-            info: trailsight::layout::parse_key("big.json"),
+            info: trailsight::pipeline::layout::parse_key("big.json"),
             size: listed,
         };
         let got = fetcher.fetch_at_most(&file, 1000).await.unwrap();

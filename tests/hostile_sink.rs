@@ -11,8 +11,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const ACCOUNT: &str = trailsight::demo::DEMO_ACCOUNT;
-const REGION: &str = trailsight::demo::DEMO_REGION;
+const ACCOUNT: &str = trailsight::synth::demo::DEMO_ACCOUNT;
+const REGION: &str = trailsight::synth::demo::DEMO_REGION;
 const DETECTOR: &str = "[detector]\nwarmup_minutes = 720\n";
 
 fn gz(data: &[u8]) -> Vec<u8> {
@@ -31,7 +31,7 @@ fn gunzip(data: &[u8]) -> String {
 
 /// Days 6 to 9.5 of the demo bucket (its CreateAccessKey burst on day 8), IAM traffic only.
 fn build_bucket(root: &Path) {
-    let mut spec = trailsight::demo::demo_spec(9.5, 0.3, 11).unwrap();
+    let mut spec = trailsight::synth::demo::demo_spec(9.5, 0.3, 11).unwrap();
     spec.start_minute += 6 * 1440;
     spec.minutes = 3 * 1440 + 720;
     spec.streams

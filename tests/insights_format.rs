@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use serde_json::Value;
-use trailsight::replay::{ReplayOptions, read_insight_files, replay};
+use trailsight::commands::replay::{ReplayOptions, replay};
+use trailsight::sink::local::read_insight_files;
 use trailsight_detector::InsightRecord;
 
 #[test]
@@ -42,7 +43,7 @@ fn numbers_as_f64(v: &Value) -> Value {
 }
 
 fn gunzip(bytes: &[u8]) -> String {
-    let (json, err) = trailsight::decode::inflate(bytes);
+    let (json, err) = trailsight::pipeline::decode::inflate(bytes);
     assert!(err.is_none());
     String::from_utf8(json).unwrap()
 }
@@ -52,7 +53,7 @@ fn gunzip(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_insights_match_golden_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (bucket, stats) = trailsight::demo::write_demo_bucket(dir.path(), 9.5, 1.0).unwrap();
+    let (bucket, stats) = trailsight::synth::demo::write_demo_bucket(dir.path(), 9.5, 1.0).unwrap();
     assert!(stats.records > 100_000);
     let sink = dir.path().join("insights");
     let summary = replay(ReplayOptions {

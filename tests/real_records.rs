@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use trailsight::decode::{DecodeError, decode};
+use trailsight::pipeline::decode::{DecodeError, decode};
 use trailsight_detector::batch::RecordIssue;
 
 fn data(rel: &str) -> PathBuf {

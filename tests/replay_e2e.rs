@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use trailsight::layout::TrailLocation;
-use trailsight::replay::{ReplayOptions, read_insight_files, replay};
+use trailsight::commands::replay::{ReplayOptions, replay};
+use trailsight::pipeline::layout::TrailLocation;
+use trailsight::sink::local::read_insight_files;
 use trailsight::synth::{BucketSpec, Rate, Stream, TemplateSet, read_rate_csv, write_bucket};
 use trailsight_detector::insight::{InsightState, InsightType};
 

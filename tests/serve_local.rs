@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Three and a half days of the demo bucket (its burst on day 8); warm-up shortened to match.
 fn build_bucket(root: &Path) {
-    let mut spec = trailsight::demo::demo_spec(9.5, 0.3, 11).unwrap();
+    let mut spec = trailsight::synth::demo::demo_spec(9.5, 0.3, 11).unwrap();
     spec.start_minute += 6 * 1440;
     spec.minutes = 3 * 1440 + 720;
     trailsight::synth::write_bucket(&spec, root).unwrap();
@@ -139,7 +139,7 @@ fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
     let config_value: trailsight::config::Config =
         toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     let processed = |state: &Path| {
-        trailsight::state::load(state, &config_value.detector)
+        trailsight::pipeline::state::load(state, &config_value.detector)
             .unwrap()
             .expect("a checkpoint")
             .files_processed
@@ -205,19 +205,19 @@ fn serve_picks_up_new_files_equals_replay_and_stops_on_sigterm() {
 fn an_end_decided_by_another_accounts_files_keeps_its_trail_location_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let all = dir.path().join("all");
-    let burst = trailsight::demo::burst_start(trailsight::demo::DEMO_START_MINUTE);
+    let burst = trailsight::synth::demo::burst_start(trailsight::synth::demo::DEMO_START_MINUTE);
     // Account A, behind an organization trail with a prefix, stops delivering 20 minutes into its burst.
-    let mut a = trailsight::demo::demo_spec(9.5, 0.3, 21).unwrap();
+    let mut a = trailsight::synth::demo::demo_spec(9.5, 0.3, 21).unwrap();
     a.start_minute += 6 * 1440;
     a.minutes = burst + 20 - a.start_minute;
     a.account = "444455556666".into();
-    a.location = trailsight::layout::TrailLocation {
+    a.location = trailsight::pipeline::layout::TrailLocation {
         prefix: "org".into(),
         org_id: Some("o-abcdef1234".into()),
     };
     trailsight::synth::write_bucket(&a, &all).unwrap();
     // Account B goes on (without its own burst).
-    let mut b = trailsight::demo::demo_spec(9.5, 0.3, 22).unwrap();
+    let mut b = trailsight::synth::demo::demo_spec(9.5, 0.3, 22).unwrap();
     b.start_minute += 6 * 1440;
     b.minutes = 3 * 1440 + 720;
     b.streams
@@ -241,13 +241,15 @@ fn an_end_decided_by_another_accounts_files_keeps_its_trail_location_across_rest
     let a_last = files
         .keys()
         .filter(|k| k.starts_with("org/"))
-        .filter_map(|k| trailsight::layout::parse_key(k).delivered_minute)
+        .filter_map(|k| trailsight::pipeline::layout::parse_key(k).delivered_minute)
         .max()
         .unwrap();
     let source = dir.path().join("trail");
     let put_part = |later: bool| {
         for (key, bytes) in &files {
-            let minute = trailsight::layout::parse_key(key).delivered_minute.unwrap();
+            let minute = trailsight::pipeline::layout::parse_key(key)
+                .delivered_minute
+                .unwrap();
             if (minute > a_last) == later {
                 put(&source, key, bytes);
             }
@@ -296,7 +298,7 @@ fn replay_state_seeds_serve_which_reads_only_newer_files() {
     serve_once(&config);
     let detector: trailsight::config::Config =
         toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    let checkpoint = trailsight::state::load(&state, &detector.detector)
+    let checkpoint = trailsight::pipeline::state::load(&state, &detector.detector)
         .unwrap()
         .unwrap();
     assert_eq!(

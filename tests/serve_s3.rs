@@ -18,9 +18,11 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use rand::{Rng, SeedableRng};
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
-use trailsight::layout::TrailLocation;
-use trailsight::replay::{FetchError, Fetcher, ReplayOptions, replay};
-use trailsight::serve::{S3Config, s3_client};
+use trailsight::commands::replay::{ReplayOptions, replay};
+use trailsight::config::S3Config;
+use trailsight::pipeline::layout::TrailLocation;
+use trailsight::s3::s3_client;
+use trailsight::source::{FetchError, Source};
 
 const AK: &str = "AKIATRAILSIGHTTEST";
 const SK: &str = "trailsight-test-secret-key";
@@ -119,11 +121,11 @@ fn build_bucket(dir: &Path) -> PathBuf {
         s.minutes = 3 * 1440 + 720;
         s
     };
-    let mut a = shorten(trailsight::demo::demo_spec(9.5, 0.4, 7).unwrap());
+    let mut a = shorten(trailsight::synth::demo::demo_spec(9.5, 0.4, 7).unwrap());
     a.streams
         .retain(|s| s.template["eventName"] != "DescribeInstanceInformation");
     trailsight::synth::write_bucket(&a, &bucket).unwrap();
-    let mut b = shorten(trailsight::demo::demo_spec(9.5, 0.3, 8).unwrap());
+    let mut b = shorten(trailsight::synth::demo::demo_spec(9.5, 0.3, 8).unwrap());
     b.account = "444455556666".into();
     b.location = TrailLocation {
         prefix: "org".into(),
@@ -307,11 +309,15 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
     // "skip this object"; a missing object is skipped.
     let (key, _) = tree(&bucket_dir).into_iter().next().unwrap();
     let fetch = |c: &aws_sdk_s3::Client, key: &str| {
-        let fetcher = Fetcher::S3(c.clone(), "trail".into());
+        let fetcher = Source::S3 {
+            client: c.clone(),
+            bucket: "trail".into(),
+            prefix: String::new(),
+        };
         let file = trailsight::source::SourceFile {
             key: key.to_string(),
             path: PathBuf::new(),
-            info: trailsight::layout::parse_key(key),
+            info: trailsight::pipeline::layout::parse_key(key),
             size: 0,
         };
         async move { fetcher.fetch(&file).await }
@@ -464,7 +470,7 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
     let total = tree(&bucket_dir).len() as u64;
     let state_dir = dir.path().join("svc-state");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while trailsight::state::load(&state_dir, &test_config().detector)
+    while trailsight::pipeline::state::load(&state_dir, &test_config().detector)
         .unwrap()
         .map_or(0, |c| c.files_processed)
         < total
@@ -530,7 +536,7 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
         "exit status {code:?}: {}",
         log_tail(&config)
     );
-    let checkpoint = trailsight::state::load(&state_dir, &test_config().detector)
+    let checkpoint = trailsight::pipeline::state::load(&state_dir, &test_config().detector)
         .unwrap()
         .expect("a checkpoint written on SIGTERM");
     assert_eq!(checkpoint.files_processed, total);

@@ -7,14 +7,14 @@
 
 use std::path::Path;
 
-use trailsight::decode::MAX_INFLATED_BYTES;
+use trailsight::pipeline::decode::MAX_INFLATED_BYTES;
 use trailsight_detector::DetectorConfig;
 
 /// The file decoder: gzip (one or more members) or plain, `{"Records":[…]}`, a top-level
 /// array or JSON Lines. Never panics; the inflated size stays within the cap; the record
 /// counters add up.
 pub fn decode(data: &[u8]) {
-    let d = trailsight::decode::decode(data, trailsight_detector::TimeBounds::UNBOUNDED);
+    let d = trailsight::pipeline::decode::decode(data, trailsight_detector::TimeBounds::UNBOUNDED);
     assert!(d.inflated_bytes <= MAX_INFLATED_BYTES);
     assert!(d.batch.events.len() <= d.batch.stats.records as usize);
 }
@@ -36,9 +36,10 @@ pub fn layout(data: &[u8]) {
     let Ok(key) = std::str::from_utf8(data) else {
         return;
     };
-    let info = trailsight::layout::parse_key(key);
-    let _ = trailsight::layout::is_log_file_name(key);
-    let minute = trailsight::layout::delivery_minute_of(key.rsplit('/').next().unwrap_or(key));
+    let info = trailsight::pipeline::layout::parse_key(key);
+    let _ = trailsight::pipeline::layout::is_log_file_name(key);
+    let minute =
+        trailsight::pipeline::layout::delivery_minute_of(key.rsplit('/').next().unwrap_or(key));
     if let Some(m) = minute {
         assert_eq!(info.delivered_minute, Some(m));
     }
@@ -79,18 +80,19 @@ pub fn checkpoint(data: &[u8]) {
     } else {
         let mut f = Vec::with_capacity(data.len() + 32);
         f.extend_from_slice(MAGIC);
-        f.extend_from_slice(&trailsight::state::FORMAT_VERSION.to_le_bytes());
+        f.extend_from_slice(&trailsight::pipeline::state::FORMAT_VERSION.to_le_bytes());
         f.extend_from_slice(&(data.len() as u64).to_le_bytes());
         f.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
         f.extend_from_slice(data);
         file = f;
         &file
     };
-    if let Ok(mut checkpoint) = trailsight::state::decode_checkpoint(bytes, path, &config) {
+    if let Ok(mut checkpoint) = trailsight::pipeline::state::decode_checkpoint(bytes, path, &config)
+    {
         // A restored engine must work on, not only load: a few calls, then the end of input.
         let _ = checkpoint.engine.key_count();
         let _ = checkpoint.engine.open_insights();
-        let batch = trailsight::decode::decode(
+        let batch = trailsight::pipeline::decode::decode(
             AFTER_RESTORE.as_bytes(),
             trailsight_detector::TimeBounds::UNBOUNDED,
         )

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use super::{InsightFile, RejectReason, SinkError};
-use crate::layout::shown;
+use crate::pipeline::layout::shown;
 
 /// A local folder sink.
 #[derive(Debug, Clone)]
@@ -84,6 +84,46 @@ fn classify(e: std::io::Error, path: &Path) -> SinkError {
             format!("{}: {e}", path.display()),
         ))
     }
+}
+
+/// Reads every Insights record under `root` (any `CloudTrail-Insight/` file), in key order.
+pub fn read_insight_files(
+    root: &Path,
+) -> std::io::Result<Vec<(String, Vec<trailsight_detector::InsightRecord>)>> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(rename = "Records")]
+        records: Vec<trailsight_detector::InsightRecord>,
+    }
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.map_err(std::io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let key = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(entry.path())
+            .to_string_lossy()
+            .replace('\\', "/");
+        if !key.contains("/CloudTrail-Insight/") || !key.ends_with(".json.gz") {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path())?;
+        let (json, err) = crate::pipeline::decode::inflate(&bytes);
+        if let Some(e) = err {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{key}: {e}"),
+            ));
+        }
+        let file: File = serde_json::from_slice(&json).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{key}: {e}"))
+        })?;
+        out.push((key, file.records));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

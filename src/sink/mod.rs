@@ -4,6 +4,7 @@
 //! same keys and bytes.
 
 pub mod local;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -11,7 +12,7 @@ use std::io::Write;
 use serde::Serialize;
 use trailsight_detector::{EmittedInsight, InsightRecord};
 
-use crate::layout::{InsightKeyError, TrailLocation, insight_key, shown, unique_string};
+use crate::pipeline::layout::{InsightKeyError, TrailLocation, insight_key, shown, unique_string};
 
 /// One Insights file, ready to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,5 +212,38 @@ mod tests {
                     .join("sink/AWSLogs/111122223333/CloudTrail-Insight/us-east-1/")
             )
         );
+    }
+}
+
+/// Where Insights files go: a local folder and/or an S3 bucket and prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks {
+    /// Local folder.
+    pub local: Option<local::LocalSink>,
+    /// Bucket and key prefix.
+    pub s3: Option<s3::S3Sink>,
+}
+
+impl Sinks {
+    /// Writes one file to every sink; returns where (paths and `s3://` URLs).
+    /// Called from a plain thread: S3 writes block on `handle`.
+    ///
+    /// Returns `Err(SinkError::Rejected)` when a sink refuses this file for its own content (its
+    /// name; see [`RejectReason`]), and `Err(SinkError::Unavailable)` when a sink
+    /// cannot take files now (local I/O errors, S3 unreachable, timeouts, throttling, 5xx,
+    /// refused credentials).
+    pub fn write(
+        &self,
+        file: &InsightFile,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<Vec<std::path::PathBuf>, SinkError> {
+        let mut out = Vec::new();
+        if let Some(local) = &self.local {
+            out.push(local.write(file)?);
+        }
+        if let Some(s3) = &self.s3 {
+            out.push(s3.write(file, handle)?);
+        }
+        Ok(out)
     }
 }

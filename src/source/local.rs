@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::{SourceFile, sort_for_processing};
-use crate::layout::{KeyKind, is_log_file_name, parse_key};
+use crate::pipeline::layout::{KeyKind, is_log_file_name, parse_key};
 
 /// What a listing found besides the log files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,6 +91,59 @@ pub fn settled(path: &Path, now: SystemTime, settle: Duration) -> bool {
         Ok(modified) => now.duration_since(modified).is_ok_and(|age| age >= settle),
         Err(_) => true,
     }
+}
+
+/// New log files under `root` (after `cursors`), and the first one modified less than `settle`
+/// ago (it and the files after it wait).
+///
+/// Returns `Err` when `root` cannot be read.
+pub fn list_new(
+    root: &Path,
+    cursors: &crate::pipeline::cursor::Cursors,
+    settle: Duration,
+) -> anyhow::Result<super::Listed> {
+    let listing = list(root)?;
+    let files: Vec<SourceFile> = listing
+        .files
+        .into_iter()
+        .filter(|f| cursors.is_new(&f.key))
+        .collect();
+    let now = SystemTime::now();
+    let unsettled = files
+        .iter()
+        .find(|f| !settled(&f.path, now, settle))
+        .map(|f| (f.info.delivered_minute, f.key.clone()));
+    Ok(super::Listed {
+        files,
+        truncated_at: Vec::new(),
+        unsettled,
+    })
+}
+
+/// The first `max` bytes of the file at `path` (`size`: its listed size, a capacity hint), and
+/// whether there was more. `Err(FetchError::Unreadable)` when it cannot be opened or read.
+pub async fn read_at_most(
+    path: &Path,
+    size: u64,
+    max: u64,
+) -> Result<super::Fetched, super::FetchError> {
+    use tokio::io::AsyncReadExt;
+    let capacity = usize::try_from(size.min(max)).unwrap_or(0);
+    let read = async {
+        let f = tokio::fs::File::open(path).await?;
+        let mut bytes = Vec::with_capacity(capacity);
+        // One byte past the cap tells whether there is more.
+        f.take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .await?;
+        Ok::<_, std::io::Error>(bytes)
+    };
+    let mut bytes = read
+        .await
+        .map_err(|e| super::FetchError::Unreadable(e.to_string()))?;
+    let truncated = bytes.len() as u64 > max;
+    bytes.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+    Ok(super::Fetched { bytes, truncated })
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Datelike};
 use serde::{Deserialize, Serialize};
 
-use crate::layout::delivery_minute_of;
+use crate::pipeline::layout::delivery_minute_of;
 
 /// How far (delivery-time minutes) before the newest processed file a file that
 /// appears late is still read. CloudTrail delivers about every 5 minutes.

@@ -28,7 +28,7 @@ pub struct Checkpoint {
     pub engine: Engine,
     /// Log files processed, per listing prefix (shared by every source, so a replay of a
     /// synced copy seeds `serve` on the bucket).
-    pub cursors: crate::cursor::Cursors,
+    pub cursors: crate::pipeline::cursor::Cursors,
     /// Log files processed in total.
     pub files_processed: u64,
 }
@@ -278,7 +278,7 @@ mod tests {
     fn round_trip_and_corruption_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::new(DetectorConfig::default()).unwrap();
-        let mut cursors = crate::cursor::Cursors::default();
+        let mut cursors = crate::pipeline::cursor::Cursors::default();
         cursors
             .advance("AWSLogs/1/CloudTrail/r/2026/11/10/1_CloudTrail_r_20261110T1200Z_a.json.gz");
         let size = save(

@@ -9,6 +9,7 @@
 //! unordered within a file, under the `AWSLogs/` key layout. Everything is
 //! seeded: the same spec writes the same bytes.
 
+pub mod demo;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Poisson};
 use serde_json::Value;
 
-use crate::layout::{TrailLocation, unique_string};
+use crate::pipeline::layout::{TrailLocation, unique_string};
 
 /// Real CloudTrail records to clone.
 #[derive(Debug, Clone, Default)]
@@ -30,23 +31,25 @@ pub struct TemplateSet {
 /// The Stratus Red Team and AWS documentation files shipped in `tests/data` (embedded in the binary).
 pub const EMBEDDED_TEMPLATE_FILES: &[&str] = &[
     include_str!(
-        "../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-backdoor-user.json"
+        "../../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-backdoor-user.json"
     ),
     include_str!(
-        "../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-create-backdoor-role.json"
+        "../../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-create-backdoor-role.json"
     ),
-    include_str!("../tests/data/cloudtrail/stratus-red-team/aws.execution.ec2-user-data.json"),
-    include_str!("../tests/data/cloudtrail/stratus-red-team/aws.execution.ssm-send-command.json"),
+    include_str!("../../tests/data/cloudtrail/stratus-red-team/aws.execution.ec2-user-data.json"),
     include_str!(
-        "../tests/data/cloudtrail/stratus-red-team/aws.credential-access.secretsmanager-retrieve-secrets.json"
-    ),
-    include_str!(
-        "../tests/data/cloudtrail/stratus-red-team/aws.credential-access.ec2-get-password-data.json"
+        "../../tests/data/cloudtrail/stratus-red-team/aws.execution.ssm-send-command.json"
     ),
     include_str!(
-        "../tests/data/cloudtrail/stratus-red-team/aws.persistence.lambda-overwrite-code.json"
+        "../../tests/data/cloudtrail/stratus-red-team/aws.credential-access.secretsmanager-retrieve-secrets.json"
     ),
-    include_str!("../tests/data/cloudtrail/aws-docs/all_doc_examples.json"),
+    include_str!(
+        "../../tests/data/cloudtrail/stratus-red-team/aws.credential-access.ec2-get-password-data.json"
+    ),
+    include_str!(
+        "../../tests/data/cloudtrail/stratus-red-team/aws.persistence.lambda-overwrite-code.json"
+    ),
+    include_str!("../../tests/data/cloudtrail/aws-docs/all_doc_examples.json"),
 ];
 
 impl TemplateSet {
@@ -370,10 +373,15 @@ fn write_file(
     json.push_str(&records.join(","));
     json.push_str("]}");
     let unique = unique_string(json.as_bytes());
-    let key =
-        crate::layout::insight_key(&spec.location, &spec.account, &spec.region, slot, &unique)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
-            .replace("CloudTrail-Insight", "CloudTrail");
+    let key = crate::pipeline::layout::insight_key(
+        &spec.location,
+        &spec.account,
+        &spec.region,
+        slot,
+        &unique,
+    )
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+    .replace("CloudTrail-Insight", "CloudTrail");
     let path = root.join(&key);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

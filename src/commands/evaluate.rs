@@ -21,9 +21,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::commands::replay::{ReplayOptions, replay};
 use crate::config::Config;
-use crate::layout::{TrailLocation, delivery_minute_of};
-use crate::replay::{ReplayOptions, ReplaySummary, read_insight_files, replay};
+use crate::pipeline::ReplaySummary;
+use crate::pipeline::layout::{TrailLocation, delivery_minute_of};
+use crate::sink::local::read_insight_files;
 use crate::synth::{BucketSpec, Rate, Stream, TemplateSet, write_bucket};
 use trailsight_detector::insight::{InsightState, InsightType};
 
@@ -173,16 +175,16 @@ fn templates() -> TemplateSet {
     // `managementEvent`), where some AWS documentation samples predate those fields.
     let mut texts: Vec<&str> = vec![
         include_str!(
-            "../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-create-admin-user.json"
+            "../../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-create-admin-user.json"
         ),
         include_str!(
-            "../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-create-user-login-profile.json"
+            "../../tests/data/cloudtrail/stratus-red-team/aws.persistence.iam-create-user-login-profile.json"
         ),
         include_str!(
-            "../tests/data/cloudtrail/stratus-red-team/aws.execution.ec2-launch-unusual-instances.json"
+            "../../tests/data/cloudtrail/stratus-red-team/aws.execution.ec2-launch-unusual-instances.json"
         ),
         include_str!(
-            "../tests/data/cloudtrail/stratus-red-team/aws.exfiltration.ec2-share-ebs-snapshot.json"
+            "../../tests/data/cloudtrail/stratus-red-team/aws.exfiltration.ec2-share-ebs-snapshot.json"
         ),
     ];
     texts.extend_from_slice(crate::synth::EMBEDDED_TEMPLATE_FILES);

@@ -12,282 +12,27 @@
 //! (content-derived IDs and keys), so rewriting them changes nothing.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use trailsight_detector::Engine;
 
-use crate::config::Config;
-use crate::cursor::Cursors;
-use crate::layout::{KeyKind, TrailLocation, add_locations, is_log_file_name, parse_key};
-use crate::replay::{Fetcher, ReplaySummary, RunFiles, Sinks, run_files};
+use crate::config::{Config, Location, ServeConfig, parse_location};
+use crate::pipeline::cursor::Cursors;
+use crate::pipeline::layout::{TrailLocation, add_locations, parse_key};
+use crate::pipeline::state::{Checkpoint, load, save};
+use crate::pipeline::{FetchLimits, ReplaySummary, RunFiles, run_files};
+use crate::s3::s3_client;
+use crate::sink::Sinks;
 use crate::sink::local::LocalSink;
-use crate::source::SourceFile;
-use crate::state::{Checkpoint, load, save};
-
-/// The `[serve]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServeConfig {
-    /// Log sources: `s3://<bucket>[/<prefix>]`, `file:///path` or a path.
-    pub sources: Vec<String>,
-    /// Insights sinks: `s3://<bucket>[/<prefix>]`, `file:///path` or a path (at most one of each kind).
-    pub sinks: Vec<String>,
-    /// Folder of the checkpoint (`state.bin`).
-    pub state_dir: PathBuf,
-    /// Seconds between polls. Default 60.
-    #[serde(default = "default_poll")]
-    pub poll_interval_seconds: u64,
-    /// Seconds between checkpoints while a backlog is processed. Default 30.
-    #[serde(default = "default_checkpoint")]
-    pub checkpoint_interval_seconds: u64,
-    /// Files processed between two checkpoint opportunities (bounds memory and re-reads). Default 500.
-    #[serde(default = "default_batch")]
-    pub batch_files: usize,
-    /// A local file is read only once it has not been modified for this many seconds, so a file
-    /// still being written (by `aws s3 sync`, a copy, a shipper) is never read in part; files
-    /// after it wait too, to keep delivery order. Default 5; at most 3600.
-    #[serde(default = "default_settle")]
-    pub local_settle_seconds: u64,
-    /// S3 client settings.
-    #[serde(default)]
-    pub s3: S3Config,
-}
-
-impl ServeConfig {
-    /// Checks the ranges of the `[serve]` settings owned here.
-    ///
-    /// Returns `Err` naming the key (`serve.local_settle_seconds`) and its range.
-    pub fn validate_source_settings(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.local_settle_seconds <= MAX_SETTLE_SECONDS,
-            "serve.local_settle_seconds = {} is out of range (0 to {MAX_SETTLE_SECONDS})",
-            self.local_settle_seconds
-        );
-        Ok(())
-    }
-}
-
-/// Largest `local_settle_seconds`.
-pub const MAX_SETTLE_SECONDS: u64 = 3600;
-
-/// S3 client settings; credentials and region come from the standard AWS chain unless set here.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct S3Config {
-    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`.
-    pub endpoint_url: Option<String>,
-    /// Path-style addressing (needed by most S3-compatible servers).
-    #[serde(default)]
-    pub force_path_style: bool,
-    /// Region (default: the AWS chain's, else `us-east-1`).
-    pub region: Option<String>,
-    /// Attempts per request, with the SDK's standard exponential backoff. Default 10.
-    pub max_attempts: Option<u32>,
-}
-
-/// Time to establish a connection to S3 before the attempt fails (and is retried).
-pub const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest silence while reading an S3 response before the attempt fails (and is retried).
-pub const S3_READ_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::sink::s3::S3Sink;
+use crate::source::{Source, SourceFile};
 
 /// Keys listed per prefix per poll, in batches of `batch_files`: bounds the memory a large backlog
 /// takes (a slice at a time) without costing more requests than listing it whole.
 const LISTING_BATCHES: usize = 20;
-
-fn default_poll() -> u64 {
-    60
-}
-fn default_checkpoint() -> u64 {
-    30
-}
-fn default_batch() -> usize {
-    500
-}
-fn default_settle() -> u64 {
-    5
-}
-
-/// A parsed source or sink URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A bucket and key prefix (no trailing slash).
-    S3 { bucket: String, prefix: String },
-    /// A local folder.
-    Local(PathBuf),
-}
-
-/// Parses `s3://bucket[/prefix]`, `file:///path` or a plain path.
-pub fn parse_location(url: &str) -> anyhow::Result<Location> {
-    if let Some(rest) = url.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        anyhow::ensure!(!bucket.is_empty(), "no bucket in {url:?}");
-        return Ok(Location::S3 {
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-        });
-    }
-    let path = url.strip_prefix("file://").unwrap_or(url);
-    anyhow::ensure!(!path.is_empty(), "empty path in {url:?}");
-    Ok(Location::Local(PathBuf::from(path)))
-}
-
-/// An S3 client for the settings (explicit rustls + ring HTTPS client, standard retries).
-pub async fn s3_client(cfg: &S3Config) -> aws_sdk_s3::Client {
-    use aws_smithy_http_client::tls;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
-    if let Some(r) = &cfg.region {
-        loader = loader.region(aws_config::Region::new(r.clone()));
-    }
-    let shared = loader.load().await;
-    let mut b = aws_sdk_s3::config::Builder::from(&shared)
-        .http_client(http)
-        .force_path_style(cfg.force_path_style)
-        .retry_config(
-            aws_config::retry::RetryConfig::standard()
-                .with_max_attempts(cfg.max_attempts.unwrap_or(10)),
-        )
-        // A server that accepts a connection and then goes silent is an error (retried, then
-        // an outage), never a request that waits forever.
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(S3_CONNECT_TIMEOUT)
-                .read_timeout(S3_READ_TIMEOUT)
-                .build(),
-        );
-    if shared.region().is_none() {
-        b = b.region(aws_config::Region::new("us-east-1"));
-    }
-    if let Some(ep) = &cfg.endpoint_url {
-        b = b.endpoint_url(ep);
-    }
-    aws_sdk_s3::Client::from_conf(b.build())
-}
-
-/// Common prefixes one level below `prefix` (which ends with `/` or is empty).
-async fn sub_prefixes(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    prefix: &str,
-) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .delimiter("/")
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| {
-            anyhow::anyhow!(
-                "ListObjectsV2 s3://{bucket}/{prefix}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&e)
-            )
-        })?;
-        out.extend(
-            page.common_prefixes()
-                .iter()
-                .filter_map(|p| p.prefix().map(str::to_string)),
-        );
-    }
-    Ok(out)
-}
-
-/// What one poll found in a source.
-#[derive(Debug, Default)]
-struct Listed {
-    /// New log files.
-    files: Vec<SourceFile>,
-    /// For each prefix whose listing stopped at the per-poll limit, its last key listed, as the
-    /// (delivery minute, key) order used to process files.
-    truncated_at: Vec<(Option<i64>, String)>,
-    /// The first local file (in processing order) still being written: it and every file after
-    /// it wait for a later poll.
-    unsettled: Option<(Option<i64>, String)>,
-}
-
-/// New log files of an S3 source: every `…/CloudTrail/<region>/` prefix listed from its cursor
-/// (`StartAfter`), at most `limit` keys per prefix per poll so a large backlog is taken in slices.
-async fn list_s3(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    base: &str,
-    cursors: &Cursors,
-    limit: usize,
-) -> anyhow::Result<Listed> {
-    let base = if base.is_empty() {
-        String::new()
-    } else {
-        format!("{base}/")
-    };
-    let mut regions = Vec::new();
-    for top in sub_prefixes(client, bucket, &format!("{base}AWSLogs/")).await? {
-        let name = top.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-        let accounts = if name.starts_with("o-") {
-            sub_prefixes(client, bucket, &top).await?
-        } else {
-            vec![top]
-        };
-        for account in accounts {
-            regions.extend(sub_prefixes(client, bucket, &format!("{account}CloudTrail/")).await?);
-        }
-    }
-    let mut listed = Listed::default();
-    for region in regions {
-        let mut req = client.list_objects_v2().bucket(bucket).prefix(&region);
-        if let Some(c) = cursors.start_after(&region) {
-            req = req.start_after(c);
-        }
-        let mut pages = req.into_paginator().send();
-        let mut seen = 0usize;
-        let mut last: Option<(Option<i64>, String)> = None;
-        while let Some(page) = pages.next().await {
-            if seen >= limit
-                && let Some(last) = last.take()
-            {
-                // More keys remain after the last file listed: take them at the next poll.
-                listed.truncated_at.push(last);
-                break;
-            }
-            let page = page.map_err(|e| {
-                anyhow::anyhow!(
-                    "ListObjectsV2 s3://{bucket}/{region}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                )
-            })?;
-            for o in page.contents() {
-                let Some(key) = o.key() else { continue };
-                seen += 1;
-                if !is_log_file_name(key) || !cursors.is_new(key) {
-                    continue;
-                }
-                let info = parse_key(key);
-                if info.kind == KeyKind::Log {
-                    let size = o.size().map_or(0, |s| s.max(0) as u64);
-                    last = Some((info.delivered_minute, key.to_string()));
-                    listed.files.push(SourceFile {
-                        key: key.to_string(),
-                        path: PathBuf::new(),
-                        info,
-                        size,
-                    });
-                }
-            }
-        }
-    }
-    Ok(listed)
-}
 
 /// The checkpoint in `dir`, or a new engine when there is none.
 ///
@@ -302,45 +47,6 @@ fn load_or_new(dir: &std::path::Path, config: &Config) -> anyhow::Result<Checkpo
             files_processed: 0,
         },
     })
-}
-
-/// New log files of one source (after `cursors`); S3 prefixes at most `limit` keys each.
-async fn list_source(
-    src: &Source,
-    client: Option<&aws_sdk_s3::Client>,
-    cursors: &Cursors,
-    limit: usize,
-    settle: Duration,
-) -> anyhow::Result<Listed> {
-    match &src.location {
-        Location::Local(root) => {
-            let root = root.clone();
-            let cursors = cursors.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<Listed> {
-                let listing = crate::source::local::list(&root)?;
-                let files: Vec<SourceFile> = listing
-                    .files
-                    .into_iter()
-                    .filter(|f| cursors.is_new(&f.key))
-                    .collect();
-                let now = std::time::SystemTime::now();
-                let unsettled = files
-                    .iter()
-                    .find(|f| !crate::source::local::settled(&f.path, now, settle))
-                    .map(|f| (f.info.delivered_minute, f.key.clone()));
-                Ok(Listed {
-                    files,
-                    truncated_at: Vec::new(),
-                    unsettled,
-                })
-            })
-            .await?
-        }
-        Location::S3 { bucket, prefix } => {
-            let client = client.context("no S3 client")?;
-            list_s3(client, bucket, prefix, cursors, limit).await
-        }
-    }
 }
 
 /// What one poll of every source found.
@@ -360,12 +66,7 @@ struct Poll {
 /// Lists every source from `cursors`, merges what is new into processing order (delivery time,
 /// key, source) and keeps only what may go first: nothing when a source failed (the watermark is
 /// shared, so no source may run ahead of another), nothing after a listing slice's end.
-async fn poll_sources(
-    sources: &[Source],
-    client: Option<&aws_sdk_s3::Client>,
-    cursors: &Cursors,
-    sc: &ServeConfig,
-) -> Poll {
+async fn poll_sources(sources: &[NamedSource], cursors: &Cursors, sc: &ServeConfig) -> Poll {
     let mut new_files: Vec<(usize, SourceFile)> = Vec::new();
     let mut listed_all = true;
     let mut horizon: Option<(Option<i64>, String)> = None;
@@ -374,7 +75,7 @@ async fn poll_sources(
     let limit = sc.batch_files.max(1).saturating_mul(LISTING_BATCHES);
     let settle = Duration::from_secs(sc.local_settle_seconds);
     for (i, src) in sources.iter().enumerate() {
-        match list_source(src, client, cursors, limit, settle).await {
+        match src.source.list_new(cursors, limit, settle).await {
             Ok(listed) => {
                 new_files.extend(listed.files.into_iter().map(|f| (i, f)));
                 if let Some(u) = listed.unsettled
@@ -419,10 +120,10 @@ async fn poll_sources(
     }
 }
 
-struct Source {
+/// A configured source: its URL (for logs) and where it reads.
+struct NamedSource {
     id: String,
-    location: Location,
-    fetcher: Fetcher,
+    source: Source,
 }
 
 /// Runs the service until SIGTERM/SIGINT (or, with `once`, until the sources have nothing new).
@@ -447,17 +148,17 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     };
     let mut sources = Vec::new();
     for url in &sc.sources {
-        let location = parse_location(url)?;
-        let fetcher = match &location {
-            Location::S3 { bucket, .. } => {
-                Fetcher::S3(client.clone().context("no S3 client")?, bucket.clone())
-            }
-            Location::Local(_) => Fetcher::Local,
+        let source = match parse_location(url)? {
+            Location::S3 { bucket, prefix } => Source::S3 {
+                client: client.clone().context("no S3 client")?,
+                bucket,
+                prefix,
+            },
+            Location::Local(root) => Source::Local(root),
         };
-        sources.push(Source {
+        sources.push(NamedSource {
             id: url.clone(),
-            location,
-            fetcher,
+            source,
         });
     }
     let mut sinks = Sinks::default();
@@ -465,17 +166,21 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         match parse_location(url)? {
             Location::Local(p) => sinks.local = Some(LocalSink::new(&p)),
             Location::S3 { bucket, prefix } => {
-                sinks.s3 = Some((client.clone().context("no S3 client")?, bucket, prefix))
+                sinks.s3 = Some(S3Sink {
+                    client: client.clone().context("no S3 client")?,
+                    bucket,
+                    prefix,
+                })
             }
         }
     }
     anyhow::ensure!(!sources.is_empty(), "[serve] sources is empty");
     // Before any work: the state folder is ours (locked for the process's life) and writable, and
     // so is each local sink folder.
-    let _state_lock = crate::state::lock(&sc.state_dir)?;
+    let _state_lock = crate::pipeline::state::lock(&sc.state_dir)?;
     for url in &sc.sinks {
         if let Location::Local(p) = parse_location(url)? {
-            crate::state::check_writable(&p)
+            crate::pipeline::state::check_writable(&p)
                 .with_context(|| format!("sink folder {} is not writable", p.display()))?;
         }
     }
@@ -516,7 +221,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             listed_all,
             listing_error,
             unsettled,
-        } = poll_sources(&sources, client.as_ref(), &checkpoint.cursors, &sc).await;
+        } = poll_sources(&sources, &checkpoint.cursors, &sc).await;
         // Each account's trail location (prefix, organization), for the Insights keys: from the
         // files processed before (an End may come while an account has no new file) and the new ones.
         let processed = checkpoint.cursors.last_keys().map(parse_key);
@@ -528,7 +233,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         let mut failed = !listed_all;
         // Why this poll failed (a source could not be listed, or a source or sink went down).
         let mut outage = listing_error;
-        let fetchers: Vec<Fetcher> = sources.iter().map(|s| s.fetcher.clone()).collect();
+        let readers: Vec<Source> = sources.iter().map(|s| s.source.clone()).collect();
         let mut iter = new_files.into_iter().peekable();
         while iter.peek().is_some() && !stop.load(Ordering::SeqCst) {
             let chunk: Vec<(usize, SourceFile)> =
@@ -540,13 +245,13 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             );
             let keys: Vec<String> = chunk.iter().map(|(_, f)| f.key.clone()).collect();
             let run = RunFiles {
-                fetchers: &fetchers,
+                sources: &readers,
                 sinks: sinks.clone(),
                 locations: locations.clone(),
                 finish: false,
                 progress: None,
                 stop: Some(stop.as_ref()),
-                limits: crate::replay::FetchLimits::default(),
+                limits: FetchLimits::default(),
             };
             let result = run_files(engine, chunk, run, &mut summary).await;
             for p in &summary.problems {

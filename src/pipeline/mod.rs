@@ -1,0 +1,331 @@
+//! The pipeline core: log files in delivery order through decode → engine → sinks.
+//!
+//! Stages, one module each: [`layout`] (what a key says: account, Region, delivery time; where
+//! an Insights file goes), [`decode`] (inflate and parse into a batch, off the async runtime),
+//! the pure `trailsight-detector` engine, the [`crate::sink`]s; [`cursor`] (the newest key
+//! processed per listing prefix) and [`state`] (the checkpoint: engine + cursors) make a run
+//! resumable. [`run_files`] drives one run; `replay` and `serve` (in [`crate::commands`]) call it.
+//!
+//! Reading happens on the async runtime; inflate and parse run on the blocking
+//! pool, several files at once (bounded), and their batches are handed in
+//! file order to one engine thread, which also writes the Insights files.
+
+pub mod cursor;
+pub mod decode;
+pub mod layout;
+pub mod state;
+pub mod summary;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+
+use trailsight_detector::Engine;
+
+use crate::sink::{RejectedInsights, SinkError, Sinks, build_files};
+use crate::source::{FetchError, MAX_FILE_BYTES, Source, SourceFile};
+use decode::{Decoded, decode};
+use layout::TrailLocation;
+pub use summary::{FileProblem, MAX_RECORD_ISSUES_REPORTED, ReplaySummary};
+
+/// Why a run stopped before its last file.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An Insights file could not be written (a sink outage).
+    #[error("cannot write Insights file: {0}")]
+    Sink(std::io::Error),
+    /// A worker task failed.
+    #[error("internal task failure: {0}")]
+    Task(String),
+    /// The source could not be reached (network error, timeout, 5xx after the SDK's retries);
+    /// files from this one on were not processed.
+    #[error("source unavailable: {0}")]
+    SourceUnavailable(String),
+}
+
+struct EngineOutput {
+    engine: Engine,
+    written: Vec<PathBuf>,
+    rejected: Vec<RejectedInsights>,
+}
+
+/// Writes the Insights files of `emitted`; a file refused for its own content goes to `rejected`
+/// and the others are still written. Returns `Err` on a sink outage.
+fn write_insights(
+    emitted: &[trailsight_detector::EmittedInsight],
+    location_of: impl Fn(&str) -> TrailLocation,
+    sinks: &Sinks,
+    handle: &tokio::runtime::Handle,
+    out: &mut EngineOutput,
+) -> Result<(), std::io::Error> {
+    for built in build_files(emitted, location_of) {
+        let file = match built {
+            Ok(file) => file,
+            Err(rejected) => {
+                out.rejected.push(rejected);
+                continue;
+            }
+        };
+        match sinks.write(&file, handle) {
+            Ok(paths) => out.written.extend(paths),
+            Err(SinkError::Rejected(reason)) => out.rejected.push(RejectedInsights {
+                key: crate::pipeline::layout::shown(&file.key),
+                records: file.records,
+                reason,
+            }),
+            Err(SinkError::Unavailable(e)) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of log files (as listed, each counted up to [`MAX_FILE_BYTES`]) fetched or being decoded
+/// at once, across all concurrent fetches: 1 GiB. A file waits for its share before it is fetched.
+pub const MAX_BYTES_IN_FLIGHT: u64 = 1 << 30;
+
+/// How much of the log files [`run_files`] holds at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Bytes read from one file, at most; default [`MAX_FILE_BYTES`].
+    pub max_file_bytes: u64,
+    /// Bytes in flight across concurrent fetches, at most; default [`MAX_BYTES_IN_FLIGHT`].
+    pub max_bytes_in_flight: u64,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        FetchLimits {
+            max_file_bytes: MAX_FILE_BYTES,
+            max_bytes_in_flight: MAX_BYTES_IN_FLIGHT,
+        }
+    }
+}
+
+/// How [`run_files`] reads and writes.
+pub struct RunFiles<'a> {
+    /// Where the files are read from; each file names its source by index.
+    pub sources: &'a [Source],
+    /// Where Insights files go.
+    pub sinks: Sinks,
+    /// Each account's trail location, for the Insights keys.
+    pub locations: BTreeMap<String, TrailLocation>,
+    /// Close every open minute at the end (a one-off replay), or keep them open (state, serve).
+    pub finish: bool,
+    /// Advanced by each file's compressed size.
+    pub progress: Option<&'a indicatif::ProgressBar>,
+    /// When set, no new file is started: the files in flight are finished, and
+    /// `summary.files_consumed` says how many of the files (a prefix, in order) went through.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Bytes read per file and held at once.
+    pub limits: FetchLimits,
+}
+
+/// Runs files (each with the index of its source) through `engine` in the given order,
+/// writing Insights as the engine decides them. Adds to `summary`; returns the engine.
+///
+/// Memory: a file is fetched only once its listed size (up to `limits.max_file_bytes`) fits in
+/// `limits.max_bytes_in_flight` with the files fetched or being decoded (one file at a time
+/// always goes), and at most one file per core is decoded at once.
+/// An Insights file refused for its own content (see [`crate::sink::RejectReason`]) is counted
+/// in `summary.insight_files_rejected`, and the rest go on.
+///
+/// Returns `Err(RunError::SourceUnavailable)` when a file cannot be fetched for a reason
+/// that is not the file's (the engine then holds only the files before it), and
+/// `Err(RunError::Sink)` when a sink is unavailable (I/O error, disk full, S3 outage).
+pub async fn run_files(
+    engine: Engine,
+    files: Vec<(usize, SourceFile)>,
+    run: RunFiles<'_>,
+    summary: &mut ReplaySummary,
+) -> Result<Engine, RunError> {
+    let RunFiles {
+        sources,
+        sinks,
+        locations,
+        finish,
+        progress,
+        stop,
+        limits,
+    } = run;
+    let handle = tokio::runtime::Handle::current();
+    let config = engine.config().clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>)>(8);
+    let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let aborted_in_engine = aborted.clone();
+    let engine_thread = std::thread::spawn(move || {
+        let mut out = EngineOutput {
+            engine,
+            written: Vec::new(),
+            rejected: Vec::new(),
+        };
+        let location_of = |account: &str| locations.get(account).cloned().unwrap_or_default();
+        let mut outage = None;
+        while let Some((decoded, delivered)) = rx.blocking_recv() {
+            let emitted = out.engine.ingest(&decoded.batch, delivered);
+            if let Err(e) = write_insights(&emitted, location_of, &sinks, &handle, &mut out) {
+                outage = Some(e);
+                break;
+            }
+        }
+        if outage.is_none()
+            && finish
+            && !aborted_in_engine.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let emitted = out.engine.finish();
+            if let Err(e) = write_insights(&emitted, location_of, &sinks, &handle, &mut out) {
+                outage = Some(e);
+            }
+        }
+        match outage {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    });
+
+    let parallel = Source::parallelism(sources);
+    let max_file_bytes = limits.max_file_bytes.max(1);
+    // The byte budget, in KiB permits (a semaphore counts at most `u32::MAX` per acquisition).
+    let budget_kib = u32::try_from(limits.max_bytes_in_flight.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .clamp(
+            1,
+            u32::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u32::MAX),
+        );
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(budget_kib as usize));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let decoders = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
+    type Job = tokio::task::JoinHandle<Result<(Decoded, bool), FetchError>>;
+    let mut inflight: VecDeque<(SourceFile, Job)> = VecDeque::new();
+    let mut unavailable = None;
+    let mut files = files.into_iter().peekable();
+    loop {
+        while inflight.len() < parallel
+            && !stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            let Some((_, next)) = files.peek() else {
+                break;
+            };
+            // Its share of the budget, taken in file order. Permits are given back when a
+            // file's decode ends, whatever the order: with nothing in flight all are free.
+            let charge = u32::try_from(next.size.clamp(1, max_file_bytes).div_ceil(1024))
+                .unwrap_or(u32::MAX)
+                .min(budget_kib);
+            let permit = match budget.clone().try_acquire_many_owned(charge) {
+                Ok(p) => p,
+                Err(_) if !inflight.is_empty() => break,
+                Err(_) => budget
+                    .clone()
+                    .acquire_many_owned(charge)
+                    .await
+                    .map_err(|e| RunError::Task(e.to_string()))?,
+            };
+            let Some((index, file)) = files.next() else {
+                break;
+            };
+            let source = sources
+                .get(index)
+                .cloned()
+                .unwrap_or(Source::Local(PathBuf::new()));
+            let f = file.clone();
+            let decoders = decoders.clone();
+            let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
+            let bounds = config.time_bounds(file.info.delivered_minute, now_minute);
+            let handle = tokio::spawn(async move {
+                let fetched = source.fetch_at_most(&f, max_file_bytes).await?;
+                let _decoding = decoders.acquire_owned().await;
+                let decoded = tokio::task::spawn_blocking(move || decode(&fetched.bytes, bounds))
+                    .await
+                    .map_err(|e| FetchError::Unreadable(format!("decoder task failed: {e}")))?;
+                drop(permit);
+                Ok((decoded, fetched.truncated))
+            });
+            inflight.push_back((file, handle));
+        }
+        let Some((file, handle)) = inflight.pop_front() else {
+            break;
+        };
+        let result = handle.await.map_err(|e| RunError::Task(e.to_string()))?;
+        summary.files_consumed += 1;
+        if let Some(p) = progress {
+            p.inc(file.size);
+        }
+        match result {
+            Err(FetchError::Unavailable(reason)) => {
+                // Later files must not reach the engine before this one: stop here.
+                unavailable = Some(reason);
+                break;
+            }
+            Err(FetchError::Unreadable(reason)) => summary.problems.push(FileProblem {
+                key: file.key.clone(),
+                reason,
+                skipped: true,
+            }),
+            Ok((decoded, truncated)) => {
+                let skipped = decoded.batch.stats.records == 0 && !decoded.errors.is_empty();
+                if !skipped {
+                    summary.files_read += 1;
+                }
+                summary.bytes_read += file.size;
+                summary.inflated_bytes += decoded.inflated_bytes as u64;
+                summary.records += decoded.batch.stats;
+                let st = decoded.batch.stats;
+                if let Some((index, issue)) = decoded.batch.issues.first()
+                    && summary.record_issues.len() < MAX_RECORD_ISSUES_REPORTED
+                {
+                    let n = st.skipped + st.read_only_missing;
+                    summary
+                        .record_issues
+                        .push((file.key.clone(), n, *index, issue.to_string()));
+                }
+                if truncated || !decoded.errors.is_empty() {
+                    let cut = truncated.then(|| {
+                        format!("larger than {max_file_bytes} bytes; the rest was not read")
+                    });
+                    let reason = cut
+                        .into_iter()
+                        .chain(decoded.errors.iter().map(ToString::to_string))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    summary.problems.push(FileProblem {
+                        key: file.key.clone(),
+                        reason,
+                        skipped,
+                    });
+                }
+                if tx
+                    .send((decoded, file.info.delivered_minute))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    aborted.store(unavailable.is_some(), std::sync::atomic::Ordering::SeqCst);
+    drop(tx);
+    for (_, job) in inflight {
+        job.abort();
+    }
+    let output = tokio::task::spawn_blocking(move || engine_thread.join())
+        .await
+        .map_err(|e| RunError::Task(e.to_string()))?
+        .map_err(|_| RunError::Task("engine thread panicked".into()))?
+        .map_err(RunError::Sink)?;
+    if let Some(reason) = unavailable {
+        return Err(RunError::SourceUnavailable(reason));
+    }
+    let counters = output.engine.counters();
+    summary.late = counters.late;
+    summary.duplicates = counters.duplicates;
+    summary.key_overflow = counters.key_overflow;
+    summary.keys = output.engine.key_count();
+    (summary.insights_started, summary.insights_ended) = output.engine.insight_counts();
+    summary.open_insights = output.engine.open_insights();
+    summary.files_written.extend(output.written);
+    summary.insight_files_rejected += output.rejected.len() as u64;
+    let room = MAX_RECORD_ISSUES_REPORTED.saturating_sub(summary.insights_rejected.len());
+    summary
+        .insights_rejected
+        .extend(output.rejected.into_iter().take(room));
+    Ok(output.engine)
+}
