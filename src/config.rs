@@ -136,6 +136,10 @@ pub struct ServeConfig {
     /// after it wait too, to keep delivery order. Default 5; at most 3600.
     #[serde(default = "default_settle")]
     pub local_settle_seconds: u64,
+    /// Address of the operator endpoints (`/metrics`, `/healthz`, `/readyz`): `host:port`, or
+    /// `"off"`. Default `127.0.0.1:9464` (loopback; expose it deliberately).
+    #[serde(default = "default_listen")]
+    pub listen: String,
     /// S3 client settings.
     #[serde(default)]
     pub s3: S3Config,
@@ -171,6 +175,13 @@ pub struct S3Config {
     pub region: Option<String>,
     /// Attempts per request, with the SDK's standard exponential backoff. Default 10.
     pub max_attempts: Option<u32>,
+}
+
+/// Default `[serve] listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
 }
 
 fn default_poll() -> u64 {
@@ -320,6 +331,15 @@ fn validate_serve(sc: &ServeConfig) -> Result<(), (&'static str, String)> {
     }
     if sc.state_dir.as_os_str().is_empty() {
         return Err(("state_dir", "is empty".into()));
+    }
+    if sc.listen != "off" && sc.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err((
+            "listen",
+            format!(
+                "{:?} is not an address (e.g. \"127.0.0.1:9464\", \"[::1]:9464\") or \"off\"",
+                sc.listen
+            ),
+        ));
     }
     Ok(())
 }

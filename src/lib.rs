@@ -11,6 +11,8 @@
 pub mod commands;
 pub mod config;
 pub mod escape;
+pub mod metrics;
+pub mod ops;
 pub mod pipeline;
 pub mod s3;
 pub mod sink;

@@ -53,6 +53,7 @@ async fn run(files: Vec<SourceFile>, limits: FetchLimits, sink: &Path) -> Replay
             progress: None,
             stop: None,
             limits,
+            metrics: None,
         },
         &mut summary,
     )

@@ -227,7 +227,7 @@ async fn serve_once_with_local_and_s3_sinks_writes_only_valid_keys() {
     std::fs::write(
         &serve_toml,
         format!(
-            "[serve]\nsources = [{:?}]\nsinks = [\"file://{}\", \"s3://ins/o\"]\nstate_dir = {:?}\n\
+            "[serve]\nlisten = \"127.0.0.1:0\"\nsources = [{:?}]\nsinks = [\"file://{}\", \"s3://ins/o\"]\nstate_dir = {:?}\n\
              poll_interval_seconds = 1\nbatch_files = 50\n\
              [serve.s3]\nendpoint_url = \"http://{addr}\"\nforce_path_style = true\nregion = \"us-east-1\"\n\
              max_attempts = 2\n{DETECTOR}",

@@ -171,7 +171,7 @@ fn serve_config(dir: &Path, source: &Path, sink: &Path, state: &Path, extra: &st
     std::fs::write(
         &path,
         format!(
-            "[serve]\nsources = [{:?}]\nsinks = [\"file://{}\"]\nstate_dir = {:?}\n\
+            "[serve]\nlisten = \"127.0.0.1:0\"\nsources = [{:?}]\nsinks = [\"file://{}\"]\nstate_dir = {:?}\n\
              poll_interval_seconds = 60\n{extra}",
             source.display().to_string(),
             sink.display(),

@@ -82,7 +82,7 @@ fn a_local_file_still_being_written_is_read_whole_once_it_settles() {
     std::fs::write(
         &config,
         format!(
-            "[serve]\nsources = [{:?}]\nsinks = [{:?}]\nstate_dir = {:?}\n\
+            "[serve]\nlisten = \"127.0.0.1:0\"\nsources = [{:?}]\nsinks = [{:?}]\nstate_dir = {:?}\n\
              poll_interval_seconds = 1\ncheckpoint_interval_seconds = 1\nlocal_settle_seconds = 2\n",
             source.display().to_string(),
             dir.path().join("sink").display().to_string(),
@@ -151,7 +151,7 @@ fn once_with_an_unreachable_s3_source_exits_non_zero_after_the_retries() {
     std::fs::write(
         &config,
         format!(
-            "[serve]\nsources = [\"s3://trail\"]\nsinks = [{:?}]\nstate_dir = {:?}\n\
+            "[serve]\nlisten = \"127.0.0.1:0\"\nsources = [\"s3://trail\"]\nsinks = [{:?}]\nstate_dir = {:?}\n\
              poll_interval_seconds = 1\n\n[serve.s3]\nendpoint_url = \"http://127.0.0.1:{port}\"\n\
              force_path_style = true\nregion = \"us-east-1\"\nmax_attempts = 2\n",
             dir.path().join("sink").display().to_string(),

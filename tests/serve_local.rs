@@ -29,7 +29,7 @@ fn serve_config(dir: &Path, source: &Path, sink: &Path, state: &Path) -> PathBuf
     std::fs::write(
         &path,
         format!(
-            "[serve]\nsources = [{:?}]\nsinks = [\"file://{}\"]\nstate_dir = {:?}\n\
+            "[serve]\nlisten = \"127.0.0.1:0\"\nsources = [{:?}]\nsinks = [\"file://{}\"]\nstate_dir = {:?}\n\
              poll_interval_seconds = 1\ncheckpoint_interval_seconds = 1\nbatch_files = 100\nlocal_settle_seconds = 1\n{DETECTOR}",
             source.display().to_string(),
             sink.display(),

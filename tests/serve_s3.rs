@@ -22,7 +22,7 @@ use trailsight::commands::replay::{ReplayOptions, replay};
 use trailsight::config::S3Config;
 use trailsight::pipeline::layout::TrailLocation;
 use trailsight::s3::s3_client;
-use trailsight::source::{FetchError, Source};
+use trailsight::source::{Source, SourceErrorKind};
 
 const AK: &str = "AKIATRAILSIGHTTEST";
 const SK: &str = "trailsight-test-secret-key";
@@ -196,7 +196,7 @@ fn write_config(
     std::fs::write(
         &path,
         format!(
-            "[serve]\nsources = [\"s3://trail\", \"s3://trail/org\"]\nsinks = [\"s3://ins/o\"]\nstate_dir = \"{}\"\n\
+            "[serve]\nlisten = \"127.0.0.1:0\"\nsources = [\"s3://trail\", \"s3://trail/org\"]\nsinks = [\"s3://ins/o\"]\nstate_dir = \"{}\"\n\
              poll_interval_seconds = 1\ncheckpoint_interval_seconds = 0\nbatch_files = {batch_files}\n\
              [serve.s3]\nendpoint_url = \"http://{addr}\"\nforce_path_style = true\nregion = \"us-east-1\"\n\
              max_attempts = {max_attempts}\n\
@@ -325,12 +325,12 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
     assert!(fetch(&client, &key).await.is_ok());
     assert!(matches!(
         fetch(&bad, &key).await,
-        Err(FetchError::Unavailable(_))
+        Err(e) if e.kind == SourceErrorKind::Unavailable
     ));
     let gone = "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/08/gone.json.gz";
     assert!(matches!(
         fetch(&client, gone).await,
-        Err(FetchError::Unreadable(_))
+        Err(e) if e.kind == SourceErrorKind::NotFound
     ));
 
     // Uninterrupted run.

@@ -209,6 +209,25 @@ impl LateCall {
     }
 }
 
+/// What became of each counted record (a write management or error record of a batch) since the
+/// aggregator was created or restored (not saved in checkpoints): exactly one outcome per record,
+/// so the fields add up to the records pushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordOutcomes {
+    /// Counted into an open minute.
+    pub counted: u64,
+    /// Counted into a minute already closed (see [`AggregateCounters::late`]).
+    pub late: u64,
+    /// Its `eventID` was counted already.
+    pub duplicate: u64,
+    /// Its principal is suppressed by the policy.
+    pub ignored: u64,
+    /// Every key it would count for is new to an account and Region at `max_keys_per_region`.
+    pub key_overflow: u64,
+    /// It counts for no rate that is on (call rate or error rate switched off).
+    pub not_counted: u64,
+}
+
 /// Aggregation counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregateCounters {
@@ -308,6 +327,8 @@ pub struct Aggregator {
     region_keys: HashMap<(Sym, Sym), u32>,
     #[serde(skip)]
     max_keys_per_region: u32,
+    #[serde(skip)]
+    outcomes: RecordOutcomes,
 }
 
 impl Aggregator {
@@ -332,6 +353,7 @@ impl Aggregator {
             ignored: HashMap::new(),
             region_keys: HashMap::new(),
             max_keys_per_region: crate::config::DEFAULT_MAX_KEYS_PER_REGION,
+            outcomes: RecordOutcomes::default(),
         }
     }
 
@@ -485,6 +507,11 @@ impl Aggregator {
         self.counters
     }
 
+    /// What became of each record pushed since creation or restore (one outcome per record).
+    pub fn record_outcomes(&self) -> RecordOutcomes {
+        self.outcomes
+    }
+
     /// Every minute before this is closed (`None` before the first record).
     pub fn closed_before(&self) -> Option<i64> {
         self.closed_before
@@ -526,6 +553,7 @@ impl Aggregator {
                 let fresh = self.seen.entry(e.minute).or_default().insert(e.event_id);
                 if !fresh {
                     self.counters.duplicates += 1;
+                    self.outcomes.duplicate += 1;
                     continue;
                 }
             }
@@ -551,6 +579,11 @@ impl Aggregator {
             };
             let Some((event_source, event_name)) = names else {
                 self.counters.key_overflow += u64::from(want_call) + u64::from(want_error);
+                if want_call || want_error {
+                    self.outcomes.key_overflow += 1;
+                } else {
+                    self.outcomes.not_counted += 1;
+                }
                 continue;
             };
             let base = RateKey {
@@ -563,6 +596,7 @@ impl Aggregator {
             let principal = local.intern(&mut self.symbols, e.principal);
             if self.ignores(principal, &base) {
                 self.counters.ignored_principal += 1;
+                self.outcomes.ignored += 1;
                 continue;
             }
             let error_code = if full {
@@ -587,7 +621,17 @@ impl Aggregator {
                 };
             }
             if targets == [None, None] {
+                if want_call || want_error {
+                    self.outcomes.key_overflow += 1;
+                } else {
+                    self.outcomes.not_counted += 1;
+                }
                 continue;
+            }
+            if closed {
+                self.outcomes.late += 1;
+            } else {
+                self.outcomes.counted += 1;
             }
             let user_agent = local.intern(&mut self.symbols, e.user_agent);
             let error_code = local.intern(&mut self.symbols, e.error_code);

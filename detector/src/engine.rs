@@ -79,6 +79,9 @@ pub struct Engine {
     transitions: Vec<Transition>,
     started: u64,
     ended: u64,
+    /// Minutes closed since creation or restore (not saved).
+    #[serde(skip)]
+    minutes_closed: u64,
 }
 
 impl Engine {
@@ -99,6 +102,7 @@ impl Engine {
             transitions: Vec::new(),
             started: 0,
             ended: 0,
+            minutes_closed: 0,
         })
     }
 
@@ -169,6 +173,7 @@ impl Engine {
     }
 
     fn run(&mut self, closed: &crate::aggregate::ClosedMinutes) -> Vec<EmittedInsight> {
+        self.minutes_closed += u64::try_from(closed.until - closed.from).unwrap_or(0);
         let mut out = Vec::new();
         self.detector
             .close_minutes(closed, &self.aggregator, &mut self.transitions);
@@ -198,6 +203,35 @@ impl Engine {
                 calls: o.calls,
             })
             .collect()
+    }
+
+    /// What became of each counted record since creation or restore (one outcome per record).
+    pub fn record_outcomes(&self) -> crate::aggregate::RecordOutcomes {
+        self.aggregator.record_outcomes()
+    }
+
+    /// UTC minutes closed since creation or restore.
+    pub fn minutes_closed(&self) -> u64 {
+        self.minutes_closed
+    }
+
+    /// The event-time watermark: every minute before this one is closed (minutes since the
+    /// Unix epoch; `None` before the first record).
+    pub fn watermark_minute(&self) -> Option<i64> {
+        self.aggregator.closed_before()
+    }
+
+    /// Insights without an `End`: (call rate, error rate).
+    pub fn open_insight_counts(&self) -> (u64, u64) {
+        let mut counts = (0, 0);
+        for id in self.detector.open_key_ids() {
+            if self.aggregator.key(id).error_code.is_some() {
+                counts.1 += 1;
+            } else {
+                counts.0 += 1;
+            }
+        }
+        counts
     }
 
     /// Late and duplicate counters.

@@ -164,6 +164,7 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
             progress: progress.as_ref(),
             stop: None,
             limits: FetchLimits::default(),
+            metrics: None,
         },
         &mut summary,
     )

@@ -20,6 +20,8 @@ use anyhow::Context;
 use trailsight_detector::Engine;
 
 use crate::config::{Config, Location, ServeConfig, parse_location};
+use crate::metrics::{Event, Metrics};
+use crate::ops::Ops;
 use crate::pipeline::cursor::Cursors;
 use crate::pipeline::layout::{TrailLocation, add_locations, parse_key};
 use crate::pipeline::state::{Checkpoint, load, save};
@@ -66,7 +68,12 @@ struct Poll {
 /// Lists every source from `cursors`, merges what is new into processing order (delivery time,
 /// key, source) and keeps only what may go first: nothing when a source failed (the watermark is
 /// shared, so no source may run ahead of another), nothing after a listing slice's end.
-async fn poll_sources(sources: &[NamedSource], cursors: &Cursors, sc: &ServeConfig) -> Poll {
+async fn poll_sources(
+    sources: &[NamedSource],
+    cursors: &Cursors,
+    sc: &ServeConfig,
+    metrics: &Metrics,
+) -> Poll {
     let mut new_files: Vec<(usize, SourceFile)> = Vec::new();
     let mut listed_all = true;
     let mut horizon: Option<(Option<i64>, String)> = None;
@@ -89,10 +96,12 @@ async fn poll_sources(sources: &[NamedSource], cursors: &Cursors, sc: &ServeConf
                     }
                 }
             }
-            Err(e) => {
+            Err(error) => {
                 listed_all = false;
-                let error = format!("{e:#}");
-                tracing::warn!(source = %src.id, error = %error, "listing failed; retrying at the next poll");
+                metrics.emit(Event::SourceFailed {
+                    key: &src.id,
+                    error: &error,
+                });
                 listing_error = Some(format!("{}: {error}", src.id));
             }
         }
@@ -124,6 +133,67 @@ async fn poll_sources(sources: &[NamedSource], cursors: &Cursors, sc: &ServeConf
 struct NamedSource {
     id: String,
     source: Source,
+}
+
+/// Writes the checkpoint off the async runtime (encode, write, fsync on the blocking pool), timed
+/// and reported; hands the checkpoint back.
+///
+/// Returns `Err` (after reporting it) when it cannot be written.
+async fn save_checkpoint(
+    dir: &std::path::Path,
+    checkpoint: Checkpoint,
+    metrics: &Metrics,
+) -> anyhow::Result<Checkpoint> {
+    let dir = dir.to_path_buf();
+    let started = Instant::now();
+    let (checkpoint, result) = tokio::task::spawn_blocking(move || {
+        let result = save(&dir, &checkpoint);
+        (checkpoint, result)
+    })
+    .await
+    .context("checkpoint task failed")?;
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(bytes) => {
+            metrics.emit(Event::Checkpoint {
+                result: Ok(bytes),
+                seconds,
+            });
+            Ok(checkpoint)
+        }
+        Err(e) => {
+            metrics.emit(Event::Checkpoint {
+                result: Err(&e.to_string()),
+                seconds,
+            });
+            Err(e.into())
+        }
+    }
+}
+
+/// Binds the operator endpoints (unless `listen` is `"off"`) and serves them in a task.
+///
+/// Returns `Err` naming the address when it cannot be bound (in use, not local, no permission).
+async fn start_ops(
+    listen: &str,
+    ops: &Arc<Ops>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if listen == "off" {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} ([serve] listen)"))?;
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| listen.to_string(), |a| a.to_string());
+    tracing::info!(address = %addr, "operator endpoints: /metrics, /healthz, /readyz");
+    let ops = ops.clone();
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = crate::ops::serve(listener, ops, std::future::pending()).await {
+            tracing::error!(error = %e, "operator endpoints stopped");
+        }
+    })))
 }
 
 /// Runs the service until SIGTERM/SIGINT (or, with `once`, until the sources have nothing new).
@@ -185,7 +255,11 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         }
     }
 
+    let metrics = Arc::new(Metrics::new()?);
+    let ops = Arc::new(Ops::new(metrics.clone()));
+    let ops_task = start_ops(&sc.listen, &ops).await?;
     let mut checkpoint = load_or_new(&sc.state_dir, &config)?;
+    ops.state_loaded();
     if checkpoint.files_processed > 0 {
         tracing::info!(
             files = checkpoint.files_processed,
@@ -215,13 +289,14 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     // Calls refused past `max_keys_per_region` already logged (the engine counts since start).
     let mut key_overflow_logged = 0u64;
     loop {
+        let poll_started = Instant::now();
         let Poll {
             new_files,
             horizon,
             listed_all,
             listing_error,
             unsettled,
-        } = poll_sources(&sources, &checkpoint.cursors, &sc).await;
+        } = poll_sources(&sources, &checkpoint.cursors, &sc, &metrics).await;
         // Each account's trail location (prefix, organization), for the Insights keys: from the
         // files processed before (an End may come while an account has no new file) and the new ones.
         let processed = checkpoint.cursors.last_keys().map(parse_key);
@@ -252,14 +327,11 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 progress: None,
                 stop: Some(stop.as_ref()),
                 limits: FetchLimits::default(),
+                metrics: Some(metrics.clone()),
             };
+            // Files, records, Insights files and sink refusals are logged and counted as they
+            // happen (crate::metrics); this loop logs only what the chunk adds up to.
             let result = run_files(engine, chunk, run, &mut summary).await;
-            for p in &summary.problems {
-                tracing::warn!(file = %p.key, reason = %p.reason, skipped = p.skipped, "unreadable log file");
-            }
-            for r in &summary.insights_rejected {
-                tracing::warn!(insights = %r.key, records = r.records, reason = %r.reason, "Insights file refused for its content; skipped");
-            }
             match result {
                 Ok(engine) => checkpoint.engine = engine,
                 Err(e) => {
@@ -279,9 +351,6 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 checkpoint.cursors.advance(key);
             }
             checkpoint.files_processed += done.len() as u64;
-            for path in &summary.files_written {
-                tracing::info!(file = %path.display(), "Insights file written");
-            }
             tracing::info!(
                 files = done.len(),
                 records = summary.records.records,
@@ -304,15 +373,23 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 key_overflow_logged = summary.key_overflow;
             }
             if last_checkpoint.elapsed() >= Duration::from_secs(sc.checkpoint_interval_seconds) {
-                let bytes = save(&sc.state_dir, &checkpoint)?;
-                tracing::info!(bytes, "checkpoint");
+                checkpoint = save_checkpoint(&sc.state_dir, checkpoint, &metrics).await?;
                 last_checkpoint = Instant::now();
             }
         }
         if !failed {
-            save(&sc.state_dir, &checkpoint)?;
+            checkpoint = save_checkpoint(&sc.state_dir, checkpoint, &metrics).await?;
             last_checkpoint = Instant::now();
         }
+        metrics.emit(Event::Poll {
+            failure: outage.as_deref().filter(|_| failed),
+            seconds: poll_started.elapsed().as_secs_f64(),
+        });
+        ops.poll_ended(match (&outage, failed) {
+            (Some(reason), true) => Err(reason.clone()),
+            (None, true) => Err("processing stopped".into()),
+            _ => Ok(()),
+        });
         if once && failed {
             // `--once` must end: the S3 client's retries (`max_attempts`, with backoff and
             // timeouts) are the retry budget, and it is spent. The last checkpoint stands.
@@ -348,11 +425,14 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         }
         if stop.load(Ordering::SeqCst) {
             if !failed {
-                save(&sc.state_dir, &checkpoint)?;
+                checkpoint = save_checkpoint(&sc.state_dir, checkpoint, &metrics).await?;
             }
             break;
         }
     }
     tracing::info!(files = checkpoint.files_processed, "stopped");
+    if let Some(task) = ops_task {
+        task.abort();
+    }
     Ok(())
 }

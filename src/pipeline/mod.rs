@@ -18,14 +18,19 @@ pub mod summary;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use trailsight_detector::Engine;
 
+use crate::metrics::{Event, Metrics};
 use crate::sink::{RejectedInsights, SinkError, Sinks, build_files};
-use crate::source::{FetchError, MAX_FILE_BYTES, Source, SourceFile};
+use crate::source::{MAX_FILE_BYTES, Source, SourceError, SourceErrorKind, SourceFile};
 use decode::{Decoded, decode};
 use layout::TrailLocation;
-pub use summary::{FileProblem, MAX_RECORD_ISSUES_REPORTED, ReplaySummary};
+pub use summary::{
+    FileProblem, FileResult, MAX_RECORD_ISSUES_REPORTED, RecordResult, ReplaySummary,
+    record_results,
+};
 
 /// Why a run stopped before its last file.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,7 @@ struct EngineOutput {
     engine: Engine,
     written: Vec<PathBuf>,
     rejected: Vec<RejectedInsights>,
+    records_by_result: [u64; RecordResult::ALL.len()],
 }
 
 /// Writes the Insights files of `emitted`; a file refused for its own content goes to `rejected`
@@ -55,27 +61,105 @@ fn write_insights(
     location_of: impl Fn(&str) -> TrailLocation,
     sinks: &Sinks,
     handle: &tokio::runtime::Handle,
+    metrics: Option<&Metrics>,
     out: &mut EngineOutput,
 ) -> Result<(), std::io::Error> {
+    let emit = |e: Event<'_>| {
+        if let Some(m) = metrics {
+            m.emit(e);
+        }
+    };
     for built in build_files(emitted, location_of) {
         let file = match built {
             Ok(file) => file,
             Err(rejected) => {
+                emit(Event::SinkRefused {
+                    key: &rejected.key,
+                    records: rejected.records,
+                    reason: &rejected.reason.to_string(),
+                });
                 out.rejected.push(rejected);
                 continue;
             }
         };
         match sinks.write(&file, handle) {
-            Ok(paths) => out.written.extend(paths),
-            Err(SinkError::Rejected(reason)) => out.rejected.push(RejectedInsights {
-                key: crate::pipeline::layout::shown(&file.key),
-                records: file.records,
-                reason,
-            }),
-            Err(SinkError::Unavailable(e)) => return Err(e),
+            Ok(paths) => {
+                for path in &paths {
+                    emit(Event::InsightFileWritten {
+                        path: &path.display().to_string(),
+                        started: file.started,
+                        ended: file.ended,
+                    });
+                }
+                out.written.extend(paths);
+            }
+            Err(SinkError::Rejected(reason)) => {
+                let rejected = RejectedInsights {
+                    key: layout::shown(&file.key),
+                    records: file.records,
+                    reason,
+                };
+                emit(Event::SinkRefused {
+                    key: &rejected.key,
+                    records: rejected.records,
+                    reason: &rejected.reason.to_string(),
+                });
+                out.rejected.push(rejected);
+            }
+            Err(SinkError::Unavailable(e)) => {
+                emit(Event::SinkUnavailable {
+                    reason: &e.to_string(),
+                });
+                return Err(e);
+            }
         }
     }
     Ok(())
+}
+
+/// The [`Event::File`] of a file that was fetched and decoded.
+fn file_event<'a>(
+    file: &'a SourceFile,
+    decoded: &Decoded,
+    reason: Option<&'a str>,
+    skipped: bool,
+    seconds: f64,
+) -> Event<'a> {
+    let result = match (reason, skipped) {
+        (None, _) => FileResult::Read,
+        (Some(_), false) => FileResult::Partial,
+        (Some(_), true) => FileResult::Unreadable,
+    };
+    let now = chrono::Utc::now().timestamp() as f64;
+    Event::File {
+        key: &file.key,
+        result,
+        reason,
+        bytes: file.size,
+        inflated: decoded.inflated_bytes as u64,
+        seconds,
+        lag_seconds: file
+            .info
+            .delivered_minute
+            .map(|m| (now - (m * 60) as f64).max(0.0)),
+    }
+}
+
+/// Reports the engine's gauges after a file (and the minutes it closed since `closed_before`).
+fn report_engine(metrics: Option<&Metrics>, engine: &Engine, closed_before: &mut u64) {
+    let Some(m) = metrics else {
+        return;
+    };
+    let closed = engine.minutes_closed();
+    let (calls, errors) = engine.open_insight_counts();
+    m.emit(Event::Engine {
+        keys: engine.key_count(),
+        symbols: engine.symbol_count(),
+        open: [calls, errors],
+        watermark_minute: engine.watermark_minute(),
+        minutes_closed: closed.saturating_sub(*closed_before),
+    });
+    *closed_before = closed;
 }
 
 /// Bytes of log files (as listed, each counted up to [`MAX_FILE_BYTES`]) fetched or being decoded
@@ -117,6 +201,9 @@ pub struct RunFiles<'a> {
     pub stop: Option<&'a std::sync::atomic::AtomicBool>,
     /// Bytes read per file and held at once.
     pub limits: FetchLimits,
+    /// Where each file, record batch and Insights file is logged and counted (serve); `None`
+    /// for a run that reports only through its summary (replay).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Runs files (each with the index of its source) through `engine` in the given order,
@@ -145,23 +232,38 @@ pub async fn run_files(
         progress,
         stop,
         limits,
+        metrics,
     } = run;
+    let engine_metrics = metrics.clone();
     let handle = tokio::runtime::Handle::current();
     let config = engine.config().clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>)>(8);
     let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let aborted_in_engine = aborted.clone();
     let engine_thread = std::thread::spawn(move || {
+        let metrics = engine_metrics.as_deref();
         let mut out = EngineOutput {
             engine,
             written: Vec::new(),
             rejected: Vec::new(),
+            records_by_result: [0; RecordResult::ALL.len()],
         };
         let location_of = |account: &str| locations.get(account).cloned().unwrap_or_default();
         let mut outage = None;
+        let mut closed = out.engine.minutes_closed();
         while let Some((decoded, delivered)) = rx.blocking_recv() {
+            let before = out.engine.record_outcomes();
             let emitted = out.engine.ingest(&decoded.batch, delivered);
-            if let Err(e) = write_insights(&emitted, location_of, &sinks, &handle, &mut out) {
+            let results = record_results(&decoded.batch, before, out.engine.record_outcomes());
+            for (total, n) in out.records_by_result.iter_mut().zip(results) {
+                *total += n;
+            }
+            if let Some(m) = metrics {
+                m.emit(Event::Records(&results));
+            }
+            let written = write_insights(&emitted, location_of, &sinks, &handle, metrics, &mut out);
+            report_engine(metrics, &out.engine, &mut closed);
+            if let Err(e) = written {
                 outage = Some(e);
                 break;
             }
@@ -171,7 +273,9 @@ pub async fn run_files(
             && !aborted_in_engine.load(std::sync::atomic::Ordering::SeqCst)
         {
             let emitted = out.engine.finish();
-            if let Err(e) = write_insights(&emitted, location_of, &sinks, &handle, &mut out) {
+            let written = write_insights(&emitted, location_of, &sinks, &handle, metrics, &mut out);
+            report_engine(metrics, &out.engine, &mut closed);
+            if let Err(e) = written {
                 outage = Some(e);
             }
         }
@@ -193,7 +297,7 @@ pub async fn run_files(
     let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(budget_kib as usize));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let decoders = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
-    type Job = tokio::task::JoinHandle<Result<(Decoded, bool), FetchError>>;
+    type Job = tokio::task::JoinHandle<Result<(Decoded, bool, f64), SourceError>>;
     let mut inflight: VecDeque<(SourceFile, Job)> = VecDeque::new();
     let mut unavailable = None;
     let mut files = files.into_iter().peekable();
@@ -230,13 +334,19 @@ pub async fn run_files(
             let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
             let bounds = config.time_bounds(file.info.delivered_minute, now_minute);
             let handle = tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 let fetched = source.fetch_at_most(&f, max_file_bytes).await?;
                 let _decoding = decoders.acquire_owned().await;
                 let decoded = tokio::task::spawn_blocking(move || decode(&fetched.bytes, bounds))
                     .await
-                    .map_err(|e| FetchError::Unreadable(format!("decoder task failed: {e}")))?;
+                    .map_err(|e| {
+                        SourceError::new(
+                            SourceErrorKind::Unreadable,
+                            format!("decoder task failed: {e}"),
+                        )
+                    })?;
                 drop(permit);
-                Ok((decoded, fetched.truncated))
+                Ok((decoded, fetched.truncated, started.elapsed().as_secs_f64()))
             });
             inflight.push_back((file, handle));
         }
@@ -249,17 +359,40 @@ pub async fn run_files(
             p.inc(file.size);
         }
         match result {
-            Err(FetchError::Unavailable(reason)) => {
+            Err(error) if error.is_unavailable() => {
                 // Later files must not reach the engine before this one: stop here.
-                unavailable = Some(reason);
+                if let Some(m) = &metrics {
+                    m.emit(Event::SourceFailed {
+                        key: &file.key,
+                        error: &error,
+                    });
+                }
+                unavailable = Some(error.reason);
                 break;
             }
-            Err(FetchError::Unreadable(reason)) => summary.problems.push(FileProblem {
-                key: file.key.clone(),
-                reason,
-                skipped: true,
-            }),
-            Ok((decoded, truncated)) => {
+            Err(error) => {
+                if let Some(m) = &metrics {
+                    m.emit(Event::SourceFailed {
+                        key: &file.key,
+                        error: &error,
+                    });
+                    m.emit(Event::File {
+                        key: &file.key,
+                        result: FileResult::Unreadable,
+                        reason: Some(&error.reason),
+                        bytes: 0,
+                        inflated: 0,
+                        seconds: 0.0,
+                        lag_seconds: None,
+                    });
+                }
+                summary.problems.push(FileProblem {
+                    key: file.key.clone(),
+                    reason: error.reason,
+                    skipped: true,
+                });
+            }
+            Ok((decoded, truncated, seconds)) => {
                 let skipped = decoded.batch.stats.records == 0 && !decoded.errors.is_empty();
                 if !skipped {
                     summary.files_read += 1;
@@ -285,11 +418,16 @@ pub async fn run_files(
                         .chain(decoded.errors.iter().map(ToString::to_string))
                         .collect::<Vec<_>>()
                         .join("; ");
+                    if let Some(m) = &metrics {
+                        m.emit(file_event(&file, &decoded, Some(&reason), skipped, seconds));
+                    }
                     summary.problems.push(FileProblem {
                         key: file.key.clone(),
                         reason,
                         skipped,
                     });
+                } else if let Some(m) = &metrics {
+                    m.emit(file_event(&file, &decoded, None, false, seconds));
                 }
                 if tx
                     .send((decoded, file.info.delivered_minute))
@@ -321,6 +459,13 @@ pub async fn run_files(
     summary.keys = output.engine.key_count();
     (summary.insights_started, summary.insights_ended) = output.engine.insight_counts();
     summary.open_insights = output.engine.open_insights();
+    for (total, n) in summary
+        .records_by_result
+        .iter_mut()
+        .zip(output.records_by_result)
+    {
+        *total += n;
+    }
     summary.files_written.extend(output.written);
     summary.insight_files_rejected += output.rejected.len() as u64;
     let room = MAX_RECORD_ISSUES_REPORTED.saturating_sub(summary.insights_rejected.len());

@@ -18,6 +18,106 @@ pub struct FileProblem {
     pub skipped: bool,
 }
 
+/// What became of a log file (the `result` label of `trailsight_files_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileResult {
+    /// Read whole.
+    Read,
+    /// Read in part (cut at the size cap, a truncated gzip, a broken record): the records
+    /// before the damage were kept.
+    Partial,
+    /// Nothing could be used (unreadable, not a CloudTrail log file).
+    Unreadable,
+}
+
+impl FileResult {
+    /// Every result, in label order.
+    pub const ALL: [FileResult; 3] = [
+        FileResult::Read,
+        FileResult::Partial,
+        FileResult::Unreadable,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            FileResult::Read => "read",
+            FileResult::Partial => "partial",
+            FileResult::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// What became of a record (the `result` label of `trailsight_records_total`): one result per
+/// record, so the results add up to the records read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordResult {
+    /// Counted into an open minute of a call-rate and/or error-rate key.
+    Counted,
+    /// Counted into a minute already closed.
+    Late,
+    /// Its `eventID` was counted already.
+    Duplicate,
+    /// Its principal is suppressed by the settings.
+    Ignored,
+    /// Its keys would be new to an account and Region at `max_keys_per_region`.
+    KeyOverflow,
+    /// Not an input of any rate: read-only, data or other events (or a rate switched off).
+    NotCounted,
+    /// Malformed: a required field missing or unreadable, an invalid field, `eventTime` out of bounds.
+    Skipped,
+}
+
+impl RecordResult {
+    /// Every result, in label order (the index of each in the count arrays).
+    pub const ALL: [RecordResult; 7] = [
+        RecordResult::Counted,
+        RecordResult::Late,
+        RecordResult::Duplicate,
+        RecordResult::Ignored,
+        RecordResult::KeyOverflow,
+        RecordResult::NotCounted,
+        RecordResult::Skipped,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RecordResult::Counted => "counted",
+            RecordResult::Late => "late",
+            RecordResult::Duplicate => "duplicate",
+            RecordResult::Ignored => "ignored",
+            RecordResult::KeyOverflow => "key_overflow",
+            RecordResult::NotCounted => "not_counted",
+            RecordResult::Skipped => "skipped",
+        }
+    }
+}
+
+/// Records of one batch by [`RecordResult`] (index = position in [`RecordResult::ALL`]), from the
+/// batch's counters and the engine's record outcomes before and after it was ingested.
+pub fn record_results(
+    batch: &trailsight_detector::FileBatch,
+    before: trailsight_detector::aggregate::RecordOutcomes,
+    after: trailsight_detector::aggregate::RecordOutcomes,
+) -> [u64; RecordResult::ALL.len()] {
+    let d = |a: u64, b: u64| a.saturating_sub(b);
+    let st = &batch.stats;
+    let outside = st
+        .records
+        .saturating_sub(st.skipped)
+        .saturating_sub(batch.events.len() as u64);
+    [
+        d(after.counted, before.counted),
+        d(after.late, before.late),
+        d(after.duplicate, before.duplicate),
+        d(after.ignored, before.ignored),
+        d(after.key_overflow, before.key_overflow),
+        outside + d(after.not_counted, before.not_counted),
+        st.skipped,
+    ]
+}
+
 /// What a replay did.
 #[derive(Debug, Clone, Default)]
 pub struct ReplaySummary {
@@ -37,6 +137,8 @@ pub struct ReplaySummary {
     pub other_files: u64,
     /// Record counters.
     pub records: BatchStats,
+    /// Records by [`RecordResult`] (index = position in [`RecordResult::ALL`]).
+    pub records_by_result: [u64; RecordResult::ALL.len()],
     /// Counted records that arrived after their minute closed.
     pub late: u64,
     /// Counted records whose eventID had been counted already.
@@ -161,6 +263,16 @@ impl std::fmt::Display for ReplaySummary {
                 r.out_of_bounds_time,
                 r.read_only_missing
             ),
+        )?;
+        let by_result = RecordResult::ALL
+            .iter()
+            .zip(&self.records_by_result)
+            .map(|(r, n)| format!("{} {n}", r.label()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        line(
+            f,
+            format_args!("records by result (as trailsight_records_total): {by_result}"),
         )?;
         line(
             f,

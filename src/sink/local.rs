@@ -135,6 +135,8 @@ mod tests {
             key: key.into(),
             body: b"x".to_vec(),
             records: 1,
+            started: [1, 0],
+            ended: [0, 0],
         }
     }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::Serialize;
+use trailsight_detector::insight::{InsightState, InsightType};
 use trailsight_detector::{EmittedInsight, InsightRecord};
 
 use crate::pipeline::layout::{InsightKeyError, TrailLocation, insight_key, shown, unique_string};
@@ -23,6 +24,10 @@ pub struct InsightFile {
     pub body: Vec<u8>,
     /// Records in the file.
     pub records: usize,
+    /// `Start` records in the file: `[ApiCallRateInsight, ApiErrorRateInsight]`.
+    pub started: [u64; 2],
+    /// `End` records in the file, by insight type as `started`.
+    pub ended: [u64; 2],
 }
 
 /// Why one Insights file was refused: something in its own content (a key part, its name),
@@ -133,6 +138,15 @@ pub fn build_files(
                 k(a).cmp(&k(b))
             });
             let n = records.len();
+            let (mut started, mut ended) = ([0u64; 2], [0u64; 2]);
+            for r in &records {
+                let d = &r.insight_details;
+                let t = usize::from(d.insight_type == InsightType::ApiErrorRateInsight);
+                match d.state {
+                    InsightState::Start => started[t] += 1,
+                    InsightState::End => ended[t] += 1,
+                }
+            }
             let json = serde_json::to_vec(&Records { records }).unwrap_or_default();
             let unique = unique_string(&json);
             let mut gz = flate2::GzBuilder::new()
@@ -147,6 +161,8 @@ pub fn build_files(
                     key,
                     body,
                     records: n,
+                    started,
+                    ended,
                 }),
                 Err(e) => Err(RejectedInsights {
                     key: format!(

@@ -96,13 +96,18 @@ pub fn settled(path: &Path, now: SystemTime, settle: Duration) -> bool {
 /// New log files under `root` (after `cursors`), and the first one modified less than `settle`
 /// ago (it and the files after it wait).
 ///
-/// Returns `Err` when `root` cannot be read.
+/// Returns `Err(SourceError)` (kind by the I/O error) when `root` cannot be read.
 pub fn list_new(
     root: &Path,
     cursors: &crate::pipeline::cursor::Cursors,
     settle: Duration,
-) -> anyhow::Result<super::Listed> {
-    let listing = list(root)?;
+) -> Result<super::Listed, super::SourceError> {
+    let listing = list(root).map_err(|e| {
+        super::SourceError::new(
+            super::SourceErrorKind::of_io(&e),
+            format!("{}: {e}", root.display()),
+        )
+    })?;
     let files: Vec<SourceFile> = listing
         .files
         .into_iter()
@@ -121,12 +126,12 @@ pub fn list_new(
 }
 
 /// The first `max` bytes of the file at `path` (`size`: its listed size, a capacity hint), and
-/// whether there was more. `Err(FetchError::Unreadable)` when it cannot be opened or read.
+/// whether there was more. `Err(SourceError)` (kind by the I/O error) when it cannot be opened or read.
 pub async fn read_at_most(
     path: &Path,
     size: u64,
     max: u64,
-) -> Result<super::Fetched, super::FetchError> {
+) -> Result<super::Fetched, super::SourceError> {
     use tokio::io::AsyncReadExt;
     let capacity = usize::try_from(size.min(max)).unwrap_or(0);
     let read = async {
@@ -140,7 +145,7 @@ pub async fn read_at_most(
     };
     let mut bytes = read
         .await
-        .map_err(|e| super::FetchError::Unreadable(e.to_string()))?;
+        .map_err(|e| super::SourceError::new(super::SourceErrorKind::of_io(&e), e.to_string()))?;
     let truncated = bytes.len() as u64 > max;
     bytes.truncate(usize::try_from(max).unwrap_or(usize::MAX));
     Ok(super::Fetched { bytes, truncated })

@@ -33,15 +33,73 @@ pub fn sort_for_processing(files: &mut [SourceFile]) {
     });
 }
 
-/// Why a log file's bytes could not be had.
+/// What went wrong with a source, which decides what happens to the file: `Unavailable` is read
+/// again later (the source is down), the others skip the file (reported and counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceErrorKind {
+    /// The file (or folder) does not exist (any more): local `NotFound`, S3 `NoSuchKey`/404.
+    NotFound,
+    /// The file exists but cannot be read as asked (broken on disk, an S3 error about the object).
+    Unreadable,
+    /// Reading this file is not permitted (local permission denied).
+    Refused,
+    /// The source cannot be reached now: no connection, timeout, 5xx or throttling after the
+    /// client's retries, refused credentials (which would refuse every object alike), a body cut off.
+    Unavailable,
+}
+
+impl SourceErrorKind {
+    /// Every kind, in label order.
+    pub const ALL: [SourceErrorKind; 4] = [
+        SourceErrorKind::NotFound,
+        SourceErrorKind::Unreadable,
+        SourceErrorKind::Refused,
+        SourceErrorKind::Unavailable,
+    ];
+
+    /// The metric label value (`not_found`, `unreadable`, `refused`, `unavailable`).
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceErrorKind::NotFound => "not_found",
+            SourceErrorKind::Unreadable => "unreadable",
+            SourceErrorKind::Refused => "refused",
+            SourceErrorKind::Unavailable => "unavailable",
+        }
+    }
+
+    /// The kind of a local I/O error.
+    pub fn of_io(e: &std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => SourceErrorKind::NotFound,
+            std::io::ErrorKind::PermissionDenied => SourceErrorKind::Refused,
+            _ => SourceErrorKind::Unreadable,
+        }
+    }
+}
+
+/// A source error: its kind and what happened (with the file or prefix named).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    /// The object itself cannot be read (missing, forbidden, broken on disk): report and skip it.
-    #[error("{0}")]
-    Unreadable(String),
-    /// The source is down or timing out: the file must be read again later, not skipped.
-    #[error("{0}")]
-    Unavailable(String),
+#[error("{reason}")]
+pub struct SourceError {
+    /// What kind of error.
+    pub kind: SourceErrorKind,
+    /// What happened.
+    pub reason: String,
+}
+
+impl SourceError {
+    /// An error of `kind`.
+    pub fn new(kind: SourceErrorKind, reason: impl Into<String>) -> Self {
+        SourceError {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the file must be read again later (the source is unavailable), not skipped.
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == SourceErrorKind::Unavailable
+    }
 }
 
 /// A log file's bytes, as far as they were read.
@@ -89,7 +147,7 @@ pub enum Source {
 
 impl Source {
     /// The file's bytes, at most [`MAX_FILE_BYTES`] of them (see [`Source::fetch_at_most`]).
-    pub async fn fetch(&self, file: &SourceFile) -> Result<Fetched, FetchError> {
+    pub async fn fetch(&self, file: &SourceFile) -> Result<Fetched, SourceError> {
         self.fetch_at_most(file, MAX_FILE_BYTES).await
     }
 
@@ -97,16 +155,17 @@ impl Source {
     /// On S3, a file listed larger than `max_bytes` is fetched with a ranged `GetObject`; every
     /// body is read only up to the cap, whatever its announced length.
     ///
-    /// Returns `Err(FetchError::Unreadable)` for a local read error or an S3 error response
-    /// about the object (e.g. `NoSuchKey`, `InvalidObjectState`), and
-    /// `Err(FetchError::Unavailable)` when S3 cannot be reached, times out, keeps answering
-    /// 5xx/throttling after the SDK's retries, refuses the credentials or permissions
-    /// (`ExpiredToken`, `SignatureDoesNotMatch`, `AccessDenied`, `KMS.…`), or the body is cut off.
+    /// Returns a [`SourceError`] whose kind is `NotFound` (no such file or key), `Refused` (local
+    /// permission denied), `Unreadable` (another local read error or S3 error response about the
+    /// object, e.g. `InvalidObjectState`), or `Unavailable` when S3 cannot be reached, times out,
+    /// keeps answering 5xx/throttling after the SDK's retries, refuses the credentials or
+    /// permissions (`ExpiredToken`, `SignatureDoesNotMatch`, `AccessDenied`, `KMS.…`), or the body
+    /// is cut off.
     pub async fn fetch_at_most(
         &self,
         file: &SourceFile,
         max_bytes: u64,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, SourceError> {
         let max = max_bytes.max(1);
         match self {
             Source::Local(_) => local::read_at_most(&file.path, file.size, max).await,
@@ -120,19 +179,26 @@ impl Source {
     /// modified less than `settle` ago hold back the files after them; S3 prefixes are listed
     /// from their cursors, at most `limit` keys each per call.
     ///
-    /// Returns `Err` when the folder or the bucket cannot be listed.
+    /// Returns `Err(SourceError)` when the folder or the bucket cannot be listed (S3: always
+    /// `Unavailable`; local: by the I/O error).
     pub async fn list_new(
         &self,
         cursors: &Cursors,
         limit: usize,
         settle: Duration,
-    ) -> anyhow::Result<Listed> {
+    ) -> Result<Listed, SourceError> {
         match self {
             Source::Local(root) => {
                 let root = root.clone();
                 let cursors = cursors.clone();
                 tokio::task::spawn_blocking(move || local::list_new(&root, &cursors, settle))
-                    .await?
+                    .await
+                    .map_err(|e| {
+                        SourceError::new(
+                            SourceErrorKind::Unreadable,
+                            format!("listing task failed: {e}"),
+                        )
+                    })?
             }
             Source::S3 {
                 client,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Listed, SourceFile};
+use super::{Listed, SourceError, SourceErrorKind, SourceFile};
 use crate::pipeline::cursor::Cursors;
 use crate::pipeline::layout::{KeyKind, is_log_file_name, parse_key};
 
@@ -11,7 +11,7 @@ pub async fn sub_prefixes(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     prefix: &str,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, SourceError> {
     let mut out = Vec::new();
     let mut pages = client
         .list_objects_v2()
@@ -22,9 +22,12 @@ pub async fn sub_prefixes(
         .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| {
-            anyhow::anyhow!(
-                "ListObjectsV2 s3://{bucket}/{prefix}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&e)
+            SourceError::new(
+                SourceErrorKind::Unavailable,
+                format!(
+                    "ListObjectsV2 s3://{bucket}/{prefix}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ),
             )
         })?;
         out.extend(
@@ -44,7 +47,7 @@ pub async fn list_s3(
     base: &str,
     cursors: &Cursors,
     limit: usize,
-) -> anyhow::Result<Listed> {
+) -> Result<Listed, SourceError> {
     let base = if base.is_empty() {
         String::new()
     } else {
@@ -80,9 +83,12 @@ pub async fn list_s3(
                 break;
             }
             let page = page.map_err(|e| {
-                anyhow::anyhow!(
-                    "ListObjectsV2 s3://{bucket}/{region}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                SourceError::new(
+                    SourceErrorKind::Unavailable,
+                    format!(
+                        "ListObjectsV2 s3://{bucket}/{region}: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    ),
                 )
             })?;
             for o in page.contents() {
@@ -150,8 +156,8 @@ pub async fn get_at_most(
     key: &str,
     size: u64,
     max: u64,
-) -> Result<super::Fetched, super::FetchError> {
-    use super::{FetchError, Fetched};
+) -> Result<super::Fetched, super::SourceError> {
+    use super::{Fetched, SourceError, SourceErrorKind};
     let capacity = usize::try_from(size.min(max)).unwrap_or(0);
     let mut req = client.get_object().bucket(bucket).key(key);
     if size > max {
@@ -162,11 +168,14 @@ pub async fn get_at_most(
             "GetObject s3://{bucket}/{key}: {}",
             aws_sdk_s3::error::DisplayErrorContext(&e)
         );
-        if is_transient(&e) {
-            FetchError::Unavailable(reason)
+        let kind = if is_transient(&e) {
+            SourceErrorKind::Unavailable
+        } else if is_not_found(&e) {
+            SourceErrorKind::NotFound
         } else {
-            FetchError::Unreadable(reason)
-        }
+            SourceErrorKind::Unreadable
+        };
+        SourceError::new(kind, reason)
     })?;
     // `bytes 0-N/TOTAL`: the object's whole length, when a range was asked.
     let total = out
@@ -176,11 +185,12 @@ pub async fn get_at_most(
     let mut body = out.body;
     let mut bytes = Vec::with_capacity(capacity);
     let mut truncated = total.is_some_and(|t| t > max);
-    while let Some(chunk) = body
-        .try_next()
-        .await
-        .map_err(|e| FetchError::Unavailable(format!("reading s3://{bucket}/{key}: {e}")))?
-    {
+    while let Some(chunk) = body.try_next().await.map_err(|e| {
+        SourceError::new(
+            SourceErrorKind::Unavailable,
+            format!("reading s3://{bucket}/{key}: {e}"),
+        )
+    })? {
         let room = usize::try_from(max - bytes.len() as u64).unwrap_or(usize::MAX);
         if chunk.len() > room {
             bytes.extend_from_slice(&chunk[..room]);
@@ -190,4 +200,16 @@ pub async fn get_at_most(
         bytes.extend_from_slice(&chunk);
     }
     Ok(Fetched { bytes, truncated })
+}
+
+/// True for a 404 answer or `NoSuchKey` (the object is gone).
+fn is_not_found<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    match e {
+        aws_sdk_s3::error::SdkError::ServiceError(se) => {
+            se.raw().status().as_u16() == 404 || se.err().code() == Some("NoSuchKey")
+        }
+        _ => false,
+    }
 }

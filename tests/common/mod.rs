@@ -40,12 +40,21 @@ pub const SK: &str = "trailsight-test-secret-key";
 
 /// An S3 server (s3s + s3s-fs, SigV4 verified) over `root` on loopback; returns its address.
 pub async fn start_s3(root: &Path) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    start_s3_on(root, 0).await
+}
+
+/// [`start_s3`] on 127.0.0.1:`port` (0: any). Aborting the task stops the server and drops its
+/// connections (a real outage); starting it again on the same port ends the outage.
+pub async fn start_s3_on(
+    root: &Path,
+    port: u16,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let fs = s3s_fs::FileSystem::new(root).unwrap();
     let mut b = s3s::service::S3ServiceBuilder::new(fs);
     b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
     let service = b.build();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
@@ -66,4 +75,70 @@ pub async fn start_s3(root: &Path) -> (std::net::SocketAddr, tokio::task::JoinHa
         }
     });
     (addr, task)
+}
+
+/// A TCP port free on loopback now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET http://{addr}{path}` over HTTP/1.1 (hyper's client connection): status, content type, body.
+pub async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> std::io::Result<(u16, String, String)> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(std::io::Error::other)?;
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = res.status().as_u16();
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok((
+        status,
+        content_type,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+/// The value of the sample `name` (with its labels, e.g. `x_total{result="read"}`) in a
+/// Prometheus text exposition, if present.
+pub fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+/// Samples in a Prometheus text exposition (lines that are not comments).
+pub fn series_count(exposition: &str) -> usize {
+    exposition
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
 }

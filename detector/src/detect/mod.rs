@@ -380,6 +380,11 @@ impl Detector {
         Ok(())
     }
 
+    /// Keys with an open Insight, ascending.
+    pub fn open_key_ids(&self) -> impl Iterator<Item = KeyId> + '_ {
+        self.open.iter().copied()
+    }
+
     /// The settings.
     pub fn config(&self) -> &DetectorConfig {
         &self.config

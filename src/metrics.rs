@@ -1,0 +1,549 @@
+//! Every metric of the service, defined once, and the typed events that move them.
+//!
+//! The registry belongs to the service (not the `prometheus` crate's global one). Each
+//! [`Event`] is logged and counted in [`Metrics::emit`], in one place, so the log and the
+//! metrics cannot drift apart. No label takes its values from the data: every label value is a
+//! fixed word listed here (results, kinds, insight types), so the number of series is the same
+//! whatever the input (`tests/metrics.rs` checks it with 100,000 distinct `eventName`s).
+//!
+//! Exposition: the Prometheus text format (`GET /metrics`, see [`crate::ops`]); names and units
+//! by Prometheus conventions (`_total` counters, `_seconds`, `_bytes`, Unix `_timestamp_seconds`).
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::pipeline::summary::{FileResult, RecordResult};
+use crate::source::{SourceError, SourceErrorKind};
+
+/// Prefix of every service metric (process metrics keep their standard `process_` names).
+pub const NAMESPACE: &str = "trailsight";
+
+/// `insightType` label values, in the order of [`InsightCounts`] fields.
+pub const INSIGHT_TYPES: [&str; 2] = ["ApiCallRateInsight", "ApiErrorRateInsight"];
+
+/// Sink error kinds (`kind` label of `trailsight_sink_errors_total`).
+pub const SINK_ERROR_KINDS: [&str; 2] = ["refused", "unavailable"];
+
+/// Counts per insight type: `[ApiCallRateInsight, ApiErrorRateInsight]`.
+pub type InsightCounts = [u64; 2];
+
+/// Something the service did, to log and count. Borrowed text comes from the logs (file keys,
+/// reasons): it is logged through the escaping formatter and never becomes a label.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A log file went through the pipeline (or was skipped).
+    File {
+        /// Its key.
+        key: &'a str,
+        /// What became of it.
+        result: FileResult,
+        /// Why it was read in part or skipped.
+        reason: Option<&'a str>,
+        /// Compressed bytes read.
+        bytes: u64,
+        /// JSON bytes after gunzip.
+        inflated: u64,
+        /// Fetch + decode time, seconds.
+        seconds: f64,
+        /// Seconds from its delivery time (file name) to now, when the name has one.
+        lag_seconds: Option<f64>,
+    },
+    /// A source could not be read for a file (`key`) or listed (`key` = the source).
+    SourceFailed {
+        /// The file key or source URL.
+        key: &'a str,
+        /// The error.
+        error: &'a SourceError,
+    },
+    /// The records of one file, by result.
+    Records(&'a [u64; RecordResult::ALL.len()]),
+    /// One Insights file written.
+    InsightFileWritten {
+        /// Where (path or `s3://` URL).
+        path: &'a str,
+        /// `Start` records in it, by insight type.
+        started: InsightCounts,
+        /// `End` records in it, by insight type.
+        ended: InsightCounts,
+    },
+    /// A sink refused one Insights file for its own content (it is skipped; the rest go on).
+    SinkRefused {
+        /// The key, escaped.
+        key: &'a str,
+        /// Records in it.
+        records: usize,
+        /// Why.
+        reason: &'a str,
+    },
+    /// A sink is unavailable (the run goes back to the last checkpoint and retries).
+    SinkUnavailable {
+        /// Why.
+        reason: &'a str,
+    },
+    /// The engine after a file: gauges, and minutes closed since the previous event.
+    Engine {
+        /// Rate keys tracked.
+        keys: usize,
+        /// Interned strings.
+        symbols: usize,
+        /// Insights open, by insight type.
+        open: InsightCounts,
+        /// Every minute before this one is closed (minutes since the Unix epoch).
+        watermark_minute: Option<i64>,
+        /// Minutes closed since the previous event.
+        minutes_closed: u64,
+    },
+    /// One poll of every source ended.
+    Poll {
+        /// `None` when every source was reached and every file went through; else why not.
+        failure: Option<&'a str>,
+        /// Its duration, seconds.
+        seconds: f64,
+    },
+    /// A checkpoint was written (`Ok(bytes)`) or failed.
+    Checkpoint {
+        /// Bytes written, or why it failed.
+        result: Result<u64, &'a str>,
+        /// Encode + write + fsync time, seconds.
+        seconds: f64,
+    },
+    /// Readiness changed: the state is loaded and the last poll reached every source, or not.
+    Ready(bool),
+}
+
+/// The service's metrics and their registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    ready: IntGauge,
+    files: IntCounterVec,
+    records: IntCounterVec,
+    read_bytes: IntCounter,
+    inflated_bytes: IntCounter,
+    keys_tracked: IntGauge,
+    symbols_interned: IntGauge,
+    minutes_closed: IntCounter,
+    insights_started: IntCounterVec,
+    insights_ended: IntCounterVec,
+    insights_open: IntGaugeVec,
+    insight_files_written: IntCounter,
+    watermark: IntGauge,
+    ingest_lag: Gauge,
+    last_file_processed: Gauge,
+    polls: IntCounterVec,
+    last_successful_poll: Gauge,
+    poll_duration: Histogram,
+    file_duration: Histogram,
+    source_errors: IntCounterVec,
+    sink_errors: IntCounterVec,
+    checkpoint_duration: Histogram,
+    checkpoint_bytes: IntGauge,
+    checkpoint_last_success: Gauge,
+    checkpoint_errors: IntCounter,
+}
+
+/// Why the metrics could not be set up (a name or label clash: a bug, found by the tests).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(NAMESPACE)
+}
+
+fn hist(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
+    HistogramOpts::new(name, help)
+        .namespace(NAMESPACE)
+        .buckets(buckets)
+}
+
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Metrics {
+    /// Every metric, registered in a new registry with the process collector, every fixed label
+    /// value present from the start (at zero).
+    ///
+    /// Returns `Err(MetricsError)` on a name clash (a bug).
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let r = &registry;
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(
+            r: &Registry,
+            c: T,
+        ) -> Result<T, prometheus::Error> {
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        let build_info = reg(
+            r,
+            IntGaugeVec::new(
+                opts("build_info", "trailsight build; always 1."),
+                &["version"],
+            )?,
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let latency = vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ];
+        let m = Metrics {
+            ready: reg(
+                r,
+                IntGauge::with_opts(opts(
+                    "ready",
+                    "1 when the state is loaded and the last poll reached every source, else 0.",
+                ))?,
+            )?,
+            files: reg(
+                r,
+                IntCounterVec::new(opts("files_total", "Log files by result."), &["result"])?,
+            )?,
+            records: reg(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "records_total",
+                        "Records read, by result (a partition: the results add up to all records read).",
+                    ),
+                    &["result"],
+                )?,
+            )?,
+            read_bytes: reg(
+                r,
+                IntCounter::with_opts(opts(
+                    "read_bytes_total",
+                    "Compressed bytes of log files read.",
+                ))?,
+            )?,
+            inflated_bytes: reg(
+                r,
+                IntCounter::with_opts(opts(
+                    "inflated_bytes_total",
+                    "JSON bytes of log files after gunzip.",
+                ))?,
+            )?,
+            keys_tracked: reg(
+                r,
+                IntGauge::with_opts(opts(
+                    "keys_tracked",
+                    "Rate keys tracked (call-rate and error-rate keys).",
+                ))?,
+            )?,
+            symbols_interned: reg(
+                r,
+                IntGauge::with_opts(opts(
+                    "symbols_interned",
+                    "Interned strings held (accounts, Regions, API names, principals, user agents).",
+                ))?,
+            )?,
+            minutes_closed: reg(
+                r,
+                IntCounter::with_opts(opts(
+                    "event_time_closed_seconds_total",
+                    "Event time closed by the watermark (UTC minutes closed, times 60).",
+                ))?,
+            )?,
+            insights_started: reg(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "insights_started_total",
+                        "Insights started (Start records written), by insight type.",
+                    ),
+                    &["insight_type"],
+                )?,
+            )?,
+            insights_ended: reg(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "insights_ended_total",
+                        "Insights ended (End records written), by insight type.",
+                    ),
+                    &["insight_type"],
+                )?,
+            )?,
+            insights_open: reg(
+                r,
+                IntGaugeVec::new(
+                    opts("insights_open", "Insights without an End, by insight type."),
+                    &["insight_type"],
+                )?,
+            )?,
+            insight_files_written: reg(
+                r,
+                IntCounter::with_opts(opts(
+                    "insight_files_written_total",
+                    "Insights files written to the sinks.",
+                ))?,
+            )?,
+            watermark: reg(
+                r,
+                IntGauge::with_opts(opts(
+                    "event_time_watermark_timestamp_seconds",
+                    "Event-time watermark (Unix time): every minute before it is closed.",
+                ))?,
+            )?,
+            ingest_lag: reg(
+                r,
+                Gauge::with_opts(opts(
+                    "ingest_lag_seconds",
+                    "Seconds from the delivery time of the last log file processed to its processing.",
+                ))?,
+            )?,
+            last_file_processed: reg(
+                r,
+                Gauge::with_opts(opts(
+                    "last_file_processed_timestamp_seconds",
+                    "Unix time the last log file was processed.",
+                ))?,
+            )?,
+            polls: reg(
+                r,
+                IntCounterVec::new(
+                    opts("polls_total", "Polls of the sources, by result."),
+                    &["result"],
+                )?,
+            )?,
+            last_successful_poll: reg(
+                r,
+                Gauge::with_opts(opts(
+                    "last_successful_poll_timestamp_seconds",
+                    "Unix time of the last poll that reached every source.",
+                ))?,
+            )?,
+            poll_duration: reg(
+                r,
+                Histogram::with_opts(hist(
+                    "poll_duration_seconds",
+                    "Duration of one poll: list, read, detect, write.",
+                    latency.clone(),
+                ))?,
+            )?,
+            file_duration: reg(
+                r,
+                Histogram::with_opts(hist(
+                    "file_processing_duration_seconds",
+                    "Duration of one log file's fetch and decode.",
+                    latency.clone(),
+                ))?,
+            )?,
+            source_errors: reg(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "source_errors_total",
+                        "Source errors (listing or reading), by kind.",
+                    ),
+                    &["kind"],
+                )?,
+            )?,
+            sink_errors: reg(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "sink_errors_total",
+                        "Sink errors by kind: refused (this Insights file's content; skipped), unavailable (outage; retried).",
+                    ),
+                    &["kind"],
+                )?,
+            )?,
+            checkpoint_duration: reg(
+                r,
+                Histogram::with_opts(hist(
+                    "checkpoint_duration_seconds",
+                    "Encode, write and fsync of one checkpoint.",
+                    latency,
+                ))?,
+            )?,
+            checkpoint_bytes: reg(
+                r,
+                IntGauge::with_opts(opts(
+                    "checkpoint_bytes",
+                    "Size of the last checkpoint written.",
+                ))?,
+            )?,
+            checkpoint_last_success: reg(
+                r,
+                Gauge::with_opts(opts(
+                    "checkpoint_last_success_timestamp_seconds",
+                    "Unix time of the last checkpoint written.",
+                ))?,
+            )?,
+            checkpoint_errors: reg(
+                r,
+                IntCounter::with_opts(opts(
+                    "checkpoint_errors_total",
+                    "Checkpoints that could not be written.",
+                ))?,
+            )?,
+            registry,
+        };
+        for r in FileResult::ALL {
+            m.files.with_label_values(&[r.label()]);
+        }
+        for r in RecordResult::ALL {
+            m.records.with_label_values(&[r.label()]);
+        }
+        for t in INSIGHT_TYPES {
+            m.insights_started.with_label_values(&[t]);
+            m.insights_ended.with_label_values(&[t]);
+            m.insights_open.with_label_values(&[t]);
+        }
+        for result in ["ok", "failed"] {
+            m.polls.with_label_values(&[result]);
+        }
+        for k in SourceErrorKind::ALL {
+            m.source_errors.with_label_values(&[k.label()]);
+        }
+        for k in SINK_ERROR_KINDS {
+            m.sink_errors.with_label_values(&[k]);
+        }
+        #[cfg(target_os = "linux")]
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(m)
+    }
+
+    /// Logs and counts one event.
+    pub fn emit(&self, event: Event<'_>) {
+        match event {
+            Event::File {
+                key,
+                result,
+                reason,
+                bytes,
+                inflated,
+                seconds,
+                lag_seconds,
+            } => {
+                match (result, reason) {
+                    (FileResult::Read, _) | (_, None) => {
+                        tracing::debug!(file = %key, result = result.label(), bytes, "log file")
+                    }
+                    (_, Some(reason)) => tracing::warn!(
+                        file = %key, result = result.label(), reason = %reason,
+                        "log file not fully read"
+                    ),
+                }
+                self.files.with_label_values(&[result.label()]).inc();
+                self.read_bytes.inc_by(bytes);
+                self.inflated_bytes.inc_by(inflated);
+                self.file_duration.observe(seconds);
+                if let Some(lag) = lag_seconds {
+                    self.ingest_lag.set(lag);
+                }
+                self.last_file_processed.set(now_seconds());
+            }
+            Event::SourceFailed { key, error } => {
+                tracing::warn!(source = %key, kind = error.kind.label(), error = %error, "source error");
+                self.source_errors
+                    .with_label_values(&[error.kind.label()])
+                    .inc();
+            }
+            Event::Records(counts) => {
+                for (r, &n) in RecordResult::ALL.iter().zip(counts) {
+                    if n > 0 {
+                        self.records.with_label_values(&[r.label()]).inc_by(n);
+                    }
+                }
+            }
+            Event::InsightFileWritten {
+                path,
+                started,
+                ended,
+            } => {
+                tracing::info!(file = %path, started = started[0] + started[1], ended = ended[0] + ended[1], "Insights file written");
+                self.insight_files_written.inc();
+                for (i, t) in INSIGHT_TYPES.iter().enumerate() {
+                    self.insights_started
+                        .with_label_values(&[t])
+                        .inc_by(started[i]);
+                    self.insights_ended.with_label_values(&[t]).inc_by(ended[i]);
+                }
+            }
+            Event::SinkRefused {
+                key,
+                records,
+                reason,
+            } => {
+                tracing::warn!(insights = %key, records, reason = %reason, "Insights file refused for its content; skipped");
+                self.sink_errors.with_label_values(&["refused"]).inc();
+            }
+            Event::SinkUnavailable { reason } => {
+                tracing::error!(reason = %reason, "sink unavailable");
+                self.sink_errors.with_label_values(&["unavailable"]).inc();
+            }
+            Event::Engine {
+                keys,
+                symbols,
+                open,
+                watermark_minute,
+                minutes_closed,
+            } => {
+                self.keys_tracked
+                    .set(i64::try_from(keys).unwrap_or(i64::MAX));
+                self.symbols_interned
+                    .set(i64::try_from(symbols).unwrap_or(i64::MAX));
+                for (i, t) in INSIGHT_TYPES.iter().enumerate() {
+                    self.insights_open
+                        .with_label_values(&[t])
+                        .set(i64::try_from(open[i]).unwrap_or(i64::MAX));
+                }
+                if let Some(m) = watermark_minute {
+                    self.watermark.set(m.saturating_mul(60));
+                }
+                self.minutes_closed
+                    .inc_by(minutes_closed.saturating_mul(60));
+            }
+            Event::Poll { failure, seconds } => {
+                self.poll_duration.observe(seconds);
+                match failure {
+                    None => {
+                        tracing::debug!(seconds, "poll done");
+                        self.polls.with_label_values(&["ok"]).inc();
+                        self.last_successful_poll.set(now_seconds());
+                    }
+                    Some(reason) => {
+                        tracing::warn!(reason = %reason, seconds, "poll failed; retrying at the next poll");
+                        self.polls.with_label_values(&["failed"]).inc();
+                    }
+                }
+            }
+            Event::Checkpoint { result, seconds } => match result {
+                Ok(bytes) => {
+                    tracing::info!(bytes, seconds, "checkpoint");
+                    self.checkpoint_duration.observe(seconds);
+                    self.checkpoint_bytes
+                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                    self.checkpoint_last_success.set(now_seconds());
+                }
+                Err(reason) => {
+                    tracing::error!(reason = %reason, "checkpoint failed");
+                    self.checkpoint_errors.inc();
+                }
+            },
+            Event::Ready(ready) => self.ready.set(i64::from(ready)),
+        }
+    }
+
+    /// The metrics in the Prometheus text exposition format, with its content type.
+    pub fn encode(&self) -> (String, Vec<u8>) {
+        let encoder = TextEncoder::new();
+        let mut body = Vec::new();
+        // Encoding into a Vec fails only on a malformed metric family (a bug): the families
+        // encoded before it are kept.
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut body) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        (encoder.format_type().to_string(), body)
+    }
+}
