@@ -562,16 +562,23 @@ pub async fn evaluate(
 ) -> anyhow::Result<Evaluation> {
     let real_rates = series.is_some();
     let bucket = dir.join("bucket");
-    if bucket.exists() {
-        std::fs::remove_dir_all(&bucket)?;
-    }
-    for spec in specs(series)? {
-        write_bucket(&spec, &bucket)?;
-    }
     let sink = dir.join("insights");
-    if sink.exists() {
-        std::fs::remove_dir_all(&sink)?;
-    }
+    // Writing the buckets is blocking work: off the async runtime.
+    let specs = specs(series)?;
+    let (b, s) = (bucket.clone(), sink.clone());
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        if b.exists() {
+            std::fs::remove_dir_all(&b)?;
+        }
+        for spec in specs {
+            write_bucket(&spec, &b)?;
+        }
+        if s.exists() {
+            std::fs::remove_dir_all(&s)?;
+        }
+        Ok(())
+    })
+    .await??;
     let summary = replay(ReplayOptions {
         source: bucket,
         sink: sink.clone(),

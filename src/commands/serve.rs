@@ -258,7 +258,8 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
     let ops = Arc::new(Ops::new(metrics.clone()));
     let ops_task = start_ops(&sc.listen, &ops).await?;
-    let mut checkpoint = load_or_new(&sc.state_dir, &config)?;
+    let (dir, cfg) = (sc.state_dir.clone(), config.clone());
+    let mut checkpoint = tokio::task::spawn_blocking(move || load_or_new(&dir, &cfg)).await??;
     ops.state_loaded();
     if checkpoint.files_processed > 0 {
         tracing::info!(
@@ -339,7 +340,9 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                     // Go back to the last checkpoint; its files are read again at the next poll,
                     // and the Insights they give are rewritten byte for byte.
                     tracing::error!(error = %e, "processing stopped; resuming from the last checkpoint at the next poll");
-                    checkpoint = load_or_new(&sc.state_dir, &config)?;
+                    let (dir, cfg) = (sc.state_dir.clone(), config.clone());
+                    checkpoint =
+                        tokio::task::spawn_blocking(move || load_or_new(&dir, &cfg)).await??;
                     failed = true;
                     outage = Some(e.to_string());
                     break;
