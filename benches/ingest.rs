@@ -24,7 +24,7 @@ fn corpus() -> (Corpus, u64) {
         .iter()
         .map(|p| {
             let key = p.to_string_lossy().into_owned();
-            let delivered = trailsight::pipeline::layout::parse_key(&key).delivered_minute;
+            let delivered = trailsight::layout::parse_key(&key).delivered_minute;
             (key, std::fs::read(p).expect("read"), delivered)
         })
         .collect();

@@ -6,11 +6,13 @@
 //! local folder or S3). [`commands`] are the CLI's verbs (`replay` runs the pipeline once,
 //! `serve` continuously); [`synth`] builds realistic buckets from real records for the demo,
 //! tests and benchmarks; [`config`] is the settings file (a leaf: it imports nothing of the
-//! service).
+//! service); [`layout`] is what a key says (account, Region, delivery time) and where an
+//! Insights file goes, the vocabulary the source, the pipeline and the sink share.
 
 pub mod commands;
 pub mod config;
 pub mod escape;
+pub mod layout;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

@@ -6,7 +6,7 @@
 //! fixed word listed here (results, kinds, insight types), so the number of series is the same
 //! whatever the input (`tests/metrics.rs` checks it with 100,000 distinct `eventName`s).
 //!
-//! Exposition: the Prometheus text format (`GET /metrics`, see [`crate::ops`]); names and units
+//! Exposition: the Prometheus text format (`GET /metrics`, served by the `ops` module); names and units
 //! by Prometheus conventions (`_total` counters, `_seconds`, `_bytes`, Unix `_timestamp_seconds`).
 
 use prometheus::{
@@ -14,8 +14,83 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::pipeline::summary::{FileResult, RecordResult};
 use crate::source::{SourceError, SourceErrorKind};
+
+/// What became of a log file (the `result` label of `trailsight_files_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileResult {
+    /// Read whole.
+    Read,
+    /// Read in part (cut at the size cap, a truncated gzip, a broken record): the records
+    /// before the damage were kept.
+    Partial,
+    /// Nothing could be used (unreadable, not a CloudTrail log file).
+    Unreadable,
+}
+
+impl FileResult {
+    /// Every result, in label order.
+    pub const ALL: [FileResult; 3] = [
+        FileResult::Read,
+        FileResult::Partial,
+        FileResult::Unreadable,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            FileResult::Read => "read",
+            FileResult::Partial => "partial",
+            FileResult::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// What became of a record (the `result` label of `trailsight_records_total`): one result per
+/// record, so the results add up to the records read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordResult {
+    /// Counted into an open minute of a call-rate and/or error-rate key.
+    Counted,
+    /// Counted into a minute already closed.
+    Late,
+    /// Its `eventID` was counted already.
+    Duplicate,
+    /// Its principal is suppressed by the settings.
+    Ignored,
+    /// Its keys would be new to an account and Region at `max_keys_per_region`.
+    KeyOverflow,
+    /// Not an input of any rate: read-only, data or other events (or a rate switched off).
+    NotCounted,
+    /// Malformed: a required field missing or unreadable, an invalid field, `eventTime` out of bounds.
+    Skipped,
+}
+
+impl RecordResult {
+    /// Every result, in label order (the index of each in the count arrays).
+    pub const ALL: [RecordResult; 7] = [
+        RecordResult::Counted,
+        RecordResult::Late,
+        RecordResult::Duplicate,
+        RecordResult::Ignored,
+        RecordResult::KeyOverflow,
+        RecordResult::NotCounted,
+        RecordResult::Skipped,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RecordResult::Counted => "counted",
+            RecordResult::Late => "late",
+            RecordResult::Duplicate => "duplicate",
+            RecordResult::Ignored => "ignored",
+            RecordResult::KeyOverflow => "key_overflow",
+            RecordResult::NotCounted => "not_counted",
+            RecordResult::Skipped => "skipped",
+        }
+    }
+}
 
 /// Prefix of every service metric (process metrics keep their standard `process_` names).
 pub const NAMESPACE: &str = "trailsight";

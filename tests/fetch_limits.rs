@@ -32,7 +32,7 @@ fn source_file(root: &Path, key: &str) -> SourceFile {
         key: key.into(),
         size: std::fs::metadata(&path).unwrap().len(),
         path,
-        info: trailsight::pipeline::layout::parse_key(key),
+        info: trailsight::layout::parse_key(key),
     }
 }
 
@@ -165,7 +165,7 @@ async fn s3_fetches_stop_at_the_cap() {
         let file = SourceFile {
             key: "big.json".into(),
             path: Default::default(),
-            info: trailsight::pipeline::layout::parse_key("big.json"),
+            info: trailsight::layout::parse_key("big.json"),
             size: listed,
         };
         let got = fetcher.fetch_at_most(&file, 1000).await.unwrap();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use trailsight::commands::replay::{ReplayOptions, replay};
-use trailsight::pipeline::layout::TrailLocation;
+use trailsight::layout::TrailLocation;
 use trailsight::sink::local::read_insight_files;
 use trailsight::synth::{BucketSpec, Rate, Stream, TemplateSet, read_rate_csv, write_bucket};
 use trailsight_detector::insight::{InsightState, InsightType};

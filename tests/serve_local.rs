@@ -211,7 +211,7 @@ fn an_end_decided_by_another_accounts_files_keeps_its_trail_location_across_rest
     a.start_minute += 6 * 1440;
     a.minutes = burst + 20 - a.start_minute;
     a.account = "444455556666".into();
-    a.location = trailsight::pipeline::layout::TrailLocation {
+    a.location = trailsight::layout::TrailLocation {
         prefix: "org".into(),
         org_id: Some("o-abcdef1234".into()),
     };
@@ -241,15 +241,13 @@ fn an_end_decided_by_another_accounts_files_keeps_its_trail_location_across_rest
     let a_last = files
         .keys()
         .filter(|k| k.starts_with("org/"))
-        .filter_map(|k| trailsight::pipeline::layout::parse_key(k).delivered_minute)
+        .filter_map(|k| trailsight::layout::parse_key(k).delivered_minute)
         .max()
         .unwrap();
     let source = dir.path().join("trail");
     let put_part = |later: bool| {
         for (key, bytes) in &files {
-            let minute = trailsight::pipeline::layout::parse_key(key)
-                .delivered_minute
-                .unwrap();
+            let minute = trailsight::layout::parse_key(key).delivered_minute.unwrap();
             if (minute > a_last) == later {
                 put(&source, key, bytes);
             }

@@ -20,7 +20,7 @@ use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use trailsight::commands::replay::{ReplayOptions, replay};
 use trailsight::config::S3Config;
-use trailsight::pipeline::layout::TrailLocation;
+use trailsight::layout::TrailLocation;
 use trailsight::s3::s3_client;
 use trailsight::source::{Source, SourceErrorKind};
 
@@ -317,7 +317,7 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
         let file = trailsight::source::SourceFile {
             key: key.to_string(),
             path: PathBuf::new(),
-            info: trailsight::pipeline::layout::parse_key(key),
+            info: trailsight::layout::parse_key(key),
             size: 0,
         };
         async move { fetcher.fetch(&file).await }

@@ -36,10 +36,9 @@ pub fn layout(data: &[u8]) {
     let Ok(key) = std::str::from_utf8(data) else {
         return;
     };
-    let info = trailsight::pipeline::layout::parse_key(key);
-    let _ = trailsight::pipeline::layout::is_log_file_name(key);
-    let minute =
-        trailsight::pipeline::layout::delivery_minute_of(key.rsplit('/').next().unwrap_or(key));
+    let info = trailsight::layout::parse_key(key);
+    let _ = trailsight::layout::is_log_file_name(key);
+    let minute = trailsight::layout::delivery_minute_of(key.rsplit('/').next().unwrap_or(key));
     if let Some(m) = minute {
         assert_eq!(info.delivered_minute, Some(m));
     }

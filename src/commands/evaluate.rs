@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use crate::commands::replay::{ReplayOptions, replay};
 use crate::config::Config;
+use crate::layout::{TrailLocation, delivery_minute_of};
 use crate::pipeline::ReplaySummary;
-use crate::pipeline::layout::{TrailLocation, delivery_minute_of};
 use crate::sink::local::read_insight_files;
 use crate::synth::{BucketSpec, Rate, Stream, TemplateSet, write_bucket};
 use trailsight_detector::insight::{InsightState, InsightType};

@@ -8,7 +8,7 @@ use std::time::Instant;
 use trailsight_detector::Engine;
 
 use crate::config::Config;
-use crate::pipeline::layout::TrailLocation;
+use crate::layout::TrailLocation;
 use crate::pipeline::summary::BeforeCheckpoint;
 use crate::pipeline::{
     FetchLimits, FileProblem, MAX_RECORD_ISSUES_REPORTED, ReplaySummary, RunError, RunFiles,
@@ -130,8 +130,8 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     // Each account's trail location (prefix, organization), from the first file that names it.
     // (Also from the checkpoint's files: an Insight may end while its account has no new file.)
     let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
-    let processed = cursors.last_keys().map(crate::pipeline::layout::parse_key);
-    crate::pipeline::layout::add_locations(
+    let processed = cursors.last_keys().map(crate::layout::parse_key);
+    crate::layout::add_locations(
         &mut locations,
         listing
             .files

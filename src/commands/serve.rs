@@ -20,10 +20,10 @@ use anyhow::Context;
 use trailsight_detector::Engine;
 
 use crate::config::{Config, Location, ServeConfig, parse_location};
+use crate::layout::{TrailLocation, add_locations, parse_key};
 use crate::metrics::{Event, Metrics};
 use crate::ops::Ops;
 use crate::pipeline::cursor::Cursors;
-use crate::pipeline::layout::{TrailLocation, add_locations, parse_key};
 use crate::pipeline::state::{Checkpoint, load, save};
 use crate::pipeline::{FetchLimits, ReplaySummary, RunFiles, run_files};
 use crate::s3::s3_client;

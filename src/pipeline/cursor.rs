@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Datelike};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::layout::delivery_minute_of;
+use crate::layout::delivery_minute_of;
 
 /// How far (delivery-time minutes) before the newest processed file a file that
 /// appears late is still read. CloudTrail delivers about every 5 minutes.
@@ -129,6 +129,16 @@ impl Cursors {
     /// The newest key processed in each prefix.
     pub fn last_keys(&self) -> impl Iterator<Item = &str> {
         self.prefixes.values().map(|c| c.last.as_str())
+    }
+}
+
+impl crate::source::ListFrom for Cursors {
+    fn is_new(&self, key: &str) -> bool {
+        Cursors::is_new(self, key)
+    }
+
+    fn start_after(&self, prefix: &str) -> Option<String> {
+        Cursors::start_after(self, prefix)
     }
 }
 

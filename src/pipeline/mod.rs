@@ -1,7 +1,6 @@
 //! The pipeline core: log files in delivery order through decode → engine → sinks.
 //!
-//! Stages, one module each: [`layout`] (what a key says: account, Region, delivery time; where
-//! an Insights file goes), [`decode`] (inflate and parse into a batch, off the async runtime),
+//! Stages, one module each: [`decode`] (inflate and parse into a batch, off the async runtime),
 //! the pure `trailsight-detector` engine, the [`crate::sink`]s; [`cursor`] (the newest key
 //! processed per listing prefix) and [`state`] (the checkpoint: engine + cursors) make a run
 //! resumable. [`run_files`] drives one run; `replay` and `serve` (in [`crate::commands`]) call it.
@@ -12,7 +11,6 @@
 
 pub mod cursor;
 pub mod decode;
-pub mod layout;
 pub mod state;
 pub mod summary;
 
@@ -22,15 +20,12 @@ use std::sync::Arc;
 
 use trailsight_detector::Engine;
 
-use crate::metrics::{Event, Metrics};
+use crate::layout::TrailLocation;
+use crate::metrics::{Event, FileResult, Metrics, RecordResult};
 use crate::sink::{RejectedInsights, SinkError, Sinks, build_files};
 use crate::source::{MAX_FILE_BYTES, Source, SourceError, SourceErrorKind, SourceFile};
 use decode::{Decoded, decode};
-use layout::TrailLocation;
-pub use summary::{
-    FileProblem, FileResult, MAX_RECORD_ISSUES_REPORTED, RecordResult, ReplaySummary,
-    record_results,
-};
+pub use summary::{FileProblem, MAX_RECORD_ISSUES_REPORTED, ReplaySummary, record_results};
 
 /// Why a run stopped before its last file.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +90,7 @@ fn write_insights(
             }
             Err(SinkError::Rejected(reason)) => {
                 let rejected = RejectedInsights {
-                    key: layout::shown(&file.key),
+                    key: crate::layout::shown(&file.key),
                     records: file.records,
                     reason,
                 };

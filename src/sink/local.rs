@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use super::{InsightFile, RejectReason, SinkError};
-use crate::pipeline::layout::shown;
+use crate::layout::shown;
 
 /// A local folder sink.
 #[derive(Debug, Clone)]
@@ -86,6 +86,9 @@ fn classify(e: std::io::Error, path: &Path) -> SinkError {
     }
 }
 
+/// Largest inflated Insights file [`read_insight_files`] reads: 256 MiB.
+pub const MAX_INSIGHT_FILE_BYTES: u64 = 256 << 20;
+
 /// Reads every Insights record under `root` (any `CloudTrail-Insight/` file), in key order.
 pub fn read_insight_files(
     root: &Path,
@@ -110,12 +113,20 @@ pub fn read_insight_files(
         if !key.contains("/CloudTrail-Insight/") || !key.ends_with(".json.gz") {
             continue;
         }
-        let bytes = std::fs::read(entry.path())?;
-        let (json, err) = crate::pipeline::decode::inflate(&bytes);
-        if let Some(e) = err {
+        // Insights files are small; more than MAX_INSIGHT_FILE_BYTES inflated is not ours.
+        let mut json = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                flate2::read::MultiGzDecoder::new(std::fs::File::open(entry.path())?),
+                MAX_INSIGHT_FILE_BYTES + 1,
+            ),
+            &mut json,
+        )
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{key}: {e}")))?;
+        if json.len() as u64 > MAX_INSIGHT_FILE_BYTES {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("{key}: {e}"),
+                format!("{key}: more than {MAX_INSIGHT_FILE_BYTES} bytes inflated"),
             ));
         }
         let file: File = serde_json::from_slice(&json).map_err(|e| {
@@ -175,5 +186,79 @@ mod tests {
             blocked.write(&file("AWSLogs/ok.json.gz")),
             Err(SinkError::Unavailable(_))
         ));
+    }
+
+    /// No account, Region, organization or prefix string gives a path outside the sink's root, and
+    /// valid ones give AWS's layout (the key parts are checked in `layout`, the path here).
+    mod prop {
+        use crate::layout::{
+            TrailLocation, check_prefix, insight_key, is_account_id, is_org_id, is_region,
+        };
+        use crate::sink::local::LocalSink;
+        use proptest::prelude::*;
+        use std::path::{Component, Path};
+
+        /// Well-formed values (half the time), or strings rich in path syntax, so both sides are explored.
+        fn part(valid: &'static str) -> impl Strategy<Value = String> {
+            prop_oneof![
+                5 => proptest::string::string_regex(valid).unwrap(),
+                2 => "[a-z0-9./\\\\\\-\\x00 ]{0,16}",
+                1 => Just(String::new()),
+                1 => Just("..".to_string()),
+                1 => Just("/tmp/x".to_string()),
+                1 => ".{0,40}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+            #[test]
+            fn no_input_leaves_the_sink_and_valid_input_gives_aws_layout(
+                account in part("[0-9]{12}"),
+                region in part("[a-z]{2}(-[a-z]{1,6}){1,3}-[0-9]{1,2}"),
+                org in proptest::option::of(part("o-[a-z0-9]{10,32}")),
+                prefix in part("([a-z0-9._-]{1,8}/){0,3}[a-z0-9_-]{1,8}"),
+                minute in any::<i64>(),
+            ) {
+                let root = Path::new("/sink/root");
+                let sink = LocalSink::new(root);
+                let loc = TrailLocation { prefix: prefix.clone(), org_id: org.clone() };
+                let valid = is_account_id(&account)
+                    && is_region(&region)
+                    && org.as_deref().is_none_or(is_org_id)
+                    && check_prefix(&prefix).is_ok();
+                match insight_key(&loc, &account, &region, minute, "KL5e9VCV2SS7IqzB") {
+                    Err(_) => prop_assert!(!valid),
+                    Ok(key) => {
+                        prop_assert!(valid);
+                        let path = sink.path_of(&key).unwrap();
+                        prop_assert!(path.starts_with(root));
+                        let rel = path.strip_prefix(root).unwrap();
+                        prop_assert!(rel.components().all(|c| matches!(c, Component::Normal(_))));
+                        prop_assert!(key.split('/').all(|s| !s.is_empty() && s != "." && s != ".."));
+                        prop_assert!(!key.bytes().any(|b| b.is_ascii_control() || b == b'\\'));
+                        prop_assert!(key.len() <= 512);
+                        prop_assert!(key.split('/').all(|s| s.len() <= 255));
+                        // AWS's layout: [prefix/]AWSLogs/[org/]account/CloudTrail-Insight/region/Y/M/D/name.
+                        let mut expected = String::new();
+                        if !prefix.is_empty() {
+                            expected.push_str(&prefix);
+                            expected.push('/');
+                        }
+                        expected.push_str("AWSLogs/");
+                        if let Some(o) = &org {
+                            expected.push_str(o);
+                            expected.push('/');
+                        }
+                        expected.push_str(&format!("{account}/CloudTrail-Insight/{region}/"));
+                        prop_assert!(key.starts_with(&expected), "{key}");
+                        let name = key.rsplit('/').next().unwrap();
+                        let head = format!("{account}_CloudTrail-Insight_{region}_");
+                        prop_assert!(name.starts_with(&head) && name.ends_with("_KL5e9VCV2SS7IqzB.json.gz"), "{name}");
+                        prop_assert_eq!(key.matches('/').count(), expected.matches('/').count() + 3);
+                    }
+                }
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use trailsight_detector::insight::{InsightState, InsightType};
 use trailsight_detector::{EmittedInsight, InsightRecord};
 
-use crate::pipeline::layout::{InsightKeyError, TrailLocation, insight_key, shown, unique_string};
+use crate::layout::{InsightKeyError, TrailLocation, insight_key, shown, unique_string};
 
 /// One Insights file, ready to store.
 #[derive(Debug, Clone, PartialEq, Eq)]

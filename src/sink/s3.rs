@@ -48,7 +48,7 @@ impl S3Sink {
                 if is_key_refused(&e) {
                     SinkError::Rejected(RejectReason::S3Key {
                         bucket: bucket.clone(),
-                        key: crate::pipeline::layout::shown(&key),
+                        key: crate::layout::shown(&key),
                         reason,
                     })
                 } else {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::{SourceFile, sort_for_processing};
-use crate::pipeline::layout::{KeyKind, is_log_file_name, parse_key};
+use crate::layout::{KeyKind, is_log_file_name, parse_key};
 
 /// What a listing found besides the log files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,7 +99,7 @@ pub fn settled(path: &Path, now: SystemTime, settle: Duration) -> bool {
 /// Returns `Err(SourceError)` (kind by the I/O error) when `root` cannot be read.
 pub fn list_new(
     root: &Path,
-    cursors: &crate::pipeline::cursor::Cursors,
+    cursors: &impl super::ListFrom,
     settle: Duration,
 ) -> Result<super::Listed, super::SourceError> {
     let listing = list(root).map_err(|e| {

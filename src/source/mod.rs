@@ -7,8 +7,7 @@ pub mod s3;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::pipeline::cursor::Cursors;
-use crate::pipeline::layout::LogKey;
+use crate::layout::LogKey;
 
 /// One log file to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +123,14 @@ pub struct Listed {
     pub unsettled: Option<(Option<i64>, String)>,
 }
 
+/// Where listing resumes, per listing prefix (the pipeline's cursors implement it).
+pub trait ListFrom {
+    /// True when `key` sorts after its prefix's cursor (not processed yet).
+    fn is_new(&self, key: &str) -> bool;
+    /// The key to list `prefix` after (S3 `StartAfter`), if any.
+    fn start_after(&self, prefix: &str) -> Option<String>;
+}
+
 /// Largest number of bytes read from one log file (compressed bytes for a gzip file): 256 MiB.
 /// CloudTrail delivers files of a few MB at most; the records before the cut are kept and the
 /// file is reported as read in part.
@@ -181,9 +188,9 @@ impl Source {
     ///
     /// Returns `Err(SourceError)` when the folder or the bucket cannot be listed (S3: always
     /// `Unavailable`; local: by the I/O error).
-    pub async fn list_new(
+    pub async fn list_new<C: ListFrom + Clone + Send + 'static>(
         &self,
-        cursors: &Cursors,
+        cursors: &C,
         limit: usize,
         settle: Duration,
     ) -> Result<Listed, SourceError> {

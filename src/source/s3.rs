@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use super::{Listed, SourceError, SourceErrorKind, SourceFile};
-use crate::pipeline::cursor::Cursors;
-use crate::pipeline::layout::{KeyKind, is_log_file_name, parse_key};
+use crate::layout::{KeyKind, is_log_file_name, parse_key};
 
 /// Common prefixes one level below `prefix` (which ends with `/` or is empty).
 pub async fn sub_prefixes(
@@ -45,7 +44,7 @@ pub async fn list_s3(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     base: &str,
-    cursors: &Cursors,
+    cursors: &impl super::ListFrom,
     limit: usize,
 ) -> Result<Listed, SourceError> {
     let base = if base.is_empty() {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::pipeline::layout::TrailLocation;
+use crate::layout::TrailLocation;
 use crate::synth::{BucketSpec, BucketStats, Rate, Stream, TemplateSet, write_bucket};
 
 /// The demo's account.

@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Poisson};
 use serde_json::Value;
 
-use crate::pipeline::layout::{TrailLocation, unique_string};
+use crate::layout::{TrailLocation, unique_string};
 
 /// Real CloudTrail records to clone.
 #[derive(Debug, Clone, Default)]
@@ -373,15 +373,10 @@ fn write_file(
     json.push_str(&records.join(","));
     json.push_str("]}");
     let unique = unique_string(json.as_bytes());
-    let key = crate::pipeline::layout::insight_key(
-        &spec.location,
-        &spec.account,
-        &spec.region,
-        slot,
-        &unique,
-    )
-    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
-    .replace("CloudTrail-Insight", "CloudTrail");
+    let key =
+        crate::layout::insight_key(&spec.location, &spec.account, &spec.region, slot, &unique)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+            .replace("CloudTrail-Insight", "CloudTrail");
     let path = root.join(&key);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
