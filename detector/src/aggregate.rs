@@ -740,6 +740,62 @@ mod tests {
         b.finish()
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Every counted event gets exactly one outcome, whatever the mix of duplicates, late
+        /// records, key-cap refusals, suppressed principals and rates switched off.
+        #[test]
+        fn record_outcomes_are_a_partition(
+            files in proptest::collection::vec(
+                proptest::collection::vec((0u32..40, 0u8..6, 0u16..30, proptest::bool::ANY, proptest::bool::ANY), 0..40),
+                1..6,
+            ),
+            cap in 1u32..5,
+            call_rate in proptest::bool::ANY,
+            error_rate in proptest::bool::ANY,
+        ) {
+            let policy = crate::config::DetectorConfig {
+                ignore_principals: vec![crate::policy::PrincipalSuppression {
+                    principal: "arn:aws:iam::111122223333:user/ignored".into(),
+                    event_source: None,
+                    event_name: None,
+                    account: None,
+                }],
+                ..Default::default()
+            }
+            .policy()
+            .unwrap();
+            let mut a = Aggregator::new(5, call_rate, error_rate)
+                .with_max_keys_per_region(cap)
+                .with_policy(policy);
+            let mut late = Vec::new();
+            let mut events = 0u64;
+            for file in &files {
+                let mut b = BatchBuilder::new();
+                for &(minute, name, id, ignored, failed) in file {
+                    let who = if ignored { "ignored" } else { "a" };
+                    let error = if failed { r#","errorCode":"AccessDenied""# } else { "" };
+                    let json = format!(
+                        r#"{{"eventTime":"2024-01-01T{:02}:{:02}:00Z","eventSource":"iam.amazonaws.com","eventName":"N{name}","awsRegion":"us-east-1","recipientAccountId":"111122223333","managementEvent":true,"readOnly":false,"eventID":"e{id}","userIdentity":{{"arn":"arn:aws:iam::111122223333:user/{who}"}}{error}}}"#,
+                        minute / 60,
+                        minute % 60
+                    );
+                    parse_log(json.as_bytes(), |r| b.push(&r));
+                }
+                let batch = b.finish();
+                events += batch.events.len() as u64;
+                a.push(&batch, None, &mut late);
+                a.close_ready();
+            }
+            let o = a.record_outcomes();
+            proptest::prop_assert_eq!(
+                o.counted + o.late + o.duplicate + o.ignored + o.key_overflow + o.not_counted,
+                events,
+                "{:?}", o
+            );
+        }
+    }
+
     #[test]
     fn watermark_dedup_and_late() {
         let mut a = Aggregator::new(15, true, true);
