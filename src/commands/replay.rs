@@ -93,8 +93,14 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
             error,
         }
     })?;
-    let mut checkpoint = match &opts.state {
-        Some(dir) => crate::pipeline::state::load(dir, &opts.config.detector)?,
+    // Loading and saving the checkpoint are blocking work: off the async runtime.
+    let mut checkpoint = match opts.state.clone() {
+        Some(dir) => {
+            let detector = opts.config.detector.clone();
+            tokio::task::spawn_blocking(move || crate::pipeline::state::load(&dir, &detector))
+                .await
+                .map_err(|e| ReplayError::Run(RunError::Task(e.to_string())))??
+        }
         None => None,
     };
     let engine = match checkpoint.as_mut() {
@@ -172,16 +178,16 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     if let Some(p) = progress {
         p.finish_and_clear();
     }
-    if let Some(dir) = &opts.state {
+    if let Some(dir) = opts.state.clone() {
         let files_processed = checkpoint.as_ref().map_or(0, |c| c.files_processed) + n_files;
-        crate::pipeline::state::save(
-            dir,
-            &crate::pipeline::state::Checkpoint {
-                engine,
-                cursors,
-                files_processed,
-            },
-        )?;
+        let checkpoint = crate::pipeline::state::Checkpoint {
+            engine,
+            cursors,
+            files_processed,
+        };
+        tokio::task::spawn_blocking(move || crate::pipeline::state::save(&dir, &checkpoint))
+            .await
+            .map_err(|e| ReplayError::Run(RunError::Task(e.to_string())))??;
     }
     summary.wall = started.elapsed();
     Ok(summary)
