@@ -120,8 +120,8 @@ pub enum Event<'a> {
         bytes: u64,
         /// JSON bytes after gunzip.
         inflated: u64,
-        /// Fetch + decode time, seconds.
-        seconds: f64,
+        /// Fetch + decode time, seconds (`None` when the fetch failed).
+        seconds: Option<f64>,
         /// Seconds from its delivery time (file name) to now, when the name has one.
         lag_seconds: Option<f64>,
     },
@@ -134,10 +134,12 @@ pub enum Event<'a> {
     },
     /// The records of one file, by result.
     Records(&'a [u64; RecordResult::ALL.len()]),
-    /// One Insights file written.
+    /// One Insights file written to every sink.
     InsightFileWritten {
-        /// Where (path or `s3://` URL).
-        path: &'a str,
+        /// Its key (content-derived: the same Insights always give the same key).
+        key: &'a str,
+        /// Where (paths and `s3://` URLs), one per sink.
+        paths: &'a [std::path::PathBuf],
         /// `Start` records in it, by insight type.
         started: InsightCounts,
         /// `End` records in it, by insight type.
@@ -170,6 +172,8 @@ pub enum Event<'a> {
         /// Minutes closed since the previous event.
         minutes_closed: u64,
     },
+    /// A poll listed every source.
+    SourcesReached,
     /// One poll of every source ended.
     Poll {
         /// `None` when every source was reached and every file went through; else why not.
@@ -217,6 +221,35 @@ pub struct Metrics {
     checkpoint_bytes: IntGauge,
     checkpoint_last_success: Gauge,
     checkpoint_errors: IntCounter,
+    /// Keys of the Insights files counted lately (bounded), to count a rewrite once.
+    written: std::sync::Arc<std::sync::Mutex<RecentKeys>>,
+}
+
+/// The last [`RecentKeys::CAPACITY`] keys seen, oldest forgotten first.
+#[derive(Debug, Default)]
+struct RecentKeys {
+    order: std::collections::VecDeque<String>,
+    set: std::collections::HashSet<String>,
+}
+
+impl RecentKeys {
+    /// Insights files remembered: far more than a rollback re-writes (files since the last checkpoint).
+    const CAPACITY: usize = 100_000;
+
+    /// True when `key` was not among the recent keys (and remembers it).
+    fn insert(&mut self, key: &str) -> bool {
+        if self.set.contains(key) {
+            return false;
+        }
+        if self.order.len() >= Self::CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(key.to_string());
+        self.set.insert(key.to_string());
+        true
+    }
 }
 
 /// Why the metrics could not be set up (a name or label clash: a bug, found by the tests).
@@ -356,7 +389,7 @@ impl Metrics {
                 r,
                 IntCounter::with_opts(opts(
                     "insight_files_written_total",
-                    "Insights files written to the sinks.",
+                    "Distinct Insights files written to the sinks (a rewrite of the same file counts once).",
                 ))?,
             )?,
             watermark: reg(
@@ -391,14 +424,14 @@ impl Metrics {
                 r,
                 Gauge::with_opts(opts(
                     "last_successful_poll_timestamp_seconds",
-                    "Unix time of the last poll that reached every source.",
+                    "Unix time of the last poll that listed every source.",
                 ))?,
             )?,
             poll_duration: reg(
                 r,
                 Histogram::with_opts(hist(
                     "poll_duration_seconds",
-                    "Duration of one poll: list, read, detect, write.",
+                    "Duration of one poll: list, read, detect, write, checkpoint.",
                     latency.clone(),
                 ))?,
             )?,
@@ -460,6 +493,7 @@ impl Metrics {
                 ))?,
             )?,
             registry,
+            written: Default::default(),
         };
         for r in FileResult::ALL {
             m.files.with_label_values(&[r.label()]);
@@ -488,6 +522,13 @@ impl Metrics {
         Ok(m)
     }
 
+    fn first_write(&self, key: &str) -> bool {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key)
+    }
+
     /// Logs and counts one event.
     pub fn emit(&self, event: Event<'_>) {
         match event {
@@ -512,7 +553,9 @@ impl Metrics {
                 self.files.with_label_values(&[result.label()]).inc();
                 self.read_bytes.inc_by(bytes);
                 self.inflated_bytes.inc_by(inflated);
-                self.file_duration.observe(seconds);
+                if let Some(seconds) = seconds {
+                    self.file_duration.observe(seconds);
+                }
                 if let Some(lag) = lag_seconds {
                     self.ingest_lag.set(lag);
                 }
@@ -532,17 +575,24 @@ impl Metrics {
                 }
             }
             Event::InsightFileWritten {
-                path,
+                key,
+                paths,
                 started,
                 ended,
             } => {
-                tracing::info!(file = %path, started = started[0] + started[1], ended = ended[0] + ended[1], "Insights file written");
-                self.insight_files_written.inc();
-                for (i, t) in INSIGHT_TYPES.iter().enumerate() {
-                    self.insights_started
-                        .with_label_values(&[t])
-                        .inc_by(started[i]);
-                    self.insights_ended.with_label_values(&[t]).inc_by(ended[i]);
+                for path in paths {
+                    tracing::info!(file = %path.display(), started = started[0] + started[1], ended = ended[0] + ended[1], "Insights file written");
+                }
+                // A file rewritten after a rollback to the checkpoint (same content, same key)
+                // is counted once, so a re-read never raises the Insights counters (or the pager).
+                if self.first_write(key) {
+                    self.insight_files_written.inc();
+                    for (i, t) in INSIGHT_TYPES.iter().enumerate() {
+                        self.insights_started
+                            .with_label_values(&[t])
+                            .inc_by(started[i]);
+                        self.insights_ended.with_label_values(&[t]).inc_by(ended[i]);
+                    }
                 }
             }
             Event::SinkRefused {
@@ -585,7 +635,6 @@ impl Metrics {
                     None => {
                         tracing::debug!(seconds, "poll done");
                         self.polls.with_label_values(&["ok"]).inc();
-                        self.last_successful_poll.set(now_seconds());
                     }
                     Some(reason) => {
                         tracing::warn!(reason = %reason, seconds, "poll failed; retrying at the next poll");
@@ -606,6 +655,7 @@ impl Metrics {
                     self.checkpoint_errors.inc();
                 }
             },
+            Event::SourcesReached => self.last_successful_poll.set(now_seconds()),
             Event::Ready(ready) => self.ready.set(i64::from(ready)),
         }
     }
@@ -620,5 +670,74 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         (encoder.format_type().to_string(), body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition(m: &Metrics) -> String {
+        String::from_utf8(m.encode().1).unwrap()
+    }
+
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+    }
+
+    #[test]
+    fn an_insights_file_written_to_two_sinks_or_rewritten_counts_once() {
+        let m = Metrics::new().unwrap();
+        let paths = [
+            std::path::PathBuf::from("/sink/a.json.gz"),
+            std::path::PathBuf::from("s3://ins/a.json.gz"),
+        ];
+        for _ in 0..2 {
+            m.emit(Event::InsightFileWritten {
+                key: "AWSLogs/111122223333/CloudTrail-Insight/us-east-1/2026/11/28/a.json.gz",
+                paths: &paths,
+                started: [1, 0],
+                ended: [0, 1],
+            });
+        }
+        let t = exposition(&m);
+        let started = "trailsight_insights_started_total{insight_type=\"ApiCallRateInsight\"}";
+        let ended = "trailsight_insights_ended_total{insight_type=\"ApiErrorRateInsight\"}";
+        assert_eq!(value(&t, started), 1.0);
+        assert_eq!(value(&t, ended), 1.0);
+        assert_eq!(value(&t, "trailsight_insight_files_written_total"), 1.0);
+        m.emit(Event::InsightFileWritten {
+            key: "AWSLogs/111122223333/CloudTrail-Insight/us-east-1/2026/11/28/b.json.gz",
+            paths: &paths[..1],
+            started: [2, 0],
+            ended: [0, 0],
+        });
+        assert_eq!(value(&exposition(&m), started), 3.0);
+    }
+
+    #[test]
+    fn every_label_value_is_there_from_the_start_and_names_follow_conventions() {
+        let t = exposition(&Metrics::new().unwrap());
+        for r in RecordResult::ALL {
+            value(
+                &t,
+                &format!("trailsight_records_total{{result=\"{}\"}}", r.label()),
+            );
+        }
+        for k in SourceErrorKind::ALL {
+            value(
+                &t,
+                &format!("trailsight_source_errors_total{{kind=\"{}\"}}", k.label()),
+            );
+        }
+        for line in t.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').unwrap();
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+            assert!(!name.contains("minutes"), "{name}: base units only");
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! - `GET /metrics`: the Prometheus text exposition format ([`crate::metrics`]), with the
 //!   encoder's own content type (`text/plain; version=0.0.4`);
 //! - `GET /healthz`: 200 `{"status":"alive"}` while the process serves requests;
-//! - `GET /readyz`: 200 `{"ready":true}` once the state is loaded and the last poll reached
-//!   every source (and its files went through), else 503 `{"ready":false,"reason":"…"}`.
+//! - `GET /readyz`: 200 `{"ready":true}` once the state is loaded and the last poll listed every
+//!   source (and, once it ended, its files went through), else 503
+//!   `{"ready":false,"reason":"…"}`.
 //!
 //! Other paths answer 404 with a JSON body.
 

@@ -135,15 +135,15 @@ struct NamedSource {
     source: Source,
 }
 
-/// Writes the checkpoint off the async runtime (encode, write, fsync on the blocking pool), timed
-/// and reported; hands the checkpoint back.
+/// Writes the checkpoint off the async runtime (encode, write, fsync on the blocking pool), timed,
+/// logged and counted; hands the checkpoint back with whether it was written.
 ///
-/// Returns `Err` (after reporting it) when it cannot be written.
+/// Returns `Err` only when the blocking task itself fails (the checkpoint is then lost with it).
 async fn save_checkpoint(
     dir: &std::path::Path,
     checkpoint: Checkpoint,
     metrics: &Metrics,
-) -> anyhow::Result<Checkpoint> {
+) -> anyhow::Result<(Checkpoint, Result<(), crate::pipeline::state::StateError>)> {
     let dir = dir.to_path_buf();
     let started = Instant::now();
     let (checkpoint, result) = tokio::task::spawn_blocking(move || {
@@ -153,22 +153,15 @@ async fn save_checkpoint(
     .await
     .context("checkpoint task failed")?;
     let seconds = started.elapsed().as_secs_f64();
-    match result {
-        Ok(bytes) => {
-            metrics.emit(Event::Checkpoint {
-                result: Ok(bytes),
-                seconds,
-            });
-            Ok(checkpoint)
-        }
-        Err(e) => {
-            metrics.emit(Event::Checkpoint {
-                result: Err(&e.to_string()),
-                seconds,
-            });
-            Err(e.into())
-        }
-    }
+    let reason = result.as_ref().err().map(ToString::to_string);
+    metrics.emit(Event::Checkpoint {
+        result: match (&result, &reason) {
+            (Ok(bytes), _) => Ok(*bytes),
+            (Err(_), reason) => Err(reason.as_deref().unwrap_or_default()),
+        },
+        seconds,
+    });
+    Ok((checkpoint, result.map(drop)))
 }
 
 /// Binds the operator endpoints (unless `listen` is `"off"`) and serves them in a task.
@@ -247,19 +240,31 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     anyhow::ensure!(!sources.is_empty(), "[serve] sources is empty");
     // Before any work: the state folder is ours (locked for the process's life) and writable, and
     // so is each local sink folder.
-    let _state_lock = crate::pipeline::state::lock(&sc.state_dir)?;
-    for url in &sc.sinks {
-        if let Location::Local(p) = parse_location(url)? {
-            crate::pipeline::state::check_writable(&p)
+    let local_sinks: Vec<std::path::PathBuf> = sc
+        .sinks
+        .iter()
+        .filter_map(|url| match parse_location(url) {
+            Ok(Location::Local(p)) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let state_dir = sc.state_dir.clone();
+    let _state_lock = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let lock = crate::pipeline::state::lock(&state_dir)?;
+        for p in &local_sinks {
+            crate::pipeline::state::check_writable(p)
                 .with_context(|| format!("sink folder {} is not writable", p.display()))?;
         }
-    }
+        Ok(lock)
+    })
+    .await??;
 
     let metrics = Arc::new(Metrics::new()?);
     let ops = Arc::new(Ops::new(metrics.clone()));
     let ops_task = start_ops(&sc.listen, &ops).await?;
     let (dir, cfg) = (sc.state_dir.clone(), config.clone());
     let mut checkpoint = tokio::task::spawn_blocking(move || load_or_new(&dir, &cfg)).await??;
+    crate::pipeline::report_engine_loaded(&metrics, &checkpoint.engine);
     ops.state_loaded();
     if checkpoint.files_processed > 0 {
         tracing::info!(
@@ -298,6 +303,12 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             listing_error,
             unsettled,
         } = poll_sources(&sources, &checkpoint.cursors, &sc, &metrics).await;
+        // Ready means "the last poll reached every source": known as soon as the listing ends,
+        // not after a long backlog is processed.
+        if listed_all {
+            metrics.emit(Event::SourcesReached);
+            ops.poll_ended(Ok(()));
+        }
         // Each account's trail location (prefix, organization), for the Insights keys: from the
         // files processed before (an End may come while an account has no new file) and the new ones.
         let processed = checkpoint.cursors.last_keys().map(parse_key);
@@ -343,6 +354,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                     let (dir, cfg) = (sc.state_dir.clone(), config.clone());
                     checkpoint =
                         tokio::task::spawn_blocking(move || load_or_new(&dir, &cfg)).await??;
+                    crate::pipeline::report_engine_loaded(&metrics, &checkpoint.engine);
                     failed = true;
                     outage = Some(e.to_string());
                     break;
@@ -375,24 +387,34 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 );
                 key_overflow_logged = summary.key_overflow;
             }
+            // A checkpoint that cannot be written (disk full, permissions) is logged and
+            // counted, and tried again at the next opportunity: Insights keep flowing, and a
+            // restart re-reads more files (nothing is lost, Insights are deterministic).
             if last_checkpoint.elapsed() >= Duration::from_secs(sc.checkpoint_interval_seconds) {
-                checkpoint = save_checkpoint(&sc.state_dir, checkpoint, &metrics).await?;
-                last_checkpoint = Instant::now();
+                let written;
+                (checkpoint, written) =
+                    save_checkpoint(&sc.state_dir, checkpoint, &metrics).await?;
+                if written.is_ok() {
+                    last_checkpoint = Instant::now();
+                }
             }
         }
         if !failed {
-            checkpoint = save_checkpoint(&sc.state_dir, checkpoint, &metrics).await?;
-            last_checkpoint = Instant::now();
+            let written;
+            (checkpoint, written) = save_checkpoint(&sc.state_dir, checkpoint, &metrics).await?;
+            if written.is_ok() {
+                last_checkpoint = Instant::now();
+            }
         }
         metrics.emit(Event::Poll {
             failure: outage.as_deref().filter(|_| failed),
             seconds: poll_started.elapsed().as_secs_f64(),
         });
-        ops.poll_ended(match (&outage, failed) {
-            (Some(reason), true) => Err(reason.clone()),
-            (None, true) => Err("processing stopped".into()),
-            _ => Ok(()),
-        });
+        if failed {
+            ops.poll_ended(Err(outage
+                .clone()
+                .unwrap_or_else(|| "processing stopped".into())));
+        }
         if once && failed {
             // `--once` must end: the S3 client's retries (`max_attempts`, with backoff and
             // timeouts) are the retry budget, and it is spent. The last checkpoint stands.
@@ -428,7 +450,11 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         }
         if stop.load(Ordering::SeqCst) {
             if !failed {
-                checkpoint = save_checkpoint(&sc.state_dir, checkpoint, &metrics).await?;
+                // The last checkpoint before exit: failing it is an error (exit non-zero).
+                let written;
+                (checkpoint, written) =
+                    save_checkpoint(&sc.state_dir, checkpoint, &metrics).await?;
+                written?;
             }
             break;
         }

@@ -36,10 +36,11 @@ pub enum RunError {
     /// A worker task failed.
     #[error("internal task failure: {0}")]
     Task(String),
-    /// The source could not be reached (network error, timeout, 5xx after the SDK's retries);
-    /// files from this one on were not processed.
+    /// The source could not be reached (network error, timeout, 5xx after the SDK's retries,
+    /// refused credentials); files from this one on were not processed. Its kind is
+    /// [`SourceErrorKind::Unavailable`].
     #[error("source unavailable: {0}")]
-    SourceUnavailable(String),
+    SourceUnavailable(SourceError),
 }
 
 struct EngineOutput {
@@ -79,13 +80,12 @@ fn write_insights(
         };
         match sinks.write(&file, handle) {
             Ok(paths) => {
-                for path in &paths {
-                    emit(Event::InsightFileWritten {
-                        path: &path.display().to_string(),
-                        started: file.started,
-                        ended: file.ended,
-                    });
-                }
+                emit(Event::InsightFileWritten {
+                    key: &file.key,
+                    paths: &paths,
+                    started: file.started,
+                    ended: file.ended,
+                });
                 out.written.extend(paths);
             }
             Err(SinkError::Rejected(reason)) => {
@@ -132,12 +132,19 @@ fn file_event<'a>(
         reason,
         bytes: file.size,
         inflated: decoded.inflated_bytes as u64,
-        seconds,
+        seconds: Some(seconds),
         lag_seconds: file
             .info
             .delivered_minute
             .map(|m| (now - (m * 60) as f64).max(0.0)),
     }
+}
+
+/// Reports the gauges of an engine just loaded (from a checkpoint, or new): keys, Insights open,
+/// watermark, before any file arrives.
+pub fn report_engine_loaded(metrics: &Metrics, engine: &Engine) {
+    let mut closed = engine.minutes_closed();
+    report_engine(Some(metrics), engine, &mut closed);
 }
 
 /// Reports the engine's gauges after a file (and the minutes it closed since `closed_before`).
@@ -362,7 +369,7 @@ pub async fn run_files(
                         error: &error,
                     });
                 }
-                unavailable = Some(error.reason);
+                unavailable = Some(error);
                 break;
             }
             Err(error) => {
@@ -377,7 +384,7 @@ pub async fn run_files(
                         reason: Some(&error.reason),
                         bytes: 0,
                         inflated: 0,
-                        seconds: 0.0,
+                        seconds: None,
                         lag_seconds: None,
                     });
                 }

@@ -144,6 +144,16 @@ impl std::fmt::Display for ReplaySummary {
                 self.other_files
             ),
         )?;
+        let partial = (self.problems.len() - skipped) as u64;
+        line(
+            f,
+            format_args!(
+                "files by result (as trailsight_files_total): read {}, partial {partial}, unreadable {skipped}; bytes read {} (trailsight_read_bytes_total), inflated {} (trailsight_inflated_bytes_total)",
+                self.files_read.saturating_sub(partial),
+                self.bytes_read,
+                self.inflated_bytes
+            ),
+        )?;
         for p in self.problems.iter().take(MAX_RECORD_ISSUES_REPORTED) {
             line(
                 f,
@@ -232,13 +242,15 @@ impl std::fmt::Display for ReplaySummary {
             ),
         )?;
         if self.insight_files_rejected > 0 {
-            writeln!(
+            line(
                 f,
-                "Insights files not written (refused for their content): {}",
-                self.insight_files_rejected
+                format_args!(
+                    "Insights files not written (refused for their content): {}",
+                    self.insight_files_rejected
+                ),
             )?;
             for r in &self.insights_rejected {
-                writeln!(f, "  not written: {r}")?;
+                line(f, format_args!("  not written: {r}"))?;
             }
         }
         for o in &self.open_insights {
