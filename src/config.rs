@@ -54,6 +54,39 @@ pub struct Config {
     pub detector: DetectorConfig,
     /// `trailsight serve`: sources, sinks, state (see [`ServeConfig`]).
     pub serve: Option<ServeConfig>,
+    /// The analysts' API of `serve` (see [`ApiConfig`]).
+    pub api: ApiConfig,
+}
+
+/// The `[api]` table: the `/v1` routes `serve` mounts beside `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer token every `/v1` request must carry; the environment variable
+    /// `TRAILSIGHT_API_TOKEN` overrides it. Unset: `/v1` answers 401 (the API is off).
+    pub token: Option<String>,
+    /// Insights records older than this many days are deleted from the store. Default 90 (as
+    /// CloudTrail's event history); 1 to 3650.
+    pub retention_days: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            token: None,
+            retention_days: 90,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The token in effect: `TRAILSIGHT_API_TOKEN` if set and not empty, else `token`.
+    pub fn effective_token(&self) -> Option<String> {
+        std::env::var("TRAILSIGHT_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| self.token.clone().filter(|t| !t.is_empty()))
+    }
 }
 
 /// Why a configuration file could not be used. Each message is one line and complete in
@@ -88,6 +121,16 @@ pub enum ConfigError {
         path: PathBuf,
         /// Which key and why.
         error: trailsight_detector::config::ConfigError,
+    },
+    /// An `[api]` value is out of range.
+    #[error("invalid config {path}: api.{key}: {reason}")]
+    Api {
+        /// The file.
+        path: PathBuf,
+        /// The key in the `[api]` table.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
     },
     /// A `[serve]` value is out of range or unusable.
     #[error("invalid config {path}: serve.{key}: {reason}")]
@@ -272,6 +315,13 @@ impl Config {
                 path: path.into(),
                 error,
             })?;
+        if !(1..=3650).contains(&config.api.retention_days) {
+            return Err(ConfigError::Api {
+                path: path.to_path_buf(),
+                key: "retention_days",
+                reason: format!("{} is outside 1..=3650", config.api.retention_days),
+            });
+        }
         if let Some(serve) = &config.serve {
             validate_serve(serve).map_err(|(key, reason)| ConfigError::Serve {
                 path: path.into(),

@@ -87,14 +87,25 @@ impl Ops {
     }
 }
 
-/// The operator routes.
-pub fn router(ops: Arc<Ops>) -> Router {
+/// The operator routes, with `extra` (the API's `/v1` routes) merged in; unknown paths answer a
+/// JSON 404 and other methods a JSON 405.
+pub fn router(ops: Arc<Ops>, extra: Router) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(not_found)
         .with_state(ops)
+        .merge(extra)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(serde_json::json!({"error": {"code": "method_not_allowed", "message": "this route answers GET only"}})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
@@ -120,20 +131,21 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(serde_json::json!({"error": "not found", "endpoints": ["/metrics", "/healthz", "/readyz"]})),
+        Json(serde_json::json!({"error": {"code": "not_found", "message": "no such route: see /metrics, /healthz, /readyz and /v1/insights, /v1/stream"}})),
     )
         .into_response()
 }
 
-/// Serves the operator routes on `listener` until `shutdown` completes.
+/// Serves the operator routes (and `extra`) on `listener` until `shutdown` completes.
 ///
 /// Returns `Err` when the listener fails.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ops: Arc<Ops>,
+    extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ops))
+    axum::serve(listener, router(ops, extra))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -47,6 +47,7 @@ async fn run(files: Vec<SourceFile>, limits: FetchLimits, sink: &Path) -> Replay
             sinks: Sinks {
                 local: Some(trailsight::sink::local::LocalSink::new(sink)),
                 s3: None,
+                api: None,
             },
             locations: Default::default(),
             finish: true,

@@ -460,7 +460,7 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
     );
     let log = std::fs::read_to_string(log_path(&config)).unwrap();
     assert!(
-        log.contains("resuming from the last checkpoint") || log.contains("listing failed"),
+        log.contains("resuming from the last checkpoint") || log.contains("poll failed; retrying"),
         "the service must have seen the outage: {}",
         log_tail(&config)
     );

@@ -61,6 +61,9 @@ pub enum ReplayError {
     /// A worker task failed.
     #[error("internal task failure: {0}")]
     Task(String),
+    /// The API's Insights store in the state folder cannot be opened.
+    #[error(transparent)]
+    Store(#[from] trailsight_api::StoreError),
     /// The checkpoint cannot be read or written, or the state folder is locked or unwritable.
     #[error(transparent)]
     State(#[from] crate::pipeline::state::StateError),
@@ -154,9 +157,22 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         cursors.advance(&f.key);
     }
     let progress = progress_bar(opts.progress, files.iter().map(|f| f.size).sum());
+    // With a state folder, the records also fill the API's store there (as `serve` does).
+    let api = match opts.state.clone() {
+        Some(dir) => Some(
+            tokio::task::spawn_blocking(move || {
+                trailsight_api::Store::open(&dir.join(crate::pipeline::state::STORE_FILE))
+            })
+            .await
+            .map_err(|e| ReplayError::Run(RunError::Task(e.to_string())))??,
+        )
+        .map(|store| trailsight_api::Api::new(std::sync::Arc::new(store), None)),
+        None => None,
+    };
     let sinks = Sinks {
         local: Some(LocalSink::new(&opts.sink)),
         s3: None,
+        api,
     };
     let n_files = files.len() as u64;
     let engine = run_files(

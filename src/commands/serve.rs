@@ -170,6 +170,7 @@ async fn save_checkpoint(
 async fn start_ops(
     listen: &str,
     ops: &Arc<Ops>,
+    api: axum::Router,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     if listen == "off" {
         return Ok(None);
@@ -183,7 +184,7 @@ async fn start_ops(
     tracing::info!(address = %addr, "operator endpoints: /metrics, /healthz, /readyz");
     let ops = ops.clone();
     Ok(Some(tokio::spawn(async move {
-        if let Err(e) = crate::ops::serve(listener, ops, std::future::pending()).await {
+        if let Err(e) = crate::ops::serve(listener, ops, api, std::future::pending()).await {
             tracing::error!(error = %e, "operator endpoints stopped");
         }
     })))
@@ -261,7 +262,32 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new()?);
     let ops = Arc::new(Ops::new(metrics.clone()));
-    let ops_task = start_ops(&sc.listen, &ops).await?;
+    // The API's store (state_dir/insights.sqlite); rebuilt from a local sink's Insights files
+    // when it is new (deleted, or a first start after a replay without --state).
+    let store_path = sc.state_dir.join(crate::pipeline::state::STORE_FILE);
+    let rebuild_from = sinks.local.as_ref().map(|l| l.root().to_path_buf());
+    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<trailsight_api::Store> {
+        let store = trailsight_api::Store::open(&store_path)?;
+        if store.count()? == 0
+            && let Some(root) = rebuild_from.filter(|r| r.exists())
+        {
+            let mut n = 0;
+            for (_, records) in crate::sink::local::read_insight_files(&root)? {
+                for r in records {
+                    let account = r.recipient_account_id.clone().unwrap_or_default();
+                    n += store.insert(&account, &r.aws_region.clone(), &[r])?.len();
+                }
+            }
+            if n > 0 {
+                tracing::info!(records = n, sink = %root.display(), "Insights store rebuilt from the sink");
+            }
+        }
+        Ok(store)
+    })
+    .await??;
+    let api = trailsight_api::Api::new(Arc::new(store), config.api.effective_token());
+    sinks.api = Some(api.clone());
+    let ops_task = start_ops(&sc.listen, &ops, api.router()).await?;
     let (dir, cfg) = (sc.state_dir.clone(), config.clone());
     let mut checkpoint = tokio::task::spawn_blocking(move || load_or_new(&dir, &cfg)).await??;
     crate::pipeline::report_engine_loaded(&metrics, &checkpoint.engine);
@@ -405,6 +431,20 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             if written.is_ok() {
                 last_checkpoint = Instant::now();
             }
+        }
+        // Retention of the API's store, by eventTime.
+        let cutoff = (chrono::Utc::now()
+            - chrono::Duration::days(i64::from(config.api.retention_days)))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+        let store = api.store().clone();
+        match tokio::task::spawn_blocking(move || store.delete_before(&cutoff)).await? {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                records = n,
+                "Insights store: records past retention deleted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "Insights store: retention failed"),
         }
         metrics.emit(Event::Poll {
             failure: outage.as_deref().filter(|_| failed),

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use trailsight_detector::{DetectorConfig, Engine, RestoreError};
 
+/// File name of the API's Insights store (SQLite) in the state folder.
+pub const STORE_FILE: &str = "insights.sqlite";
+
 /// Checkpoint file name inside the state folder.
 pub const STATE_FILE: &str = "state.bin";
 const MAGIC: &[u8; 16] = b"TRAILSIGHT-STATE";

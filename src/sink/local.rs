@@ -13,6 +13,11 @@ pub struct LocalSink {
 }
 
 impl LocalSink {
+    /// The folder Insights files go under.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     /// A sink writing under `root` (created on first write).
     pub fn new(root: &Path) -> Self {
         LocalSink {
@@ -148,6 +153,9 @@ mod tests {
             records: 1,
             started: [1, 0],
             ended: [0, 0],
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            insights: Vec::new(),
         }
     }
 

@@ -16,7 +16,7 @@ use trailsight_detector::{EmittedInsight, InsightRecord};
 use crate::layout::{InsightKeyError, TrailLocation, insight_key, shown, unique_string};
 
 /// One Insights file, ready to store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InsightFile {
     /// Object key / relative path.
     pub key: String,
@@ -28,6 +28,12 @@ pub struct InsightFile {
     pub started: [u64; 2],
     /// `End` records in the file, by insight type as `started`.
     pub ended: [u64; 2],
+    /// Account of the source events.
+    pub account: String,
+    /// Region of the source events.
+    pub region: String,
+    /// The records, in the file's order (for the API's store).
+    pub insights: Vec<InsightRecord>,
 }
 
 /// Why one Insights file was refused: something in its own content (a key part, its name),
@@ -147,6 +153,7 @@ pub fn build_files(
                     InsightState::End => ended[t] += 1,
                 }
             }
+            let sorted: Vec<InsightRecord> = records.iter().map(|r| (*r).clone()).collect();
             let json = serde_json::to_vec(&Records { records }).unwrap_or_default();
             let unique = unique_string(&json);
             let mut gz = flate2::GzBuilder::new()
@@ -163,6 +170,9 @@ pub fn build_files(
                     records: n,
                     started,
                     ended,
+                    account: account.to_string(),
+                    region: region.to_string(),
+                    insights: sorted,
                 }),
                 Err(e) => Err(RejectedInsights {
                     key: format!(
@@ -238,6 +248,8 @@ pub struct Sinks {
     pub local: Option<local::LocalSink>,
     /// Bucket and key prefix.
     pub s3: Option<s3::S3Sink>,
+    /// The API's store and live stream (`serve`): records of each file written are stored.
+    pub api: Option<std::sync::Arc<trailsight_api::Api>>,
 }
 
 impl Sinks {
@@ -259,6 +271,13 @@ impl Sinks {
         }
         if let Some(s3) = &self.s3 {
             out.push(s3.write(file, handle)?);
+        }
+        if let Some(api) = &self.api {
+            // The store is a view for the API, rebuilt from the sink when lost: a failure to
+            // store is reported, never a reason to stop writing Insights.
+            if let Err(e) = api.record(&file.account, &file.region, &file.insights) {
+                tracing::warn!(error = %e, "Insights records not stored for the API");
+            }
         }
         Ok(out)
     }

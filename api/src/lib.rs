@@ -1,0 +1,331 @@
+//! trailsight's HTTP API for analysts and downstream consumers, mounted by `trailsight serve`:
+//!
+//! - `GET /v1/insights?startTime&endTime&account&region&eventSource&eventName&insightType&state&maxResults&nextToken`:
+//!   Insights records newest first, with CloudTrail `LookupEvents` (`EventCategory=insight`)
+//!   semantics: `maxResults` default 50 (1 to 1000), an opaque keyset `nextToken`;
+//! - `GET /v1/insights/{eventID}`: one record; `GET /v1/insights/shared/{sharedEventID}`: the
+//!   `Start` and (once written) `End` of one Insight;
+//! - `GET /v1/stream`: Server-Sent Events, one per Insights record as it is stored (event id: the
+//!   store's sequence number), resumable with `Last-Event-ID`.
+//!
+//! Every route requires `Authorization: Bearer <token>` (compared in constant time); every error
+//! is JSON `{"error":{"code":…,"message":…}}`, naming the bad parameter. Records are the
+//! CloudTrail Insights event schema (eventVersion 1.09), exactly as written to the sink.
+
+pub mod error;
+pub mod store;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::sync::broadcast;
+use trailsight_detector::InsightRecord;
+use trailsight_detector::insight::{InsightState, InsightType};
+
+pub use error::ApiError;
+pub use store::{After, Filter, Store, StoreError, StoredInsight};
+
+/// `maxResults` when absent.
+pub const DEFAULT_MAX_RESULTS: usize = 50;
+/// Largest `maxResults`.
+pub const MAX_MAX_RESULTS: usize = 1000;
+
+/// The API's shared state: the store, the live feed and the token.
+#[derive(Debug)]
+pub struct Api {
+    store: Arc<Store>,
+    events: broadcast::Sender<Arc<StoredInsight>>,
+    token: Option<String>,
+}
+
+impl Api {
+    /// An API over `store`; `token` is the bearer token every route requires (`None`: every
+    /// request is refused with 401, naming the setting).
+    pub fn new(store: Arc<Store>, token: Option<String>) -> Arc<Api> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Api {
+            store,
+            events,
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stores the records of one Insights file and sends each new one to the live stream's
+    /// subscribers. Blocking (SQLite): call it off the async runtime (the engine thread does).
+    ///
+    /// Returns `Err(StoreError)` when the store cannot be written.
+    pub fn record(
+        &self,
+        account: &str,
+        region: &str,
+        records: &[InsightRecord],
+    ) -> Result<usize, StoreError> {
+        let added = self.store.insert(account, region, records)?;
+        let n = added.len();
+        for a in added {
+            // No subscriber is not an error: the stream reads the store on connect.
+            let _ = self.events.send(Arc::new(a));
+        }
+        Ok(n)
+    }
+
+    /// The routes, under `/v1`, behind the bearer token.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/insights", get(lookup))
+            .route("/v1/insights/{event_id}", get(one))
+            .route("/v1/insights/shared/{shared_event_id}", get(pair))
+            .route("/v1/stream", get(stream::stream))
+            .route_layer(axum::middleware::from_fn_with_state(self.clone(), auth))
+            .with_state(self.clone())
+    }
+}
+
+/// Requires `Authorization: Bearer <token>`.
+async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let Some(token) = &api.token else {
+        return ApiError::unauthorized(
+            "the API is off: set [api] token (or TRAILSIGHT_API_TOKEN) to use it",
+        )
+        .into_response();
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => ApiError::unauthorized("missing Authorization: Bearer <token>").into_response(),
+        Some(t) if bool::from(t.as_bytes().ct_eq(token.as_bytes())) => next.run(req).await,
+        Some(_) => ApiError::unauthorized("wrong token").into_response(),
+    }
+}
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Normalizes an RFC 3339 time to the records' `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+fn time_param(name: &str, value: &str) -> Result<String, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        })
+        .map_err(|e| {
+            ApiError::bad_parameter(
+                name,
+                format!("not an RFC 3339 time like 2026-11-28T06:00:00Z: {e}"),
+            )
+        })
+}
+
+/// The opaque page token: hex of `eventTime`, a newline and `eventID`.
+fn encode_token(after: &After) -> String {
+    format!("{}\n{}", after.event_time, after.event_id)
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_token(token: &str) -> Result<After, ApiError> {
+    let bad = || ApiError::bad_parameter("nextToken", "not a token this API returned");
+    if !token.len().is_multiple_of(2) || token.len() > 1024 {
+        return Err(bad());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (event_time, event_id) = text.split_once('\n').ok_or_else(bad)?;
+    if chrono::NaiveDateTime::parse_from_str(event_time, "%Y-%m-%dT%H:%M:%SZ").is_err()
+        || event_id.is_empty()
+    {
+        return Err(bad());
+    }
+    Ok(After {
+        event_time: event_time.to_string(),
+        event_id: event_id.to_string(),
+    })
+}
+
+const LOOKUP_PARAMS: [&str; 10] = [
+    "startTime",
+    "endTime",
+    "account",
+    "region",
+    "eventSource",
+    "eventName",
+    "insightType",
+    "state",
+    "maxResults",
+    "nextToken",
+];
+
+/// The filter, page start and page size of a look-up query.
+fn parse_lookup(q: &HashMap<String, String>) -> Result<(Filter, Option<After>, usize), ApiError> {
+    if let Some(unknown) = q.keys().find(|k| !LOOKUP_PARAMS.contains(&k.as_str())) {
+        return Err(ApiError::bad_parameter(
+            unknown,
+            format!("unknown parameter; known: {}", LOOKUP_PARAMS.join(", ")),
+        ));
+    }
+    let text = |k: &str| q.get(k).cloned();
+    let filter = Filter {
+        start_time: q
+            .get("startTime")
+            .map(|v| time_param("startTime", v))
+            .transpose()?,
+        end_time: q
+            .get("endTime")
+            .map(|v| time_param("endTime", v))
+            .transpose()?,
+        account: text("account"),
+        region: text("region"),
+        event_source: text("eventSource"),
+        event_name: text("eventName"),
+        insight_type: q
+            .get("insightType")
+            .map(|v| match v.as_str() {
+                "ApiCallRateInsight" => Ok(InsightType::ApiCallRateInsight),
+                "ApiErrorRateInsight" => Ok(InsightType::ApiErrorRateInsight),
+                _ => Err(ApiError::bad_parameter(
+                    "insightType",
+                    "must be ApiCallRateInsight or ApiErrorRateInsight",
+                )),
+            })
+            .transpose()?,
+        state: q
+            .get("state")
+            .map(|v| match v.as_str() {
+                "Start" => Ok(InsightState::Start),
+                "End" => Ok(InsightState::End),
+                _ => Err(ApiError::bad_parameter("state", "must be Start or End")),
+            })
+            .transpose()?,
+    };
+    let max = match q.get("maxResults") {
+        None => DEFAULT_MAX_RESULTS,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_MAX_RESULTS).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_parameter(
+                    "maxResults",
+                    format!("must be a whole number from 1 to {MAX_MAX_RESULTS}"),
+                )
+            })?,
+    };
+    let after = q.get("nextToken").map(|t| decode_token(t)).transpose()?;
+    Ok((filter, after, max))
+}
+
+async fn lookup(
+    State(api): State<Arc<Api>>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_parameter("query", e.body_text()))?;
+    let (filter, after, max) = parse_lookup(&q)?;
+    let store = api.store.clone();
+    // One more than the page tells whether there is a next page.
+    let mut rows = blocking(move || store.lookup(&filter, after.as_ref(), max + 1)).await?;
+    let next = (rows.len() > max).then(|| {
+        rows.truncate(max);
+        rows.last().map(|r| {
+            encode_token(&After {
+                event_time: r.record.event_time.clone(),
+                event_id: r.record.event_id.clone(),
+            })
+        })
+    });
+    let records: Vec<&InsightRecord> = rows.iter().map(|r| &r.record).collect();
+    let mut body = json!({ "records": records });
+    if let Some(Some(token)) = next {
+        body["nextToken"] = json!(token);
+    }
+    Ok(Json(body).into_response())
+}
+
+async fn one(
+    State(api): State<Arc<Api>>,
+    Path(event_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = api.store.clone();
+    let id = event_id.clone();
+    match blocking(move || store.get(&id)).await? {
+        Some(r) => Ok(Json(r.record).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "no Insights record with eventID {event_id:?}"
+        ))),
+    }
+}
+
+async fn pair(
+    State(api): State<Arc<Api>>,
+    Path(shared): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = api.store.clone();
+    let id = shared.clone();
+    let rows = blocking(move || store.pair(&id)).await?;
+    if rows.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no Insight with sharedEventID {shared:?}"
+        )));
+    }
+    let records: Vec<&InsightRecord> = rows.iter().map(|r| &r.record).collect();
+    Ok(Json(json!({ "records": records })).into_response())
+}
+
+/// Headers of a request (for handlers that read `Last-Event-ID`).
+pub(crate) type Headers = HeaderMap;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_bad_ones_are_named() {
+        let a = After {
+            event_time: "2026-11-10T14:05:00Z".into(),
+            event_id: "6f1b3c2e-0000-5000-8000-000000000001".into(),
+        };
+        assert_eq!(decode_token(&encode_token(&a)).unwrap(), a);
+        for bad in [
+            "",
+            "zz",
+            "abc",
+            "0a",
+            &encode_token(&After {
+                event_time: "yesterday".into(),
+                event_id: "x".into(),
+            }),
+        ] {
+            let e = decode_token(bad).unwrap_err();
+            assert!(e.to_string().contains("nextToken"), "{bad}: {e}");
+        }
+    }
+}

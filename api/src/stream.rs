@@ -1,0 +1,117 @@
+//! `GET /v1/stream`: Server-Sent Events, one per Insights record as it is stored.
+//!
+//! The event id is the store's sequence number. With `Last-Event-ID: n` the stream first sends
+//! every record stored after `n` (read from the store), then the live ones; without it, only records
+//! stored after the connection. It subscribes to the live feed *before* reading the store, and
+//! skips any live record at or below the last id sent, so nothing is missed and nothing is sent
+//! twice. A subscriber that falls behind the live feed (more than its buffer) reads the store again
+//! from its last id.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::{Api, ApiError, Headers, StoredInsight, blocking};
+
+/// Records read from the store per query while catching up.
+const CATCH_UP_PAGE: usize = 500;
+
+struct Cursor {
+    api: Arc<Api>,
+    live: tokio::sync::broadcast::Receiver<Arc<StoredInsight>>,
+    last_sent: i64,
+    backlog: VecDeque<StoredInsight>,
+    catching_up: bool,
+}
+
+fn event(r: &StoredInsight) -> Event {
+    Event::default()
+        .id(r.seq.to_string())
+        .event("insight")
+        .json_data(&r.record)
+        .unwrap_or_else(|_| {
+            Event::default()
+                .id(r.seq.to_string())
+                .comment("unencodable record")
+        })
+}
+
+impl Cursor {
+    /// The next record to send, or `None` when the feed closed (the service is stopping).
+    async fn next(&mut self) -> Option<StoredInsight> {
+        loop {
+            if let Some(r) = self.backlog.pop_front() {
+                self.last_sent = r.seq;
+                return Some(r);
+            }
+            if self.catching_up {
+                let store = self.api.store.clone();
+                let from = self.last_sent;
+                match blocking(move || store.since(from, CATCH_UP_PAGE)).await {
+                    Ok(rows) => {
+                        self.catching_up = rows.len() == CATCH_UP_PAGE;
+                        self.backlog.extend(rows);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stream: cannot read the store; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+            match self.live.recv().await {
+                Ok(r) if r.seq > self.last_sent => {
+                    self.last_sent = r.seq;
+                    return Some((*r).clone());
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => self.catching_up = true,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+pub(crate) async fn stream(
+    State(api): State<Arc<Api>>,
+    headers: Headers,
+) -> Result<impl IntoResponse, ApiError> {
+    // Subscribe first: whatever is stored from now on reaches this receiver.
+    let live = api.events.subscribe();
+    let last_sent = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_parameter(
+                    "Last-Event-ID",
+                    "must be an event id this stream sent (a whole number)",
+                )
+            })?,
+        None => {
+            let store = api.store.clone();
+            blocking(move || store.max_seq()).await?
+        }
+    };
+    let cursor = Cursor {
+        api,
+        live,
+        last_sent,
+        backlog: VecDeque::new(),
+        catching_up: true,
+    };
+    let events = futures_util::stream::unfold(cursor, |mut c| async move {
+        let r = c.next().await?;
+        Some((Ok::<_, Infallible>(event(&r)), c))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

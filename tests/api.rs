@@ -1,0 +1,384 @@
+//! The analysts' API over real HTTP, against `trailsight serve` on a replayed bucket with a known
+//! Insight (the demo's `CreateAccessKey` burst): look-up with paging and filters, one record and
+//! its pair, auth, JSON errors naming the bad parameter, and the live SSE stream resumed with
+//! `Last-Event-ID`.
+
+mod common;
+use common::{free_port, http_get};
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// Three and a half days of the demo bucket (its burst on day 8); warm-up shortened to match.
+fn build_bucket(root: &Path) {
+    let mut spec = trailsight::synth::demo::demo_spec(9.5, 0.3, 11).unwrap();
+    spec.start_minute += 6 * 1440;
+    spec.minutes = 3 * 1440 + 720;
+    trailsight::synth::write_bucket(&spec, root).unwrap();
+}
+
+fn config(dir: &Path, source: &Path, port: u16) -> PathBuf {
+    let path = dir.join("serve.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[serve]\nlisten = \"127.0.0.1:{port}\"\nsources = [{:?}]\nsinks = [{:?}]\nstate_dir = {:?}\n\
+             poll_interval_seconds = 1\nlocal_settle_seconds = 0\n[api]\ntoken = \"{TOKEN}\"\n\
+             [detector]\nwarmup_minutes = 720\n",
+            source.display().to_string(),
+            dir.join("sink").display().to_string(),
+            dir.join("state").display().to_string(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn serve(config: &Path) -> tokio::process::Child {
+    let log = std::fs::File::create(config.with_extension("log")).unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_trailsight"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env_remove("TRAILSIGHT_API_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// `GET` with optional bearer token and extra headers: status and body.
+async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::get(path).header("host", addr.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let res = sender
+        .send_request(
+            req.body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// Every record of a look-up, following `nextToken` with pages of `page`.
+async fn all_pages(addr: SocketAddr, query: &str, page: usize) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/insights?maxResults={page}{query}");
+        if let Some(t) = &token {
+            path.push_str(&format!("&nextToken={t}"));
+        }
+        let (status, body) = get(addr, &path, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let records = body["records"].as_array().unwrap();
+        assert!(records.len() <= page);
+        out.extend(records.iter().cloned());
+        match body["nextToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => return out,
+        }
+    }
+}
+
+/// Reads Server-Sent Events from `/v1/stream` until `n` `insight` events arrived (or `wait` passed):
+/// their ids and records.
+async fn read_events(
+    addr: SocketAddr,
+    last_event_id: Option<&str>,
+    n: usize,
+    wait: Duration,
+) -> Vec<(String, serde_json::Value)> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::get("/v1/stream")
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {TOKEN}"));
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let res = sender
+        .send_request(
+            req.body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = res.into_body();
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + wait;
+    while events.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(frame))) = tokio::time::timeout(left, body.frame()).await else {
+            break;
+        };
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (mut id, mut data, mut kind) = (None, String::new(), None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    kind = Some(v.trim().to_string());
+                }
+            }
+            if kind.as_deref() == Some("insight") {
+                events.push((id.unwrap(), serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_up_page_filter_and_stream_insights_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all");
+    build_bucket(&all);
+    // The source starts with the files before the burst's day; the rest arrive while a stream
+    // client is connected.
+    let source = dir.path().join("source");
+    let mut later: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for e in walkdir::WalkDir::new(&all).sort_by_file_name() {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let rel = e.path().strip_prefix(&all).unwrap();
+        let to = source.join(rel);
+        if rel.to_string_lossy().contains("/2026/11/10/")
+            || rel.to_string_lossy().contains("/2026/11/11/")
+        {
+            later.push((e.path().to_path_buf(), to));
+        } else {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    assert!(!later.is_empty());
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = config(dir.path(), &source, port);
+    let _serve = serve(&config);
+    let started = Instant::now();
+    while !matches!(http_get(addr, "/readyz").await, Ok((200, _, _))) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{}",
+            std::fs::read_to_string(config.with_extension("log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Auth: missing and wrong tokens are refused with a JSON error; the right one is accepted.
+    let (status, body) = get(addr, "/v1/insights", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = get(addr, "/v1/insights", Some("wrong")).await;
+    assert_eq!(status, 401);
+    let (status, body) = get(addr, "/v1/insights", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["records"].as_array().unwrap().len(),
+        0,
+        "no Insight before the burst"
+    );
+
+    // A live client sees the Insight as it is written.
+    let live = tokio::spawn(read_events(addr, None, 1, Duration::from_secs(180)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (from, to) in &later {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
+    let first = live.await.unwrap();
+    assert_eq!(
+        first.len(),
+        1,
+        "no live event; log:\n{}",
+        std::fs::read_to_string(config.with_extension("log")).unwrap_or_default()
+    );
+    let (first_id, first_record) = &first[0];
+    assert_eq!(first_record["insightDetails"]["state"], "Start");
+    assert_eq!(
+        first_record["insightDetails"]["eventName"],
+        "CreateAccessKey"
+    );
+
+    // Wait for the End, then look everything up.
+    let started = Instant::now();
+    let records = loop {
+        let records = all_pages(addr, "", 1000).await;
+        if records
+            .iter()
+            .any(|r| r["insightDetails"]["state"] == "End")
+        {
+            break records;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no End: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // Same as the sink's files: every record of the sink is in the store, newest first.
+    let sink: Vec<serde_json::Value> =
+        trailsight::sink::local::read_insight_files(&dir.path().join("sink"))
+            .unwrap()
+            .into_iter()
+            .flat_map(|(_, r)| r)
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect();
+    assert_eq!(records.len(), sink.len());
+    for r in &sink {
+        assert!(records.contains(r), "{r} not looked up");
+    }
+    let times: Vec<&str> = records
+        .iter()
+        .map(|r| r["eventTime"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    // Paging one record at a time gives the same records in the same order.
+    assert_eq!(all_pages(addr, "", 1).await, records);
+
+    // Filters.
+    let starts = all_pages(addr, "&state=Start", 10).await;
+    assert!(
+        !starts.is_empty()
+            && starts
+                .iter()
+                .all(|r| r["insightDetails"]["state"] == "Start")
+    );
+    let errors = all_pages(addr, "&insightType=ApiErrorRateInsight", 10).await;
+    assert!(
+        errors
+            .iter()
+            .all(|r| r["insightDetails"]["insightType"] == "ApiErrorRateInsight")
+    );
+    assert_eq!(
+        all_pages(
+            addr,
+            "&eventName=CreateAccessKey&account=111122223333&region=us-east-1",
+            10
+        )
+        .await
+        .len(),
+        records
+            .iter()
+            .filter(|r| r["insightDetails"]["eventName"] == "CreateAccessKey")
+            .count()
+    );
+    assert!(
+        all_pages(addr, "&account=999999999999", 10)
+            .await
+            .is_empty()
+    );
+    assert!(
+        all_pages(addr, "&endTime=2000-01-01T00:00:00Z", 10)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        all_pages(addr, "&startTime=2000-01-01T00:00:00Z", 10).await,
+        records
+    );
+
+    // One record, and the Start/End pair.
+    let id = first_record["eventID"].as_str().unwrap();
+    let (status, one) = get(addr, &format!("/v1/insights/{id}"), Some(TOKEN)).await;
+    assert_eq!((status, &one), (200, first_record));
+    let shared = first_record["sharedEventID"].as_str().unwrap();
+    let (status, pair) = get(addr, &format!("/v1/insights/shared/{shared}"), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let states: Vec<&str> = pair["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["insightDetails"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["Start", "End"]);
+
+    // Bad parameters are 400s naming the parameter.
+    for (query, name) in [
+        ("maxResults=0", "maxResults"),
+        ("maxResults=abc", "maxResults"),
+        ("insightType=Nope", "insightType"),
+        ("state=Open", "state"),
+        ("startTime=yesterday", "startTime"),
+        ("nextToken=zz", "nextToken"),
+        ("colour=blue", "colour"),
+    ] {
+        let (status, body) = get(addr, &format!("/v1/insights?{query}"), Some(TOKEN)).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "bad_parameter");
+        assert!(
+            body["error"]["message"].as_str().unwrap().starts_with(name),
+            "{body}"
+        );
+    }
+    let (status, body) = get(addr, "/v1/insights/no-such-id", Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, body) = get(addr, "/v1/nothing-here", Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    // Resume after the first event: exactly the records stored after it, in write order.
+    let resumed = read_events(addr, Some(first_id), records.len(), Duration::from_secs(10)).await;
+    let ids: Vec<i64> = resumed.iter().map(|(id, _)| id.parse().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]) && ids.iter().all(|&i| i > first_id.parse().unwrap())
+    );
+    assert_eq!(resumed.len(), records.len() - 1, "{resumed:?}");
+    assert!(
+        resumed
+            .iter()
+            .all(|(_, r)| records.contains(r) && r != first_record)
+    );
+}
