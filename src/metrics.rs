@@ -98,6 +98,18 @@ pub const NAMESPACE: &str = "trailsight";
 /// `insightType` label values, in the order of [`InsightCounts`] fields.
 pub const INSIGHT_TYPES: [&str; 2] = ["ApiCallRateInsight", "ApiErrorRateInsight"];
 
+/// Routes served (the `route` label of the HTTP metrics; anything else is `unmatched`).
+pub const HTTP_ROUTES: [&str; 8] = [
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/v1/insights",
+    "/v1/insights/{event_id}",
+    "/v1/insights/shared/{shared_event_id}",
+    "/v1/stream",
+    "unmatched",
+];
+
 /// Sink error kinds (`kind` label of `trailsight_sink_errors_total`).
 pub const SINK_ERROR_KINDS: [&str; 2] = ["refused", "unavailable"];
 
@@ -188,6 +200,15 @@ pub enum Event<'a> {
         /// Encode + write + fsync time, seconds.
         seconds: f64,
     },
+    /// An HTTP request was answered (operators' and API routes).
+    HttpRequest {
+        /// The route that matched (`/v1/insights/{event_id}`), or `unmatched`: never the raw path.
+        route: &'a str,
+        /// The status code.
+        status: u16,
+        /// Time to the response head, seconds (for the stream: to its start).
+        seconds: f64,
+    },
     /// Readiness changed: the state is loaded and the last poll reached every source, or not.
     Ready(bool),
 }
@@ -221,6 +242,8 @@ pub struct Metrics {
     checkpoint_bytes: IntGauge,
     checkpoint_last_success: Gauge,
     checkpoint_errors: IntCounter,
+    http_requests: IntCounterVec,
+    http_duration: prometheus::HistogramVec,
     /// Keys of the Insights files counted lately (bounded), to count a rewrite once.
     written: std::sync::Arc<std::sync::Mutex<RecentKeys>>,
 }
@@ -492,9 +515,34 @@ impl Metrics {
                     "Checkpoints that could not be written.",
                 ))?,
             )?,
+            http_requests: reg(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "http_requests_total",
+                        "HTTP requests answered, by matched route and status code.",
+                    ),
+                    &["route", "status"],
+                )?,
+            )?,
+            http_duration: reg(
+                r,
+                prometheus::HistogramVec::new(
+                    hist(
+                        "http_request_duration_seconds",
+                        "Time to the response head, by matched route.",
+                        vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
+                    ),
+                    &["route"],
+                )?,
+            )?,
             registry,
             written: Default::default(),
         };
+        for route in HTTP_ROUTES {
+            m.http_requests.with_label_values(&[route, "200"]);
+            m.http_duration.with_label_values(&[route]);
+        }
         for r in FileResult::ALL {
             m.files.with_label_values(&[r.label()]);
         }
@@ -655,6 +703,24 @@ impl Metrics {
                     self.checkpoint_errors.inc();
                 }
             },
+            Event::HttpRequest {
+                route,
+                status,
+                seconds,
+            } => {
+                let route = if HTTP_ROUTES.contains(&route) {
+                    route
+                } else {
+                    "unmatched"
+                };
+                tracing::debug!(route, status, seconds, "HTTP request");
+                self.http_requests
+                    .with_label_values(&[route, &status.to_string()])
+                    .inc();
+                self.http_duration
+                    .with_label_values(&[route])
+                    .observe(seconds);
+            }
             Event::SourcesReached => self.last_successful_poll.set(now_seconds()),
             Event::Ready(ready) => self.ready.set(i64::from(ready)),
         }

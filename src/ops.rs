@@ -94,10 +94,32 @@ pub fn router(ops: Arc<Ops>, extra: Router) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(ops)
+        .with_state(ops.clone())
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(ops, track))
+}
+
+/// Counts each request by matched route (never the raw path: its values come from the client)
+/// and status, and times it to the response head.
+async fn track(
+    State(ops): State<Arc<Ops>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    ops.metrics.emit(Event::HttpRequest {
+        route: &route,
+        status: response.status().as_u16(),
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    response
 }
 
 async fn method_not_allowed() -> Response {

@@ -358,6 +358,12 @@ async fn look_up_page_filter_and_stream_insights_over_http() {
             "{body}"
         );
     }
+    let long = format!("/v1/insights?eventName={}", "x".repeat(5000));
+    let (status, body) = get(addr, &long, Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_parameter"))
+    );
     let (status, body) = get(addr, "/v1/insights/no-such-id", Some(TOKEN)).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -367,6 +373,22 @@ async fn look_up_page_filter_and_stream_insights_over_http() {
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("not_found"))
+    );
+
+    // HTTP metrics: by matched route and status, never by raw path.
+    let (_, _, exposition) = http_get(addr, "/metrics").await.unwrap();
+    let count = |series: &str| common::sample(&exposition, series).unwrap_or(0.0);
+    assert!(count("trailsight_http_requests_total{route=\"/v1/insights\",status=\"200\"}") >= 10.0);
+    assert!(count("trailsight_http_requests_total{route=\"/v1/insights\",status=\"401\"}") >= 2.0);
+    assert!(count("trailsight_http_requests_total{route=\"/v1/insights\",status=\"400\"}") >= 8.0);
+    assert!(
+        count("trailsight_http_requests_total{route=\"/v1/insights/{event_id}\",status=\"404\"}")
+            >= 1.0
+    );
+    assert!(count("trailsight_http_requests_total{route=\"unmatched\",status=\"404\"}") >= 1.0);
+    assert!(
+        !exposition.contains("nothing-here") && !exposition.contains(id),
+        "raw paths never become labels"
     );
 
     // Resume after the first event: exactly the records stored after it, in write order.

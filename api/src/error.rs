@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Json, Response};
 pub struct ApiError {
     /// HTTP status.
     pub status: u16,
-    /// `bad_parameter`, `unauthorized`, `not_found`, `method_not_allowed`, `internal`.
+    /// `bad_parameter`, `unauthorized`, `not_found`, `method_not_allowed`, `timeout`, `internal`.
     pub code: &'static str,
     /// What was wrong (names the parameter).
     pub message: String,
@@ -56,6 +56,11 @@ impl ApiError {
             "method_not_allowed",
             "this route answers GET only",
         )
+    }
+
+    /// 503: the request took too long.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message)
     }
 
     /// 500.

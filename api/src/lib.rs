@@ -110,8 +110,31 @@ async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         None => ApiError::unauthorized("missing Authorization: Bearer <token>").into_response(),
-        Some(t) if bool::from(t.as_bytes().ct_eq(token.as_bytes())) => next.run(req).await,
+        Some(t) if bool::from(t.as_bytes().ct_eq(token.as_bytes())) => limits(req, next).await,
         Some(_) => ApiError::unauthorized("wrong token").into_response(),
+    }
+}
+
+/// Longest query string accepted, bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// Longest a look-up may take before it answers 503 (the stream has no limit).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Query length and request time limits.
+async fn limits(req: Request, next: Next) -> Response {
+    if req.uri().query().is_some_and(|q| q.len() > MAX_QUERY_BYTES) {
+        return ApiError::bad_parameter("query", format!("longer than {MAX_QUERY_BYTES} bytes"))
+            .into_response();
+    }
+    if req.uri().path() == "/v1/stream" {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::unavailable(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
+                .into_response()
+        }
     }
 }
 

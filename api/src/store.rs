@@ -102,6 +102,8 @@ CREATE TABLE IF NOT EXISTS insights (
 );
 CREATE INDEX IF NOT EXISTS insights_newest ON insights (event_time DESC, event_id DESC);
 CREATE INDEX IF NOT EXISTS insights_shared ON insights (shared_event_id);
+CREATE INDEX IF NOT EXISTS insights_account ON insights (account, event_time DESC, event_id DESC);
+CREATE INDEX IF NOT EXISTS insights_api ON insights (event_name, event_time DESC, event_id DESC);
 ";
 
 fn type_name(t: InsightType) -> &'static str {
@@ -304,8 +306,8 @@ impl Store {
             &filter.state.map(|s| state_name(s).to_string()),
         );
         if let Some(a) = after {
-            clauses.push("(event_time < ? OR (event_time = ? AND event_id < ?))");
-            args.push(Value::Text(a.event_time.clone()));
+            // A row value: SQLite seeks the index to it (an OR of two ranges it would scan).
+            clauses.push("(event_time, event_id) < (?, ?)");
             args.push(Value::Text(a.event_time.clone()));
             args.push(Value::Text(a.event_id.clone()));
         }
