@@ -99,7 +99,7 @@ pub const NAMESPACE: &str = "trailsight";
 pub const INSIGHT_TYPES: [&str; 2] = ["ApiCallRateInsight", "ApiErrorRateInsight"];
 
 /// Routes served (the `route` label of the HTTP metrics; anything else is `unmatched`).
-pub const HTTP_ROUTES: [&str; 8] = [
+pub const HTTP_ROUTES: [&str; 9] = [
     "/metrics",
     "/healthz",
     "/readyz",
@@ -107,6 +107,7 @@ pub const HTTP_ROUTES: [&str; 8] = [
     "/v1/insights/{event_id}",
     "/v1/insights/shared/{shared_event_id}",
     "/v1/stream",
+    "/v1/keys",
     "unmatched",
 ];
 

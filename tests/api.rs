@@ -375,6 +375,57 @@ async fn look_up_page_filter_and_stream_insights_over_http() {
         (404, Some("not_found"))
     );
 
+    // Tracked keys, from the engine's snapshot: the burst's key is there, past its Insight.
+    let (status, body) = get(addr, "/v1/keys?maxResults=1000", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let keys = body["keys"].as_array().unwrap().clone();
+    let burst: Vec<_> = keys
+        .iter()
+        .filter(|k| k["eventName"] == "CreateAccessKey" && k["insightType"] == "ApiCallRateInsight")
+        .collect();
+    assert_eq!(burst.len(), 1, "{keys:?}");
+    assert_eq!(burst[0]["state"], "normal");
+    assert!(burst[0]["historyMinutes"].as_i64().unwrap() > 720);
+    assert!(burst[0]["baselineRate"].as_f64().unwrap() > 0.0);
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let path = match &token {
+            Some(t) => format!("/v1/keys?maxResults=1&nextToken={t}"),
+            None => "/v1/keys?maxResults=1".to_string(),
+        };
+        let (status, page) = get(addr, &path, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(page["keys"].as_array().unwrap().iter().cloned());
+        match page["nextToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged, keys,
+        "paging the keys one at a time gives the same list"
+    );
+    let (status, body) = get(
+        addr,
+        "/v1/keys?state=normal&eventName=CreateAccessKey",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["eventName"] == "CreateAccessKey")
+    );
+    let (status, body) = get(addr, "/v1/keys?state=sleepy", Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_parameter"))
+    );
+
     // HTTP metrics: by matched route and status, never by raw path.
     let (_, _, exposition) = http_get(addr, "/metrics").await.unwrap();
     let count = |series: &str| common::sample(&exposition, series).unwrap_or(0.0);

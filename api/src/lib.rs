@@ -13,6 +13,7 @@
 //! CloudTrail Insights event schema (eventVersion 1.09), exactly as written to the sink.
 
 pub mod error;
+mod keys;
 pub mod store;
 mod stream;
 
@@ -45,6 +46,9 @@ pub struct Api {
     store: Arc<Store>,
     events: broadcast::Sender<Arc<StoredInsight>>,
     token: Option<String>,
+    /// The tracked keys as the engine last reported them (key id → report), read by `/v1/keys`
+    /// without ever touching the engine.
+    keys: dashmap::DashMap<String, Arc<trailsight_detector::KeyReport>>,
 }
 
 impl Api {
@@ -56,6 +60,7 @@ impl Api {
             store,
             events,
             token: token.filter(|t| !t.is_empty()),
+            keys: dashmap::DashMap::new(),
         })
     }
 
@@ -83,6 +88,18 @@ impl Api {
         Ok(n)
     }
 
+    /// Replaces the keys snapshot with `reports` (the engine's [`trailsight_detector::Engine::key_reports`]
+    /// after a batch): each key is overwritten in place, keys no longer tracked are removed.
+    pub fn update_keys(&self, reports: Vec<trailsight_detector::KeyReport>) {
+        let mut seen = std::collections::HashSet::with_capacity(reports.len());
+        for r in reports {
+            let id = keys::key_id(&r);
+            seen.insert(id.clone());
+            self.keys.insert(id, Arc::new(r));
+        }
+        self.keys.retain(|k, _| seen.contains(k));
+    }
+
     /// The routes, under `/v1`, behind the bearer token.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
@@ -90,6 +107,7 @@ impl Api {
             .route("/v1/insights/{event_id}", get(one))
             .route("/v1/insights/shared/{shared_event_id}", get(pair))
             .route("/v1/stream", get(stream::stream))
+            .route("/v1/keys", get(keys::keys))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), auth))
             .with_state(self.clone())
     }
@@ -166,23 +184,30 @@ fn time_param(name: &str, value: &str) -> Result<String, ApiError> {
 
 /// The opaque page token: hex of `eventTime`, a newline and `eventID`.
 fn encode_token(after: &After) -> String {
-    format!("{}\n{}", after.event_time, after.event_id)
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&format!("{}\n{}", after.event_time, after.event_id))
 }
 
-fn decode_token(token: &str) -> Result<After, ApiError> {
-    let bad = || ApiError::bad_parameter("nextToken", "not a token this API returned");
+/// Lower-case hex of `text`'s bytes (page tokens).
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The text of a hex page token, if it is one.
+fn unhex(token: &str) -> Option<String> {
     if !token.len().is_multiple_of(2) || token.len() > 1024 {
-        return Err(bad());
+        return None;
     }
     let bytes = (0..token.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(token.get(i..i + 2).unwrap_or("zz"), 16))
         .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn decode_token(token: &str) -> Result<After, ApiError> {
+    let bad = || ApiError::bad_parameter("nextToken", "not a token this API returned");
+    let text = unhex(token).ok_or_else(bad)?;
     let (event_time, event_id) = text.split_once('\n').ok_or_else(bad)?;
     if chrono::NaiveDateTime::parse_from_str(event_time, "%Y-%m-%dT%H:%M:%SZ").is_err()
         || event_id.is_empty()

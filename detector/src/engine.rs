@@ -46,6 +46,35 @@ pub struct EmittedInsight {
     pub record: InsightRecord,
 }
 
+/// One tracked rate key as the engine sees it now (for the API's keys view).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyReport {
+    /// `recipientAccountId`.
+    pub account: String,
+    /// `awsRegion`.
+    pub region: String,
+    /// `eventSource`.
+    pub event_source: String,
+    /// `eventName`.
+    pub event_name: String,
+    /// `errorCode` of an error-rate key; absent for a call-rate key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// `ApiCallRateInsight` or `ApiErrorRateInsight` (which Insights this key can raise).
+    pub insight_type: &'static str,
+    /// `warmingUp` (its account and Region have less history than `warmup_minutes`),
+    /// `inInsight`, or `normal`.
+    pub state: &'static str,
+    /// Minutes of history of its account and Region (to the watermark).
+    pub history_minutes: i64,
+    /// Calls per minute over its baseline window (calls learnt / minutes of history covered,
+    /// at most the baseline window).
+    pub baseline_rate: f64,
+    /// Calls per minute over the last 60 closed minutes not yet learnt into the baseline.
+    pub recent_rate: f64,
+}
+
 /// An Insight with no `End` yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenInsightReport {
@@ -219,6 +248,52 @@ impl Engine {
     /// Unix epoch; `None` before the first record).
     pub fn watermark_minute(&self) -> Option<i64> {
         self.aggregator.closed_before()
+    }
+
+    /// Every tracked key as the engine sees it now (O(keys); for a periodic snapshot).
+    pub fn key_reports(&self) -> Vec<KeyReport> {
+        let cfg = self.detector.config();
+        let now = self.aggregator.closed_before().unwrap_or(0);
+        let span = i64::from(cfg.baseline_window_minutes);
+        let sym = |s| self.aggregator.symbols.resolve(s).to_string();
+        (0..self.aggregator.key_count())
+            .map(|i| {
+                let id = i as crate::aggregate::KeyId;
+                let key = self.aggregator.key(id);
+                let start = self
+                    .aggregator
+                    .history_start(key.account, key.region)
+                    .unwrap_or(now);
+                let history = (now - start).max(0);
+                let (calls, recent, open) = self
+                    .detector
+                    .key_view(id, now - 60)
+                    .unwrap_or((0, 0, false));
+                let state = if open {
+                    "inInsight"
+                } else if history < i64::from(cfg.warmup_minutes) {
+                    "warmingUp"
+                } else {
+                    "normal"
+                };
+                KeyReport {
+                    account: sym(key.account),
+                    region: sym(key.region),
+                    event_source: sym(key.event_source),
+                    event_name: sym(key.event_name),
+                    error_code: key.error_code.map(sym),
+                    insight_type: if key.error_code.is_some() {
+                        "ApiErrorRateInsight"
+                    } else {
+                        "ApiCallRateInsight"
+                    },
+                    state,
+                    history_minutes: history,
+                    baseline_rate: calls as f64 / history.clamp(1, span.max(1)) as f64,
+                    recent_rate: recent as f64 / 60.0,
+                }
+            })
+            .collect()
     }
 
     /// Insights without an `End`: (call rate, error rate).

@@ -18,6 +18,6 @@ pub mod time;
 
 pub use batch::{BatchBuilder, BatchStats, FileBatch, TimeBounds};
 pub use config::DetectorConfig;
-pub use engine::{EmittedInsight, Engine, OpenInsightReport, RestoreError};
+pub use engine::{EmittedInsight, Engine, KeyReport, OpenInsightReport, RestoreError};
 pub use insight::InsightRecord;
 pub mod policy;

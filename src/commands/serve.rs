@@ -291,6 +291,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     let (dir, cfg) = (sc.state_dir.clone(), config.clone());
     let mut checkpoint = tokio::task::spawn_blocking(move || load_or_new(&dir, &cfg)).await??;
     crate::pipeline::report_engine_loaded(&metrics, &checkpoint.engine);
+    api.update_keys(checkpoint.engine.key_reports());
     ops.state_loaded();
     if checkpoint.files_processed > 0 {
         tracing::info!(
@@ -371,7 +372,10 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
             // happen (crate::metrics); this loop logs only what the chunk adds up to.
             let result = run_files(engine, chunk, run, &mut summary).await;
             match result {
-                Ok(engine) => checkpoint.engine = engine,
+                Ok(engine) => {
+                    checkpoint.engine = engine;
+                    api.update_keys(checkpoint.engine.key_reports());
+                }
                 Err(e) => {
                     // A source or sink outage: the engine went past what was written or read.
                     // Go back to the last checkpoint; its files are read again at the next poll,

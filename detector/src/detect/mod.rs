@@ -380,6 +380,20 @@ impl Detector {
         Ok(())
     }
 
+    /// What the detector holds for key `id`: calls in its rolling baseline window, calls of its
+    /// recent minutes (those not yet learnt) at or after `since`, and whether an Insight is open.
+    /// `None` for a key it has not seen a minute of.
+    pub fn key_view(&self, id: KeyId, since: i64) -> Option<(u64, u64, bool)> {
+        let st = self.keys.get(id as usize)?;
+        let recent = st
+            .recent
+            .iter()
+            .filter(|(m, _)| *m >= since)
+            .map(|(_, s)| u64::from(s.count))
+            .sum();
+        Some((st.rate.calls(), recent, st.insight.is_some()))
+    }
+
     /// Keys with an open Insight, ascending.
     pub fn open_key_ids(&self) -> impl Iterator<Item = KeyId> + '_ {
         self.open.iter().copied()
