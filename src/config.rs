@@ -68,6 +68,18 @@ pub struct ApiConfig {
     /// Insights records older than this many days are deleted from the store. Default 90 (as
     /// CloudTrail's event history); 1 to 3650.
     pub retention_days: u32,
+    /// Webhooks: each Insights record is POSTed to every one, signed (Standard Webhooks).
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One `[[api.webhooks]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL receiving the POSTs.
+    pub url: String,
+    /// Signing secret, `whsec_` followed by base64 (at least 16 bytes), as Standard Webhooks.
+    pub secret: String,
 }
 
 impl Default for ApiConfig {
@@ -75,6 +87,7 @@ impl Default for ApiConfig {
         ApiConfig {
             token: None,
             retention_days: 90,
+            webhooks: Vec::new(),
         }
     }
 }

@@ -210,6 +210,11 @@ pub enum Event<'a> {
         /// Time to the response head, seconds (for the stream: to its start).
         seconds: f64,
     },
+    /// A webhook delivery attempt ended (delivered: a 2xx answer).
+    WebhookAttempt {
+        /// True when delivered.
+        delivered: bool,
+    },
     /// Readiness changed: the state is loaded and the last poll reached every source, or not.
     Ready(bool),
 }
@@ -245,6 +250,7 @@ pub struct Metrics {
     checkpoint_errors: IntCounter,
     http_requests: IntCounterVec,
     http_duration: prometheus::HistogramVec,
+    webhook_attempts: IntCounterVec,
     /// Keys of the Insights files counted lately (bounded), to count a rewrite once.
     written: std::sync::Arc<std::sync::Mutex<RecentKeys>>,
 }
@@ -537,9 +543,22 @@ impl Metrics {
                     &["route"],
                 )?,
             )?,
+            webhook_attempts: reg(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "webhook_attempts_total",
+                        "Webhook delivery attempts by result: delivered (2xx) or failed (retried with backoff).",
+                    ),
+                    &["result"],
+                )?,
+            )?,
             registry,
             written: Default::default(),
         };
+        for result in ["delivered", "failed"] {
+            m.webhook_attempts.with_label_values(&[result]);
+        }
         for route in HTTP_ROUTES {
             m.http_requests.with_label_values(&[route, "200"]);
             m.http_duration.with_label_values(&[route]);
@@ -721,6 +740,12 @@ impl Metrics {
                 self.http_duration
                     .with_label_values(&[route])
                     .observe(seconds);
+            }
+            Event::WebhookAttempt { delivered } => {
+                // The deliverer logs each attempt with its URL and reason.
+                self.webhook_attempts
+                    .with_label_values(&[if delivered { "delivered" } else { "failed" }])
+                    .inc();
             }
             Event::SourcesReached => self.last_successful_poll.set(now_seconds()),
             Event::Ready(ready) => self.ready.set(i64::from(ready)),

@@ -16,6 +16,7 @@ pub mod error;
 mod keys;
 pub mod store;
 mod stream;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;

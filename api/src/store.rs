@@ -84,6 +84,21 @@ pub struct Store {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Webhook URLs: every record stored gets one outbox row per URL, in the same transaction.
+    webhooks: Mutex<Vec<String>>,
+}
+
+/// One pending webhook delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The record's sequence number.
+    pub seq: i64,
+    /// The webhook URL.
+    pub url: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The record.
+    pub record: InsightRecord,
 }
 
 const SCHEMA: &str = "
@@ -104,6 +119,14 @@ CREATE INDEX IF NOT EXISTS insights_newest ON insights (event_time DESC, event_i
 CREATE INDEX IF NOT EXISTS insights_shared ON insights (shared_event_id);
 CREATE INDEX IF NOT EXISTS insights_account ON insights (account, event_time DESC, event_id DESC);
 CREATE INDEX IF NOT EXISTS insights_api ON insights (event_name, event_time DESC, event_id DESC);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    PRIMARY KEY (seq, url)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_ms);
 ";
 
 fn type_name(t: InsightType) -> &'static str {
@@ -129,6 +152,7 @@ impl Store {
             path: path.to_path_buf(),
             writer: Mutex::new(Self::connect(path)?),
             readers: Mutex::new(Vec::new()),
+            webhooks: Mutex::new(Vec::new()),
         };
         store
             .with_writer(|c| c.execute_batch(SCHEMA))
@@ -186,6 +210,98 @@ impl Store {
         out
     }
 
+    /// Sets the webhook URLs records stored from now on are queued for (the outbox keeps what
+    /// was queued before, for URLs still configured; rows of URLs no longer configured are dropped).
+    ///
+    /// Returns `Err(StoreError)` when the outbox cannot be cleaned.
+    pub fn set_webhooks(&self, urls: Vec<String>) -> Result<(), StoreError> {
+        self.with_writer(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut keep = String::from("DELETE FROM outbox WHERE url NOT IN (");
+                keep.push_str(&vec!["?"; urls.len()].join(","));
+                keep.push(')');
+                tx.execute(&keep, params_from_iter(urls.iter()))?;
+            }
+            tx.commit()
+        })
+        .map_err(|e| self.err(e))?;
+        *self.webhooks.lock().unwrap_or_else(PoisonError::into_inner) = urls;
+        Ok(())
+    }
+
+    /// Deliveries due at `now_ms` (Unix milliseconds), oldest record first, at most `limit`.
+    ///
+    /// Returns `Err(StoreError)` when the query fails.
+    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT o.seq, o.url, o.attempts, i.record FROM outbox o \
+                     JOIN insights i ON i.seq = o.seq WHERE o.next_attempt_ms <= ?1 \
+                     ORDER BY o.seq LIMIT ?2",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(
+                    rusqlite::params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    },
+                )
+                .map_err(|e| self.err(e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, url, attempts, json) = row.map_err(|e| self.err(e))?;
+                let record = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                })?;
+                out.push(Delivery {
+                    seq,
+                    url,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    record,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes a delivery from the outbox (delivered, or given up).
+    ///
+    /// Returns `Err(StoreError)` when the write fails.
+    pub fn delivered(&self, seq: i64, url: &str) -> Result<(), StoreError> {
+        self.with_writer(|c| {
+            c.execute(
+                "DELETE FROM outbox WHERE seq = ?1 AND url = ?2",
+                rusqlite::params![seq, url],
+            )
+        })
+        .map(drop)
+        .map_err(|e| self.err(e))
+    }
+
+    /// Records a failed attempt: the next one at `next_ms` (Unix milliseconds).
+    ///
+    /// Returns `Err(StoreError)` when the write fails.
+    pub fn retry_at(&self, seq: i64, url: &str, next_ms: i64) -> Result<(), StoreError> {
+        self.with_writer(|c| {
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?3 \
+                 WHERE seq = ?1 AND url = ?2",
+                rusqlite::params![seq, url, next_ms],
+            )
+        })
+        .map(drop)
+        .map_err(|e| self.err(e))
+    }
+
     /// Stores the records of one Insights file (account and Region of its source events); a
     /// record whose `eventID` is stored already is skipped. Returns the records newly stored, in
     /// write order, with their sequence numbers.
@@ -197,6 +313,11 @@ impl Store {
         region: &str,
         records: &[InsightRecord],
     ) -> Result<Vec<StoredInsight>, StoreError> {
+        let hooks = self
+            .webhooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         self.with_writer(|c| {
             let tx = c.transaction()?;
             let mut added = Vec::new();
@@ -222,8 +343,15 @@ impl Store {
                         json
                     ])?;
                     if n == 1 {
+                        let seq = tx.last_insert_rowid();
+                        for url in hooks.iter() {
+                            tx.execute(
+                                "INSERT OR IGNORE INTO outbox (seq, url, next_attempt_ms) VALUES (?1, ?2, 0)",
+                                rusqlite::params![seq, url],
+                            )?;
+                        }
                         added.push(StoredInsight {
-                            seq: tx.last_insert_rowid(),
+                            seq,
                             account: account.to_string(),
                             region: region.to_string(),
                             record: r.clone(),

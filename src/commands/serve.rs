@@ -287,6 +287,19 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     .await??;
     let api = trailsight_api::Api::new(Arc::new(store), config.api.effective_token());
     sinks.api = Some(api.clone());
+    let mut hooks = Vec::new();
+    for w in &config.api.webhooks {
+        hooks.push(
+            trailsight_api::webhooks::Webhook::new(&w.url, &w.secret)
+                .context("invalid config: api.webhooks")?,
+        );
+    }
+    let report_metrics = metrics.clone();
+    let webhooks_task = tokio::spawn(trailsight_api::webhooks::deliver(
+        api.clone(),
+        hooks,
+        Arc::new(move |delivered| report_metrics.emit(Event::WebhookAttempt { delivered })),
+    ));
     let ops_task = start_ops(&sc.listen, &ops, api.router()).await?;
     let (dir, cfg) = (sc.state_dir.clone(), config.clone());
     let mut checkpoint = tokio::task::spawn_blocking(move || load_or_new(&dir, &cfg)).await??;
@@ -507,5 +520,6 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     if let Some(task) = ops_task {
         task.abort();
     }
+    webhooks_task.abort();
     Ok(())
 }
