@@ -99,7 +99,7 @@ pub const NAMESPACE: &str = "trailsight";
 pub const INSIGHT_TYPES: [&str; 2] = ["ApiCallRateInsight", "ApiErrorRateInsight"];
 
 /// Routes served (the `route` label of the HTTP metrics; anything else is `unmatched`).
-pub const HTTP_ROUTES: [&str; 9] = [
+pub const HTTP_ROUTES: [&str; 10] = [
     "/metrics",
     "/healthz",
     "/readyz",
@@ -108,6 +108,7 @@ pub const HTTP_ROUTES: [&str; 9] = [
     "/v1/insights/shared/{shared_event_id}",
     "/v1/stream",
     "/v1/keys",
+    "/openapi.json",
     "unmatched",
 ];
 

@@ -426,6 +426,25 @@ async fn look_up_page_filter_and_stream_insights_over_http() {
         (400, Some("bad_parameter"))
     );
 
+    // The OpenAPI document (public) describes every /v1 route.
+    let (status, _, doc) = http_get(addr, "/openapi.json").await.unwrap();
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/insights",
+        "/v1/insights/{event_id}",
+        "/v1/insights/shared/{shared_event_id}",
+        "/v1/keys",
+        "/v1/stream",
+    ] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path} missing");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
     // HTTP metrics: by matched route and status, never by raw path.
     let (_, _, exposition) = http_get(addr, "/metrics").await.unwrap();
     let count = |series: &str| common::sample(&exposition, series).unwrap_or(0.0);

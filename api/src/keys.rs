@@ -36,6 +36,9 @@ const PARAMS: [&str; 7] = [
     "nextToken",
 ];
 
+#[utoipa::path(get, path = "/v1/keys", params(crate::openapi::KeysParams),
+    responses((status = 200, body = crate::openapi::KeysPage), (status = 400, body = crate::openapi::ErrorBody),
+        (status = 401, body = crate::openapi::ErrorBody)))]
 pub(crate) async fn keys(
     State(api): State<Arc<Api>>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,

@@ -8,12 +8,14 @@
 //! - `GET /v1/stream`: Server-Sent Events, one per Insights record as it is stored (event id: the
 //!   store's sequence number), resumable with `Last-Event-ID`.
 //!
-//! Every route requires `Authorization: Bearer <token>` (compared in constant time); every error
+//! `GET /openapi.json` describes them (OpenAPI 3.1, generated from the handlers; public).
+//! Every `/v1` route requires `Authorization: Bearer <token>` (compared in constant time); every error
 //! is JSON `{"error":{"code":…,"message":…}}`, naming the bad parameter. Records are the
 //! CloudTrail Insights event schema (eventVersion 1.09), exactly as written to the sink.
 
 pub mod error;
 mod keys;
+pub mod openapi;
 pub mod store;
 mod stream;
 pub mod webhooks;
@@ -110,6 +112,16 @@ impl Api {
             .route("/v1/stream", get(stream::stream))
             .route("/v1/keys", get(keys::keys))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), auth))
+            // The API's description is public (it holds no data).
+            .route(
+                "/openapi.json",
+                get(|| async {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        openapi::document(),
+                    )
+                }),
+            )
             .with_state(self.clone())
     }
 }
@@ -293,6 +305,9 @@ fn parse_lookup(q: &HashMap<String, String>) -> Result<(Filter, Option<After>, u
     Ok((filter, after, max))
 }
 
+#[utoipa::path(get, path = "/v1/insights", params(openapi::LookupParams),
+    responses((status = 200, body = openapi::LookupPage), (status = 400, body = openapi::ErrorBody),
+        (status = 401, body = openapi::ErrorBody)))]
 async fn lookup(
     State(api): State<Arc<Api>>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
@@ -319,6 +334,10 @@ async fn lookup(
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/insights/{event_id}",
+    params(("event_id" = String, Path, description = "eventID of the record")),
+    responses((status = 200, body = Object, description = "the Insights record"),
+        (status = 401, body = openapi::ErrorBody), (status = 404, body = openapi::ErrorBody)))]
 async fn one(
     State(api): State<Arc<Api>>,
     Path(event_id): Path<String>,
@@ -333,6 +352,10 @@ async fn one(
     }
 }
 
+#[utoipa::path(get, path = "/v1/insights/shared/{shared_event_id}",
+    params(("shared_event_id" = String, Path, description = "sharedEventID of the Insight")),
+    responses((status = 200, body = openapi::Pair), (status = 401, body = openapi::ErrorBody),
+        (status = 404, body = openapi::ErrorBody)))]
 async fn pair(
     State(api): State<Arc<Api>>,
     Path(shared): Path<String>,

@@ -79,6 +79,11 @@ impl Cursor {
     }
 }
 
+#[utoipa::path(get, path = "/v1/stream",
+    params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    responses((status = 200, content_type = "text/event-stream",
+        description = "one `insight` event per Insights record (id: the store's sequence number)"),
+        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
 pub(crate) async fn stream(
     State(api): State<Arc<Api>>,
     headers: Headers,
