@@ -53,14 +53,41 @@ pub(crate) struct ErrorDetail {
     message: String,
 }
 
+/// `insightDetails.insightType`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) enum InsightTypeParam {
+    ApiCallRateInsight,
+    ApiErrorRateInsight,
+}
+
+/// `insightDetails.state`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) enum StateParam {
+    Start,
+    End,
+}
+
+/// A tracked key's state.
+#[derive(ToSchema)]
+#[allow(dead_code, non_camel_case_types)]
+pub(crate) enum KeyStateParam {
+    warmingUp,
+    normal,
+    inInsight,
+}
+
 /// Look-up parameters (CloudTrail `LookupEvents` with `EventCategory=insight`).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code, non_snake_case)]
 pub(crate) struct LookupParams {
     /// RFC 3339; records with `eventTime` at or after it.
+    #[param(format = DateTime)]
     startTime: Option<String>,
     /// RFC 3339; records with `eventTime` at or before it.
+    #[param(format = DateTime)]
     endTime: Option<String>,
     /// `recipientAccountId`.
     account: Option<String>,
@@ -71,9 +98,9 @@ pub(crate) struct LookupParams {
     /// `insightDetails.eventName`.
     eventName: Option<String>,
     /// `ApiCallRateInsight` or `ApiErrorRateInsight`.
-    insightType: Option<String>,
+    insightType: Option<InsightTypeParam>,
     /// `Start` or `End`.
-    state: Option<String>,
+    state: Option<StateParam>,
     /// 1 to 1000, default 50.
     #[param(minimum = 1, maximum = 1000)]
     maxResults: Option<u32>,
@@ -91,7 +118,7 @@ pub(crate) struct KeysParams {
     eventSource: Option<String>,
     eventName: Option<String>,
     /// `warmingUp`, `normal` or `inInsight`.
-    state: Option<String>,
+    state: Option<KeyStateParam>,
     /// 1 to 1000, default 50.
     #[param(minimum = 1, maximum = 1000)]
     maxResults: Option<u32>,
@@ -114,7 +141,7 @@ impl Modify for Bearer {
 #[openapi(
     info(title = "trailsight API", description = "Insights look-up, tracked keys and the live stream of trailsight serve."),
     paths(crate::lookup, crate::one, crate::pair, crate::keys::keys, crate::stream::stream),
-    components(schemas(LookupPage, Pair, KeysPage, ErrorBody, ErrorDetail)),
+    components(schemas(LookupPage, Pair, KeysPage, ErrorBody, ErrorDetail, InsightTypeParam, StateParam, KeyStateParam)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]

@@ -80,7 +80,7 @@ impl Cursor {
 }
 
 #[utoipa::path(get, path = "/v1/stream",
-    params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    params(("Last-Event-ID" = Option<i64>, Header, description = "resume after this event id (a sequence number this stream sent)")),
     responses((status = 200, content_type = "text/event-stream",
         description = "one `insight` event per Insights record (id: the store's sequence number)"),
         (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
@@ -90,23 +90,26 @@ pub(crate) async fn stream(
 ) -> Result<impl IntoResponse, ApiError> {
     // Subscribe first: whatever is stored from now on reaches this receiver.
     let live = api.events.subscribe();
-    let last_sent = match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                ApiError::bad_parameter(
-                    "Last-Event-ID",
-                    "must be an event id this stream sent (a whole number)",
-                )
-            })?,
-        None => {
-            let store = api.store.clone();
-            blocking(move || store.max_seq()).await?
-        }
+    let given = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    ApiError::bad_parameter(
+                        "Last-Event-ID",
+                        "must be an event id this stream sent (a whole number)",
+                    )
+                })?,
+        ),
+        None => None,
     };
+    let store = api.store.clone();
+    let newest = blocking(move || store.max_seq()).await?;
+    // No id: live records only. An id past the newest record (e.g. from before the store was
+    // rebuilt) resumes from the newest, so the client is never stuck waiting for old numbers.
+    let last_sent = given.map_or(newest, |g| g.min(newest));
     let cursor = Cursor {
         api,
         live,
