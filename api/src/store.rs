@@ -491,8 +491,18 @@ impl Store {
     ///
     /// Returns `Err(StoreError)` when the delete fails.
     pub fn delete_before(&self, before: &str) -> Result<usize, StoreError> {
-        self.with_writer(|c| c.execute("DELETE FROM insights WHERE event_time < ?1", [before]))
-            .map_err(|e| self.err(e))
+        self.with_writer(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM insights WHERE event_time < ?1", [before])?;
+            // Pending webhook deliveries of deleted records go with them.
+            tx.execute(
+                "DELETE FROM outbox WHERE seq NOT IN (SELECT seq FROM insights)",
+                [],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })
+        .map_err(|e| self.err(e))
     }
 
     /// The newest sequence number stored (0 when empty).
@@ -603,5 +613,22 @@ mod tests {
         assert!(store.get("nope").unwrap().is_none());
         assert_eq!(store.delete_before("2026-11-10T14:01:00Z").unwrap(), 3);
         assert_eq!(store.count().unwrap(), 4);
+
+        // Webhook outbox: a row per record and URL, in the same transaction; retention clears it.
+        store
+            .set_webhooks(vec!["http://127.0.0.1:1/h".into()])
+            .unwrap();
+        let more: Vec<InsightRecord> = (0..3)
+            .map(|i| record(i, &format!("new-{i}"), "End", "ApiNew"))
+            .collect();
+        store.insert("111122223333", "us-east-1", &more).unwrap();
+        let due = store.due(i64::MAX, 10).unwrap();
+        assert_eq!(due.len(), 3);
+        store.retry_at(due[0].seq, &due[0].url, i64::MAX).unwrap();
+        assert_eq!(store.due(0, 10).unwrap().len(), 2);
+        store.delivered(due[1].seq, &due[1].url).unwrap();
+        assert_eq!(store.due(0, 10).unwrap().len(), 1);
+        store.delete_before("2026-11-10T14:01:00Z").unwrap();
+        assert_eq!(store.due(i64::MAX, 10).unwrap().len(), 1);
     }
 }
