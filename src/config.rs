@@ -70,6 +70,10 @@ pub struct ApiConfig {
     pub retention_days: u32,
     /// Webhooks: each Insights record is POSTed to every one, signed (Standard Webhooks).
     pub webhooks: Vec<WebhookConfig>,
+    /// Require the bearer token on `/metrics`, `/healthz` and `/readyz` too (Prometheus sends it
+    /// with `authorization: {credentials: …}` in its scrape config). Default false: the operator
+    /// routes are open on `listen` (loopback by default).
+    pub protect_operator_routes: bool,
 }
 
 /// One `[[api.webhooks]]` entry.
@@ -88,6 +92,7 @@ impl Default for ApiConfig {
             token: None,
             retention_days: 90,
             webhooks: Vec::new(),
+            protect_operator_routes: false,
         }
     }
 }

@@ -89,11 +89,28 @@ impl Ops {
 
 /// The operator routes, with `extra` (the API's `/v1` routes) merged in; unknown paths answer a
 /// JSON 404 and other methods a JSON 405.
-pub fn router(ops: Arc<Ops>, extra: Router) -> Router {
-    Router::new()
+///
+/// With `token` set, the operator routes require it as a bearer token too (see
+/// `[api] protect_operator_routes`).
+pub fn router(ops: Arc<Ops>, extra: Router, token: Option<String>) -> Router {
+    let mut routes = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if let Some(token) = token {
+        routes = routes.route_layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move {
+                    match trailsight_api::check_bearer(Some(&token), req.headers()) {
+                        Ok(()) => next.run(req).await,
+                        Err(e) => e.into_response(),
+                    }
+                }
+            },
+        ));
+    }
+    routes
         .with_state(ops.clone())
         .merge(extra)
         .fallback(not_found)
@@ -165,9 +182,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     ops: Arc<Ops>,
     extra: Router,
+    token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ops, extra))
+    axum::serve(listener, router(ops, extra, token))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -385,3 +385,53 @@ async fn the_number_of_series_does_not_grow_with_the_data() {
     );
     assert!(!after.contains("CreatebThing"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_routes_can_require_the_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = local_config(
+        dir.path(),
+        &bucket,
+        port,
+        "[api]\ntoken = \"op-token\"\nprotect_operator_routes = true\n",
+    );
+    let _serve = serve(&config);
+    let started = Instant::now();
+    let status = loop {
+        if let Ok((status, _, _)) = http_get(addr, "/metrics").await {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            log_of(&config)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 401, "no token: refused");
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(http_get(addr, path).await.unwrap().0, 401, "{path}");
+    }
+    // With the token (hyper's client, as Prometheus's `authorization` setting sends it).
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let res = sender
+        .send_request(
+            hyper::Request::get("/metrics")
+                .header("host", addr.to_string())
+                .header("authorization", "Bearer op-token")
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}

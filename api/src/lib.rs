@@ -128,21 +128,39 @@ impl Api {
 
 /// Requires `Authorization: Bearer <token>`.
 async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
-    let Some(token) = &api.token else {
-        return ApiError::unauthorized(
+    match check_bearer(api.token.as_deref(), req.headers()) {
+        Ok(()) => limits(req, next).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` against `token` in constant time (`None`: nothing is
+/// accepted, and the error says how to set a token).
+///
+/// Returns `Err(ApiError)` (401) when the header is missing or wrong.
+pub fn check_bearer(token: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        return Err(ApiError::unauthorized(
             "the API is off: set [api] token (or TRAILSIGHT_API_TOKEN) to use it",
-        )
-        .into_response();
+        ));
     };
-    let given = req
-        .headers()
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        None => ApiError::unauthorized("missing Authorization: Bearer <token>").into_response(),
-        Some(t) if bool::from(t.as_bytes().ct_eq(token.as_bytes())) => limits(req, next).await,
-        Some(_) => ApiError::unauthorized("wrong token").into_response(),
+        None => Err(ApiError::unauthorized(
+            "missing Authorization: Bearer <token>",
+        )),
+        Some(t) if bool::from(t.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized("wrong token")),
+    }
+}
+
+impl Api {
+    /// The bearer token the API requires, if set.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 }
 

@@ -171,6 +171,7 @@ async fn start_ops(
     listen: &str,
     ops: &Arc<Ops>,
     api: axum::Router,
+    token: Option<String>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     if listen == "off" {
         return Ok(None);
@@ -184,7 +185,7 @@ async fn start_ops(
     tracing::info!(address = %addr, "operator endpoints: /metrics, /healthz, /readyz");
     let ops = ops.clone();
     Ok(Some(tokio::spawn(async move {
-        if let Err(e) = crate::ops::serve(listener, ops, api, std::future::pending()).await {
+        if let Err(e) = crate::ops::serve(listener, ops, api, token, std::future::pending()).await {
             tracing::error!(error = %e, "operator endpoints stopped");
         }
     })))
@@ -300,7 +301,15 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
         hooks,
         Arc::new(move |delivered| report_metrics.emit(Event::WebhookAttempt { delivered })),
     ));
-    let ops_task = start_ops(&sc.listen, &ops, api.router()).await?;
+    let operator_token =
+        if config.api.protect_operator_routes {
+            Some(api.token().map(str::to_string).context(
+                "[api] protect_operator_routes needs [api] token (or TRAILSIGHT_API_TOKEN)",
+            )?)
+        } else {
+            None
+        };
+    let ops_task = start_ops(&sc.listen, &ops, api.router(), operator_token).await?;
     let (dir, cfg) = (sc.state_dir.clone(), config.clone());
     let mut checkpoint = tokio::task::spawn_blocking(move || load_or_new(&dir, &cfg)).await??;
     crate::pipeline::report_engine_loaded(&metrics, &checkpoint.engine);
