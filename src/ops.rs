@@ -140,11 +140,7 @@ async fn track(
 }
 
 async fn method_not_allowed() -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(serde_json::json!({"error": {"code": "method_not_allowed", "message": "this route answers GET only"}})),
-    )
-        .into_response()
+    trailsight_api::ApiError::method_not_allowed().into_response()
 }
 
 async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
@@ -168,11 +164,10 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
 }
 
 async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({"error": {"code": "not_found", "message": "no such route: see /metrics, /healthz, /readyz and /v1/insights, /v1/stream"}})),
+    trailsight_api::ApiError::not_found(
+        "no such route: see /metrics, /healthz, /readyz and /v1/insights, /v1/stream",
     )
-        .into_response()
+    .into_response()
 }
 
 /// Serves the operator routes (and `extra`) on `listener` until `shutdown` completes.

@@ -55,29 +55,15 @@ fn serve(config: &Path) -> tokio::process::Child {
         .unwrap()
 }
 
-/// `GET` with optional bearer token and extra headers: status and body.
+/// `GET` with an optional bearer token: status and JSON body (`Null` when not JSON).
 async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::get(path).header("host", addr.to_string());
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let res = sender
-        .send_request(
-            req.body(http_body_util::Empty::<hyper::body::Bytes>::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    (status, json)
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let (status, _, body) = common::http_get_with(addr, path, &headers).await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Every record of a look-up, following `nextToken` with pages of `page`.

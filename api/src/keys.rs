@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::json;
 use trailsight_detector::KeyReport;
 
-use crate::{Api, ApiError, DEFAULT_MAX_RESULTS, MAX_MAX_RESULTS, hex, unhex};
+use crate::{Api, ApiError, hex, max_results, only_known, unhex};
 
 /// The sort key and id of a key: its fields joined by a separator no field holds (keys are
 /// validated: no control characters).
@@ -44,12 +44,7 @@ pub(crate) async fn keys(
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_parameter("query", e.body_text()))?;
-    if let Some(unknown) = q.keys().find(|k| !PARAMS.contains(&k.as_str())) {
-        return Err(ApiError::bad_parameter(
-            unknown,
-            format!("unknown parameter; known: {}", PARAMS.join(", ")),
-        ));
-    }
+    only_known(&q, &PARAMS)?;
     if let Some(s) = q.get("state")
         && !["warmingUp", "normal", "inInsight"].contains(&s.as_str())
     {
@@ -58,19 +53,7 @@ pub(crate) async fn keys(
             "must be warmingUp, normal or inInsight",
         ));
     }
-    let max = match q.get("maxResults") {
-        None => DEFAULT_MAX_RESULTS,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_MAX_RESULTS).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_parameter(
-                    "maxResults",
-                    format!("must be a whole number from 1 to {MAX_MAX_RESULTS}"),
-                )
-            })?,
-    };
+    let max = max_results(&q)?;
     let after = q
         .get("nextToken")
         .map(|t| {

@@ -251,6 +251,34 @@ fn decode_token(token: &str) -> Result<After, ApiError> {
     })
 }
 
+/// `Err` (400 naming it) for a query parameter not in `known`.
+pub(crate) fn only_known(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match q.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::bad_parameter(
+            unknown,
+            format!("unknown parameter; known: {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `maxResults`: 1 to [`MAX_MAX_RESULTS`], default [`DEFAULT_MAX_RESULTS`].
+pub(crate) fn max_results(q: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match q.get("maxResults") {
+        None => Ok(DEFAULT_MAX_RESULTS),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_MAX_RESULTS).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_parameter(
+                    "maxResults",
+                    format!("must be a whole number from 1 to {MAX_MAX_RESULTS}"),
+                )
+            }),
+    }
+}
+
 const LOOKUP_PARAMS: [&str; 10] = [
     "startTime",
     "endTime",
@@ -266,12 +294,7 @@ const LOOKUP_PARAMS: [&str; 10] = [
 
 /// The filter, page start and page size of a look-up query.
 fn parse_lookup(q: &HashMap<String, String>) -> Result<(Filter, Option<After>, usize), ApiError> {
-    if let Some(unknown) = q.keys().find(|k| !LOOKUP_PARAMS.contains(&k.as_str())) {
-        return Err(ApiError::bad_parameter(
-            unknown,
-            format!("unknown parameter; known: {}", LOOKUP_PARAMS.join(", ")),
-        ));
-    }
+    only_known(q, &LOOKUP_PARAMS)?;
     let text = |k: &str| q.get(k).cloned();
     let filter = Filter {
         start_time: q
@@ -306,19 +329,7 @@ fn parse_lookup(q: &HashMap<String, String>) -> Result<(Filter, Option<After>, u
             })
             .transpose()?,
     };
-    let max = match q.get("maxResults") {
-        None => DEFAULT_MAX_RESULTS,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_MAX_RESULTS).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_parameter(
-                    "maxResults",
-                    format!("must be a whole number from 1 to {MAX_MAX_RESULTS}"),
-                )
-            })?,
-    };
+    let max = max_results(q)?;
     let after = q.get("nextToken").map(|t| decode_token(t)).transpose()?;
     Ok((filter, after, max))
 }
@@ -389,9 +400,6 @@ async fn pair(
     let records: Vec<&InsightRecord> = rows.iter().map(|r| &r.record).collect();
     Ok(Json(json!({ "records": records })).into_response())
 }
-
-/// Headers of a request (for handlers that read `Last-Event-ID`).
-pub(crate) type Headers = HeaderMap;
 
 #[cfg(test)]
 mod tests {

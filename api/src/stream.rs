@@ -17,7 +17,7 @@ use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::{Api, ApiError, Headers, StoredInsight, blocking};
+use crate::{Api, ApiError, StoredInsight, blocking};
 
 /// Records read from the store per query while catching up.
 const CATCH_UP_PAGE: usize = 500;
@@ -86,7 +86,7 @@ impl Cursor {
         (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
 pub(crate) async fn stream(
     State(api): State<Arc<Api>>,
-    headers: Headers,
+    headers: axum::http::HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     // Subscribe first: whatever is stored from now on reaches this receiver.
     let live = api.events.subscribe();

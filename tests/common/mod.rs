@@ -91,6 +91,15 @@ pub async fn http_get(
     addr: std::net::SocketAddr,
     path: &str,
 ) -> std::io::Result<(u16, String, String)> {
+    http_get_with(addr, path, &[]).await
+}
+
+/// [`http_get`] with extra request headers (e.g. `authorization`).
+pub async fn http_get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) =
@@ -98,8 +107,11 @@ pub async fn http_get(
             .await
             .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header("host", addr.to_string())
+    let mut req = hyper::Request::get(path).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())
         .map_err(std::io::Error::other)?;
     let res = sender
