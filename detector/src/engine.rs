@@ -94,6 +94,52 @@ pub struct OpenInsightReport {
     pub calls: u64,
 }
 
+/// A rate key by name (the series tap's key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    /// `recipientAccountId`.
+    pub account: String,
+    /// `awsRegion`.
+    pub region: String,
+    /// `eventSource`.
+    pub event_source: String,
+    /// `eventName`.
+    pub event_name: String,
+    /// `errorCode` of an error-rate key; `None` for a call-rate key.
+    pub error_code: Option<String>,
+}
+
+/// What the series tap saw since the last [`Engine::take_series`]: per-minute counts and the
+/// detector's judgements, for every tracked key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeriesBatch {
+    /// The keys referred to below (by index).
+    pub keys: Vec<SeriesKey>,
+    /// (key index, minute since the Unix epoch (UTC minute buckets), calls): the count of a
+    /// minute as it closed (with calls; minutes not listed had none). Closing the same minute
+    /// again (after a restore from a checkpoint) gives the same count.
+    pub counts: Vec<(u32, i64, u32)>,
+    /// (key index, minute): one late call each, counted after its minute closed (add 1).
+    pub late: Vec<(u32, i64)>,
+    /// (key index, hour since the Unix epoch, judgement): each key's first open test of the
+    /// hour (none for keys warming up or with an Insight open).
+    pub judgements: Vec<(u32, i64, crate::detect::judgement::Judgement)>,
+}
+
+impl SeriesBatch {
+    /// True when there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.late.is_empty() && self.judgements.is_empty()
+    }
+}
+
+/// The series tap's buffer (engine key ids).
+#[derive(Debug, Clone, Default)]
+struct SeriesTap {
+    counts: Vec<(crate::aggregate::KeyId, i64, u32)>,
+    late: Vec<(crate::aggregate::KeyId, i64)>,
+}
+
 /// Aggregator and detector together. Serializable between two [`Engine::ingest`]s
 /// (checkpoints); the settings are not part of the state.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -111,6 +157,9 @@ pub struct Engine {
     /// Minutes closed since creation or restore (not saved).
     #[serde(skip)]
     minutes_closed: u64,
+    /// The series tap's per-minute counts (key, minute, calls), when enabled (not saved).
+    #[serde(skip)]
+    series: Option<SeriesTap>,
 }
 
 impl Engine {
@@ -132,6 +181,7 @@ impl Engine {
             started: 0,
             ended: 0,
             minutes_closed: 0,
+            series: None,
         })
     }
 
@@ -170,6 +220,11 @@ impl Engine {
             .push(batch, delivered_minute, &mut self.late);
         let mut out = Vec::new();
         if !self.late.is_empty() {
+            if let Some(series) = self.series.as_mut() {
+                series
+                    .late
+                    .extend(self.late.iter().map(|l| (l.key, l.minute)));
+            }
             for l in self.late.drain(..) {
                 self.detector.record_late(&l);
             }
@@ -203,11 +258,60 @@ impl Engine {
 
     fn run(&mut self, closed: &crate::aggregate::ClosedMinutes) -> Vec<EmittedInsight> {
         self.minutes_closed += u64::try_from(closed.until - closed.from).unwrap_or(0);
+        if let Some(series) = self.series.as_mut() {
+            for m in &closed.minutes {
+                (series.counts).extend(m.samples.iter().map(|(k, s)| (*k, m.minute, s.count)));
+            }
+        }
         let mut out = Vec::new();
         self.detector
             .close_minutes(closed, &self.aggregator, &mut self.transitions);
         self.drain_transitions(&mut out);
         out
+    }
+
+    /// Starts the series tap: from now on the engine keeps every closed minute's count per key
+    /// and the detector's hourly judgements until [`Engine::take_series`] takes them. Off by
+    /// default; not part of the saved state (enable it again after a restore).
+    pub fn enable_series(&mut self) {
+        self.series.get_or_insert_with(SeriesTap::default);
+        self.detector.enable_judgements();
+    }
+
+    /// What the series tap recorded since the last call (empty when it is off).
+    pub fn take_series(&mut self) -> SeriesBatch {
+        let tap = self.series.as_mut().map(std::mem::take).unwrap_or_default();
+        let judgements = self.detector.take_judgements();
+        let mut batch = SeriesBatch::default();
+        let mut index = std::collections::HashMap::new();
+        let agg = &self.aggregator;
+        let mut key_index = |id: crate::aggregate::KeyId, keys: &mut Vec<SeriesKey>| -> u32 {
+            *index.entry(id).or_insert_with(|| {
+                let k = agg.key(id);
+                let sym = |s| agg.symbols.resolve(s).to_string();
+                keys.push(SeriesKey {
+                    account: sym(k.account),
+                    region: sym(k.region),
+                    event_source: sym(k.event_source),
+                    event_name: sym(k.event_name),
+                    error_code: k.error_code.map(sym),
+                });
+                u32::try_from(keys.len() - 1).unwrap_or(u32::MAX)
+            })
+        };
+        for (id, minute, calls) in tap.counts {
+            let i = key_index(id, &mut batch.keys);
+            batch.counts.push((i, minute, calls));
+        }
+        for (id, minute) in tap.late {
+            let i = key_index(id, &mut batch.keys);
+            batch.late.push((i, minute));
+        }
+        for (id, hour, j) in judgements {
+            let i = key_index(id, &mut batch.keys);
+            batch.judgements.push((i, hour, j));
+        }
+        batch
     }
 
     /// The engine's settings (e.g. for [`DetectorConfig::time_bounds`], the bounds of a file's
@@ -471,10 +575,16 @@ mod tests {
 
     fn run_with(
         config: DetectorConfig,
+        records: Vec<(i64, String)>,
+    ) -> (Vec<EmittedInsight>, Engine) {
+        run_engine(Engine::new(config).unwrap(), records)
+    }
+
+    fn run_engine(
+        mut engine: Engine,
         mut records: Vec<(i64, String)>,
     ) -> (Vec<EmittedInsight>, Engine) {
         records.sort_by_key(|r| r.0);
-        let mut engine = Engine::new(config).unwrap();
         let mut out = Vec::new();
         let mut i = 0;
         while i < records.len() {
@@ -509,6 +619,61 @@ mod tests {
             }
         }
         v
+    }
+
+    #[test]
+    fn the_series_tap_counts_every_write_call_by_minute_and_judges_each_hour() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 3);
+        // A late call: its file comes long after its minute closed.
+        let late_minute = t0 + 1440 + 5;
+        records.push((
+            t0 + 2 * 1440,
+            record(
+                late_minute,
+                1,
+                "CreateAccessKey",
+                false,
+                "late",
+                None,
+                9_999_999,
+            ),
+        ));
+        let mut expected = std::collections::BTreeMap::new();
+        for m in (t0..t0 + 3 * 1440).filter(|m| m % 433 == 0) {
+            *expected.entry(m).or_insert(0u32) += 1;
+        }
+        *expected.entry(late_minute).or_insert(0) += 1;
+        let mut engine = Engine::new(DetectorConfig::default()).unwrap();
+        engine.enable_series();
+        let (_, mut engine) = run_engine(engine, records);
+        let batch = engine.take_series();
+        let mut got = std::collections::BTreeMap::new();
+        for &(k, minute, calls) in &batch.counts {
+            assert_eq!(batch.keys[k as usize].event_name, "CreateAccessKey");
+            *got.entry(minute).or_insert(0u32) += calls;
+        }
+        for &(k, minute) in &batch.late {
+            assert_eq!(batch.keys[k as usize].event_name, "CreateAccessKey");
+            *got.entry(minute).or_insert(0) += 1;
+        }
+        assert_eq!(
+            got, expected,
+            "read-only ListUsers is not a series; every write call is"
+        );
+        assert_eq!(batch.late, vec![(0, late_minute)]);
+        // Judged once per hour with calls, after the warm-up.
+        let hours: Vec<i64> = batch.judgements.iter().map(|j| j.1).collect();
+        let mut unique = hours.clone();
+        unique.dedup();
+        assert_eq!(hours, unique);
+        assert!(!hours.is_empty());
+        for (_, hour, j) in &batch.judgements {
+            assert!(expected.keys().any(|m| m.div_euclid(60) == *hour));
+            let upper = j.upper(1).unwrap();
+            assert!(upper >= 2 && upper as f64 >= j.expected(1).unwrap());
+        }
+        assert!(engine.take_series().is_empty(), "taken once");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub mod time;
 
 pub use batch::{BatchBuilder, BatchStats, FileBatch, TimeBounds};
 pub use config::DetectorConfig;
-pub use engine::{EmittedInsight, Engine, KeyReport, OpenInsightReport, RestoreError};
+pub use detect::judgement::Judgement;
+pub use engine::{
+    EmittedInsight, Engine, KeyReport, OpenInsightReport, RestoreError, SeriesBatch, SeriesKey,
+};
 pub use insight::InsightRecord;
 pub mod policy;

@@ -39,6 +39,7 @@
 
 mod attribution;
 mod end;
+pub mod judgement;
 mod late;
 pub mod model;
 mod open;
@@ -193,6 +194,9 @@ struct KeyState {
     /// Effective sensitivity settings, resolved on first sight (from the settings: not saved).
     #[serde(skip)]
     policy: Option<KeyPolicy>,
+    /// Hour (hours since the epoch) of the last judgement recorded for the series tap.
+    #[serde(skip)]
+    judged_hour: i64,
 }
 
 impl Default for KeyState {
@@ -209,6 +213,7 @@ impl Default for KeyState {
             gamma: None,
             gamma_period: i32::MIN,
             policy: None,
+            judged_hour: i64::MIN,
         }
     }
 }
@@ -285,6 +290,10 @@ pub struct Detector {
     keys: Vec<KeyState>,
     open: BTreeSet<KeyId>,
     late: Vec<LateCall>,
+    /// The series tap: each key's first open-test judgement of each hour, when enabled (see
+    /// [`Detector::enable_judgements`]; not saved).
+    #[serde(skip)]
+    judgements: Option<Vec<(KeyId, i64, judgement::Judgement)>>,
 }
 
 /// Where the detector looks up keys and history starts (the aggregator).
@@ -323,7 +332,24 @@ impl Detector {
             keys: Vec::new(),
             open: BTreeSet::new(),
             late: Vec::new(),
+            judgements: None,
         }
+    }
+
+    /// Starts recording judgements: each key's models and thresholds at its first open test of
+    /// each UTC hour (for the series behind an Insight). Off by default (it costs a copy per
+    /// key-hour).
+    pub fn enable_judgements(&mut self) {
+        self.judgements.get_or_insert_with(Vec::new);
+    }
+
+    /// The judgements recorded since the last call: (key, hour since the epoch, judgement), in
+    /// the order made. Empty when not enabled.
+    pub fn take_judgements(&mut self) -> Vec<(KeyId, i64, judgement::Judgement)> {
+        self.judgements
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// After deserializing: applies the settings.

@@ -6,6 +6,7 @@ use crate::aggregate::{KeyId, MinuteSample, RateKey};
 use crate::config::DetectorConfig;
 
 use super::attribution::{baseline_attributions, transition};
+use super::judgement::Judgement;
 use super::model::{Model, Models, SeasonCache, floored, seasonal_models};
 use super::prior::GammaPrior;
 use super::window::{Thresholds, WindowCalls, most_significant};
@@ -160,7 +161,9 @@ impl Detector {
         let prior = self.prior;
         let policy = self.key_policy(id);
         let gamma = self.gamma(id, key);
-        let st = self.state(id);
+        self.state(id);
+        // A field borrow (not `state`), so the series tap can be borrowed beside it.
+        let st = &mut self.keys[id as usize];
         let m = at;
         // A key whose API has a deployment prior needs no warm-up of its own.
         if (m - history_start < i64::from(cfg.warmup_minutes) && gamma.is_none()) || policy.suppress
@@ -226,7 +229,25 @@ impl Detector {
             windows,
             |w| window_models(w, m, &now_models, &prev_models, global, floor),
             thresholds,
-        )?;
+        );
+        let hour = m.div_euclid(60);
+        if let Some(judged) = self.judgements.as_mut()
+            && st.judged_hour != hour
+        {
+            st.judged_hour = hour;
+            judged.push((
+                id,
+                hour,
+                Judgement {
+                    // A 1-minute window never reaches into the previous hour.
+                    models: window_models(1, m, &now_models, &prev_models, global, floor),
+                    per_window: thresholds.per_window,
+                    min_count: thresholds.min_count,
+                    min_ratio: thresholds.min_ratio,
+                },
+            ));
+        }
+        let trigger = trigger?;
         // The Insight holds every call of the triggering window and since; earlier calls were
         // normal and join the baseline.
         let first = m - i64::from(trigger.minutes) + 1;
