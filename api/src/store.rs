@@ -11,6 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
+
+mod series;
+pub use series::{
+    DataType, MAX_POINTS, RollUp, SeriesError, SeriesPage, SeriesPoint, SeriesQuery,
+    SeriesRetention,
+};
 use trailsight_detector::InsightRecord;
 use trailsight_detector::insight::{InsightState, InsightType};
 
@@ -155,7 +161,10 @@ impl Store {
             webhooks: Mutex::new(Vec::new()),
         };
         store
-            .with_writer(|c| c.execute_batch(SCHEMA))
+            .with_writer(|c| {
+                c.execute_batch(SCHEMA)?;
+                c.execute_batch(series::SCHEMA)
+            })
             .map_err(|source| store.err(source))?;
         Ok(store)
     }
