@@ -74,6 +74,13 @@ pub struct ApiConfig {
     /// with `authorization: {credentials: …}` in its scrape config). Default false: the operator
     /// routes are open on `listen` (loopback by default).
     pub protect_operator_routes: bool,
+    /// Days of per-minute series kept for keys that never had an Insight (so the days before
+    /// an Insight that starts later can be drawn). Default 7; 1 to 90. Keys with an Insight
+    /// keep theirs as long as Insights (`retention_days`), rolled up like CloudTrail's.
+    pub series_days: u32,
+    /// APIs (`eventSource:eventName`, e.g. `iam.amazonaws.com:CreateAccessKey`) whose series
+    /// are kept as long as Insights whether or not they had one. At most 1000.
+    pub keep_series: Vec<String>,
 }
 
 /// One `[[api.webhooks]]` entry.
@@ -93,6 +100,8 @@ impl Default for ApiConfig {
             retention_days: 90,
             webhooks: Vec::new(),
             protect_operator_routes: false,
+            series_days: 7,
+            keep_series: Vec::new(),
         }
     }
 }
@@ -338,6 +347,37 @@ impl Config {
                 path: path.to_path_buf(),
                 key: "retention_days",
                 reason: format!("{} is outside 1..=3650", config.api.retention_days),
+            });
+        }
+        if !(1..=90).contains(&config.api.series_days) {
+            return Err(ConfigError::Api {
+                path: path.to_path_buf(),
+                key: "series_days",
+                reason: format!("{} is outside 1..=90", config.api.series_days),
+            });
+        }
+        if config.api.keep_series.len() > 1000 {
+            return Err(ConfigError::Api {
+                path: path.to_path_buf(),
+                key: "keep_series",
+                reason: format!("{} entries; at most 1000", config.api.keep_series.len()),
+            });
+        }
+        if let Some(bad) = config.api.keep_series.iter().find(|api| {
+            !api.split_once(':').is_some_and(|(source, name)| {
+                !source.is_empty()
+                    && !name.is_empty()
+                    && api.len() <= 256
+                    && api.chars().all(|c| c.is_ascii_graphic())
+            })
+        }) {
+            return Err(ConfigError::Api {
+                path: path.to_path_buf(),
+                key: "keep_series",
+                reason: format!(
+                    "{:?} is not eventSource:eventName (e.g. iam.amazonaws.com:CreateAccessKey)",
+                    crate::escape::escape(bad)
+                ),
             });
         }
         if let Some(serve) = &config.serve {

@@ -66,6 +66,49 @@ async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, serde_j
     )
 }
 
+/// Write management calls of one API per UTC minute in the bucket's log files, counted
+/// independently of trailsight (gzip + JSON, one count per eventID).
+fn input_counts(
+    root: &Path,
+    event_source: &str,
+    event_name: &str,
+) -> std::collections::BTreeMap<i64, u64> {
+    use std::io::Read;
+    let mut seen = std::collections::HashSet::new();
+    let mut counts = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        if !e.file_type().is_file() || !e.path().to_string_lossy().ends_with(".json.gz") {
+            continue;
+        }
+        let mut text = String::new();
+        if flate2::read::MultiGzDecoder::new(std::fs::File::open(e.path()).unwrap())
+            .read_to_string(&mut text)
+            .is_err()
+        {
+            continue; // a deliberately broken file of the demo
+        }
+        let Ok(log) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for r in log["Records"].as_array().into_iter().flatten() {
+            if r["eventSource"] == event_source
+                && r["eventName"] == event_name
+                && r["readOnly"] == false
+                && r["managementEvent"] == true
+                && r["recipientAccountId"] == "111122223333"
+                && r["awsRegion"] == "us-east-1"
+                && seen.insert(r["eventID"].as_str().unwrap_or_default().to_string())
+            {
+                let t =
+                    chrono::DateTime::parse_from_rfc3339(r["eventTime"].as_str().unwrap()).unwrap();
+                *counts.entry(t.timestamp() / 60).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
 /// Every record of a look-up, following `nextToken` with pages of `page`.
 async fn all_pages(addr: SocketAddr, query: &str, page: usize) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
@@ -412,6 +455,136 @@ async fn look_up_page_filter_and_stream_insights_over_http() {
         (400, Some("bad_parameter"))
     );
 
+    // The series behind the Insight: values equal the counts in the input files, minute by
+    // minute, around and through the Insight; each point carries the detector's band.
+    let end_record = records
+        .iter()
+        .find(|r| r["insightDetails"]["state"] == "End" && r["sharedEventID"] == shared)
+        .unwrap();
+    let minute = |r: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(r["eventTime"].as_str().unwrap())
+            .unwrap()
+            .timestamp()
+            / 60
+    };
+    let (start, end) = (minute(first_record), minute(end_record));
+    let (from, to) = (start - 120, end + 30);
+    let counts = input_counts(&all, "iam.amazonaws.com", "CreateAccessKey");
+    let time = |m: i64| trailsight_detector::time::format_minute(m);
+    let series_path = |period: u32, data_type: &str| {
+        format!(
+            "/v1/metrics-data?account=111122223333&region=us-east-1&eventSource=iam.amazonaws.com\
+             &eventName=CreateAccessKey&insightType=ApiCallRateInsight&period={period}\
+             &dataType={data_type}&startTime={}&endTime={}",
+            time(from),
+            time(to)
+        )
+    };
+    let (status, series) = get(addr, &series_path(60, "FillWithZeros"), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{series}");
+    let values: Vec<u64> = series["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let wanted: Vec<u64> = (from..to)
+        .map(|m| counts.get(&m).copied().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        values, wanted,
+        "per-minute values are the input files' counts"
+    );
+    assert_eq!(series["timestamps"][0], time(from));
+    assert!(values[120..(end - from) as usize].iter().sum::<u64>() > 0);
+    let expected = series["expected"].as_array().unwrap();
+    let upper = series["upper"].as_array().unwrap();
+    assert_eq!((expected.len(), upper.len()), (values.len(), values.len()));
+    for (e, u) in expected.iter().zip(upper) {
+        let (e, u) = (e.as_f64().unwrap(), u.as_u64().unwrap());
+        assert!(e > 0.0 && (u as f64) >= e, "band {e} .. {u}");
+    }
+    let peak = *values[120..].iter().max().unwrap() as f64;
+    assert!(peak > 3.0 * expected[120].as_f64().unwrap(), "{series}");
+    // Rolled into 5-minute and hourly points, the same calls; NonZeroData leaves out the zeros.
+    for period in [300, 3600] {
+        let (status, rolled) = get(addr, &series_path(period, "NonZeroData"), Some(TOKEN)).await;
+        assert_eq!(status, 200, "{rolled}");
+        let p = i64::from(period / 60);
+        let in_range: u64 = counts
+            .iter()
+            .filter(|(m, _)| (from - from.rem_euclid(p)..to).contains(*m))
+            .map(|(_, c)| c)
+            .sum();
+        let got: Vec<u64> = rolled["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert!(got.iter().all(|&v| v > 0));
+        assert_eq!(got.iter().sum::<u64>(), in_range, "period {period}");
+    }
+    // Paging: pages of 7 points give the same series.
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut path = format!("{}&maxResults=7", series_path(60, "FillWithZeros"));
+        if let Some(t) = &token {
+            path.push_str(&format!("&nextToken={t}"));
+        }
+        let (status, page) = get(addr, &path, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(
+            page["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap()),
+        );
+        match page["nextToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, values);
+    for (query, name) in [
+        (
+            "account=111122223333&region=us-east-1&eventSource=iam.amazonaws.com&insightType=ApiCallRateInsight",
+            "eventName",
+        ),
+        (
+            "account=111122223333&region=us-east-1&eventSource=iam.amazonaws.com&eventName=CreateAccessKey&insightType=ApiErrorRateInsight",
+            "errorCode",
+        ),
+        (
+            "account=111122223333&region=us-east-1&eventSource=iam.amazonaws.com&eventName=CreateAccessKey&insightType=ApiCallRateInsight&period=120",
+            "period",
+        ),
+        (
+            "account=111122223333&region=us-east-1&eventSource=iam.amazonaws.com&eventName=CreateAccessKey&insightType=ApiCallRateInsight&dataType=All",
+            "dataType",
+        ),
+        (
+            "account=111122223333&region=us-east-1&eventSource=iam.amazonaws.com&eventName=CreateAccessKey&insightType=ApiCallRateInsight&nextToken=6d3a31",
+            "nextToken",
+        ),
+    ] {
+        let (status, body) = get(addr, &format!("/v1/metrics-data?{query}"), Some(TOKEN)).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().starts_with(name),
+            "{body}"
+        );
+    }
+    let (status, _) = get(
+        addr,
+        "/v1/metrics-data?account=1&region=us-east-1&eventSource=iam.amazonaws.com&eventName=CreateAccessKey&insightType=ApiCallRateInsight",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 404);
+
     // The OpenAPI document (public) describes every /v1 route.
     let (status, _, doc) = http_get(addr, "/openapi.json").await.unwrap();
     assert_eq!(status, 200);
@@ -422,6 +595,7 @@ async fn look_up_page_filter_and_stream_insights_over_http() {
         "/v1/insights/{event_id}",
         "/v1/insights/shared/{shared_event_id}",
         "/v1/keys",
+        "/v1/metrics-data",
         "/v1/stream",
     ] {
         assert!(doc["paths"][path]["get"].is_object(), "{path} missing");

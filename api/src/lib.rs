@@ -15,6 +15,7 @@
 
 pub mod error;
 mod keys;
+mod metrics_data;
 pub mod openapi;
 pub mod store;
 mod stream;
@@ -111,6 +112,7 @@ impl Api {
             .route("/v1/insights/shared/{shared_event_id}", get(pair))
             .route("/v1/stream", get(stream::stream))
             .route("/v1/keys", get(keys::keys))
+            .route("/v1/metrics-data", get(metrics_data::metrics_data))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), auth))
             // The API's description is public (it holds no data).
             .route(

@@ -125,6 +125,91 @@ pub(crate) struct KeysParams {
     nextToken: Option<String>,
 }
 
+/// The series behind an Insight (`ListInsightsMetricData`), oldest first; the arrays are
+/// parallel.
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)]
+pub(crate) struct MetricsData {
+    account: String,
+    region: String,
+    eventSource: String,
+    eventName: String,
+    insightType: InsightTypeParam,
+    /// Error-rate series only.
+    errorCode: Option<String>,
+    /// Seconds per point: 60, 300 or 3600.
+    period: u32,
+    dataType: DataTypeParam,
+    /// Bucket starts, `YYYY-MM-DDTHH:MM:00Z` (UTC).
+    #[schema(format = DateTime)]
+    timestamps: Vec<String>,
+    /// Calls (errors for an error-rate series) per bucket.
+    values: Vec<u64>,
+    /// The detector's expected calls per bucket (its hourly judgement at or before the bucket;
+    /// null while the key was warming up).
+    expected: Vec<Option<f64>>,
+    /// The band's top: the smallest count per bucket the detector's window test calls
+    /// unusual (null while warming up).
+    upper: Vec<Option<u64>>,
+    /// Pass as `nextToken` (with the same parameters) for the next page; absent on the last.
+    nextToken: Option<String>,
+}
+
+/// `FillWithZeros` (every bucket) or `NonZeroData` (buckets with calls).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) enum DataTypeParam {
+    FillWithZeros,
+    NonZeroData,
+}
+
+/// Seconds per point.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[repr(u32)]
+pub(crate) enum PeriodParam {
+    #[schema(rename = "60")]
+    Minute = 60,
+    #[schema(rename = "300")]
+    FiveMinutes = 300,
+    #[schema(rename = "3600")]
+    Hour = 3600,
+}
+
+/// Series parameters (CloudTrail `ListInsightsMetricData`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub(crate) struct MetricsDataParams {
+    /// `recipientAccountId`.
+    account: String,
+    /// `awsRegion`.
+    region: String,
+    /// `insightDetails.eventSource`.
+    eventSource: String,
+    /// `insightDetails.eventName`.
+    eventName: String,
+    /// `ApiCallRateInsight` or `ApiErrorRateInsight`.
+    insightType: InsightTypeParam,
+    /// Required with `ApiErrorRateInsight`, refused with `ApiCallRateInsight`.
+    errorCode: Option<String>,
+    /// RFC 3339, inclusive; default 90 days before `endTime`.
+    #[param(format = DateTime)]
+    startTime: Option<String>,
+    /// RFC 3339, exclusive; default now (and never past the newest closed minute).
+    #[param(format = DateTime)]
+    endTime: Option<String>,
+    /// 60 (kept 15 days), 300 (63 days) or 3600 (default).
+    period: Option<PeriodParam>,
+    /// `FillWithZeros` (default) or `NonZeroData`.
+    dataType: Option<DataTypeParam>,
+    /// 1 to 21600 points, default 21600.
+    #[param(minimum = 1, maximum = 21600)]
+    maxResults: Option<u32>,
+    /// From the previous page.
+    nextToken: Option<String>,
+}
+
 struct Bearer;
 
 impl Modify for Bearer {
@@ -139,9 +224,9 @@ impl Modify for Bearer {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "trailsight API", description = "Insights look-up, tracked keys and the live stream of trailsight serve."),
-    paths(crate::lookup, crate::one, crate::pair, crate::keys::keys, crate::stream::stream),
-    components(schemas(LookupPage, Pair, KeysPage, ErrorBody, ErrorDetail, InsightTypeParam, StateParam, KeyStateParam)),
+    info(title = "trailsight API", description = "Insights look-up, the series behind them, tracked keys and the live stream of trailsight serve."),
+    paths(crate::lookup, crate::one, crate::pair, crate::metrics_data::metrics_data, crate::keys::keys, crate::stream::stream),
+    components(schemas(LookupPage, Pair, KeysPage, MetricsData, DataTypeParam, PeriodParam, ErrorBody, ErrorDetail, InsightTypeParam, StateParam, KeyStateParam)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]

@@ -341,6 +341,7 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
     }
     let mut locations: BTreeMap<String, TrailLocation> = BTreeMap::new();
     let mut last_checkpoint = Instant::now();
+    let mut last_roll_up: Option<Instant> = None;
     // Calls refused past `max_keys_per_region` already logged (the engine counts since start).
     let mut key_overflow_logged = 0u64;
     loop {
@@ -471,6 +472,25 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 "Insights store: records past retention deleted"
             ),
             Err(e) => tracing::warn!(error = %e, "Insights store: retention failed"),
+        }
+        // Series roll-ups and retention scan the counts: hourly, not every poll.
+        if last_roll_up.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_roll_up = Some(Instant::now());
+            let store = api.store().clone();
+            let retention = trailsight_api::store::SeriesRetention {
+                retention_days: i64::from(config.api.retention_days),
+                series_days: i64::from(config.api.series_days),
+                keep_apis: config.api.keep_series.clone(),
+            };
+            match tokio::task::spawn_blocking(move || store.roll_up_series(&retention)).await? {
+                Ok(done) => tracing::debug!(
+                    to_five_minutes = done.to_five_minutes,
+                    to_one_hour = done.to_one_hour,
+                    deleted = done.deleted,
+                    "Insights store: series rolled up"
+                ),
+                Err(e) => tracing::warn!(error = %e, "Insights store: series roll-up failed"),
+            }
         }
         metrics.emit(Event::Poll {
             failure: outage.as_deref().filter(|_| failed),

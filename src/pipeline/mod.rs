@@ -186,6 +186,25 @@ impl Default for FetchLimits {
     }
 }
 
+/// Stores the counts and judgements the engine's series tap holds in the API's store (before
+/// the Insights they explain, so a client told of an Insight finds its series). The store is a
+/// view: a failure is logged, never a reason to stop.
+/// `stored` is the watermark stored last (quiet minutes still move it).
+fn store_series(sinks: &Sinks, engine: &mut Engine, stored: &mut Option<i64>) {
+    let Some(api) = &sinks.api else {
+        return;
+    };
+    let batch = engine.take_series();
+    let watermark = engine.watermark_minute();
+    if batch.is_empty() && watermark == *stored {
+        return;
+    }
+    *stored = watermark;
+    if let Err(e) = api.store().insert_series(&batch, watermark) {
+        tracing::warn!(error = %e, "series not stored for the API");
+    }
+}
+
 /// How [`run_files`] reads and writes.
 pub struct RunFiles<'a> {
     /// Where the files are read from; each file names its source by index.
@@ -253,9 +272,14 @@ pub async fn run_files(
         let location_of = |account: &str| locations.get(account).cloned().unwrap_or_default();
         let mut outage = None;
         let mut closed = out.engine.minutes_closed();
+        let mut series_watermark = None;
+        if sinks.api.is_some() {
+            out.engine.enable_series();
+        }
         while let Some((decoded, delivered)) = rx.blocking_recv() {
             let before = out.engine.record_outcomes();
             let emitted = out.engine.ingest(&decoded.batch, delivered);
+            store_series(&sinks, &mut out.engine, &mut series_watermark);
             let results = record_results(&decoded.batch, before, out.engine.record_outcomes());
             for (total, n) in out.records_by_result.iter_mut().zip(results) {
                 *total += n;
@@ -275,6 +299,7 @@ pub async fn run_files(
             && !aborted_in_engine.load(std::sync::atomic::Ordering::SeqCst)
         {
             let emitted = out.engine.finish();
+            store_series(&sinks, &mut out.engine, &mut series_watermark);
             let written = write_insights(&emitted, location_of, &sinks, &handle, metrics, &mut out);
             report_engine(metrics, &out.engine, &mut closed);
             if let Err(e) = written {
