@@ -352,6 +352,39 @@ async fn serve_over_s3_equals_replay_even_after_kill_9() {
         log_tail(&config)
     );
 
+    // The API's store, deleted, is rebuilt from the S3 sink's Insights objects on the next start.
+    let state = dir.path().join("clean-state");
+    let store_file = state.join("insights.sqlite");
+    let stored = |path: &Path| trailsight_api::Store::open(path).unwrap().count().unwrap();
+    let written: u64 = clean
+        .values()
+        .map(|gz| {
+            trailsight::sink::local::decode_insight_file("sink object", &gz[..])
+                .unwrap()
+                .len() as u64
+        })
+        .sum();
+    assert!(written > 0);
+    assert_eq!(
+        stored(&store_file),
+        written,
+        "serve stored every record it wrote"
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(state.join(format!("insights.sqlite{suffix}")));
+    }
+    let status = tokio::time::timeout(Duration::from_secs(120), serve_cmd(&config, true).status())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{}", log_tail(&config));
+    assert!(
+        count_lines(&config, "Insights store rebuilt from the sink") >= 1,
+        "{}",
+        log_tail(&config)
+    );
+    assert_eq!(stored(&store_file), written, "rebuilt from s3://ins/o");
+
     // kill -9 at random moments, restart each time, then run to the end.
     std::fs::remove_dir_all(s3_root.join("ins/o")).unwrap();
     // Small batches: each prefix (~1,000 keys) is listed in slices of 800 keys over several polls.

@@ -263,30 +263,56 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new()?);
     let ops = Arc::new(Ops::new(metrics.clone()));
-    // The API's store (state_dir/insights.sqlite); rebuilt from a local sink's Insights files
-    // when it is new (deleted, or a first start after a replay without --state).
+    // The API's store (state_dir/insights.sqlite); rebuilt from the sink's Insights files (a
+    // local folder, else the S3 bucket) when it is new (deleted, or a first start after a
+    // replay without --state).
     let store_path = sc.state_dir.join(crate::pipeline::state::STORE_FILE);
-    let rebuild_from = sinks.local.as_ref().map(|l| l.root().to_path_buf());
-    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<trailsight_api::Store> {
-        let store = trailsight_api::Store::open(&store_path)?;
-        if store.count()? == 0
-            && let Some(root) = rebuild_from.filter(|r| r.exists())
-        {
-            let mut n = 0;
-            for (_, records) in crate::sink::local::read_insight_files(&root)? {
-                for r in records {
-                    let account = r.recipient_account_id.clone().unwrap_or_default();
-                    n += store.insert(&account, &r.aws_region.clone(), &[r])?.len();
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || trailsight_api::Store::open(&store_path)).await??,
+    );
+    let empty = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.count()).await?? == 0
+    };
+    if empty {
+        let (files, from) = match (&sinks.local, &sinks.s3) {
+            (Some(local), _) => {
+                let root = local.root().to_path_buf();
+                let shown = root.display().to_string();
+                let files = tokio::task::spawn_blocking(move || {
+                    if root.exists() {
+                        crate::sink::local::read_insight_files(&root)
+                    } else {
+                        Ok(Vec::new())
+                    }
+                })
+                .await??;
+                (files, shown)
+            }
+            (None, Some(s3)) => (
+                s3.read_insight_files().await?,
+                format!("s3://{}/{}", s3.bucket, s3.prefix),
+            ),
+            (None, None) => (Vec::new(), String::new()),
+        };
+        let store = store.clone();
+        let n =
+            tokio::task::spawn_blocking(move || -> Result<usize, trailsight_api::StoreError> {
+                let mut n = 0;
+                for (_, records) in files {
+                    for r in records {
+                        let account = r.recipient_account_id.clone().unwrap_or_default();
+                        n += store.insert(&account, &r.aws_region.clone(), &[r])?.len();
+                    }
                 }
-            }
-            if n > 0 {
-                tracing::info!(records = n, sink = %root.display(), "Insights store rebuilt from the sink");
-            }
+                Ok(n)
+            })
+            .await??;
+        if n > 0 {
+            tracing::info!(records = n, sink = %from, "Insights store rebuilt from the sink");
         }
-        Ok(store)
-    })
-    .await??;
-    let api = trailsight_api::Api::new(Arc::new(store), config.api.effective_token());
+    }
+    let api = trailsight_api::Api::new(store, config.api.effective_token());
     sinks.api = Some(api.clone());
     let mut hooks = Vec::new();
     for w in &config.api.webhooks {

@@ -94,15 +94,52 @@ fn classify(e: std::io::Error, path: &Path) -> SinkError {
 /// Largest inflated Insights file [`read_insight_files`] reads: 256 MiB.
 pub const MAX_INSIGHT_FILE_BYTES: u64 = 256 << 20;
 
-/// Reads every Insights record under `root` (any `CloudTrail-Insight/` file), in key order.
-pub fn read_insight_files(
-    root: &Path,
-) -> std::io::Result<Vec<(String, Vec<trailsight_detector::InsightRecord>)>> {
+/// The records of one gzip Insights file (`key` names it in errors); at most
+/// [`MAX_INSIGHT_FILE_BYTES`] inflated.
+///
+/// Returns `Err(io::Error)` (`InvalidData`, naming the key) when it is not gzip, too large, or
+/// not an Insights file.
+pub fn decode_insight_file(
+    key: &str,
+    gzip: impl std::io::Read,
+) -> std::io::Result<Vec<trailsight_detector::InsightRecord>> {
     #[derive(serde::Deserialize)]
     struct File {
         #[serde(rename = "Records")]
         records: Vec<trailsight_detector::InsightRecord>,
     }
+    // Insights files are small; more than MAX_INSIGHT_FILE_BYTES inflated is not ours.
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            flate2::read::MultiGzDecoder::new(gzip),
+            MAX_INSIGHT_FILE_BYTES + 1,
+        ),
+        &mut json,
+    )
+    .map_err(|e| std::io::Error::new(e.kind(), format!("{key}: {e}")))?;
+    if json.len() as u64 > MAX_INSIGHT_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{key}: more than {MAX_INSIGHT_FILE_BYTES} bytes inflated"),
+        ));
+    }
+    let file: File = serde_json::from_slice(&json)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{key}: {e}")))?;
+    Ok(file.records)
+}
+
+/// True for the key of an Insights file (under a `CloudTrail-Insight/` folder, `.json.gz`).
+pub fn is_insight_key(key: &str) -> bool {
+    key.contains("/CloudTrail-Insight/") && key.ends_with(".json.gz")
+}
+
+/// Reads every Insights record under `root` (any `CloudTrail-Insight/` file), in key order.
+///
+/// Returns `Err(io::Error)` on the first file that cannot be read or decoded.
+pub fn read_insight_files(
+    root: &Path,
+) -> std::io::Result<Vec<(String, Vec<trailsight_detector::InsightRecord>)>> {
     let mut out = Vec::new();
     for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
         let entry = entry.map_err(std::io::Error::other)?;
@@ -115,29 +152,11 @@ pub fn read_insight_files(
             .unwrap_or(entry.path())
             .to_string_lossy()
             .replace('\\', "/");
-        if !key.contains("/CloudTrail-Insight/") || !key.ends_with(".json.gz") {
+        if !is_insight_key(&key) {
             continue;
         }
-        // Insights files are small; more than MAX_INSIGHT_FILE_BYTES inflated is not ours.
-        let mut json = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(
-                flate2::read::MultiGzDecoder::new(std::fs::File::open(entry.path())?),
-                MAX_INSIGHT_FILE_BYTES + 1,
-            ),
-            &mut json,
-        )
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{key}: {e}")))?;
-        if json.len() as u64 > MAX_INSIGHT_FILE_BYTES {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{key}: more than {MAX_INSIGHT_FILE_BYTES} bytes inflated"),
-            ));
-        }
-        let file: File = serde_json::from_slice(&json).map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{key}: {e}"))
-        })?;
-        out.push((key, file.records));
+        let records = decode_insight_file(&key, std::fs::File::open(entry.path())?)?;
+        out.push((key, records));
     }
     Ok(out)
 }

@@ -16,6 +16,71 @@ pub struct S3Sink {
 }
 
 impl S3Sink {
+    /// Reads every Insights record under the sink's prefix (any `CloudTrail-Insight/` object),
+    /// in key order, to rebuild the API's store. An object that is not an Insights file is
+    /// skipped and logged (it is not this reader's to judge the rest by).
+    ///
+    /// Returns `Err(SinkError::Unavailable)` when listing or reading fails for a reason that is
+    /// not the object's (S3 unreachable, refused credentials).
+    pub async fn read_insight_files(
+        &self,
+    ) -> Result<Vec<(String, Vec<trailsight_detector::InsightRecord>)>, SinkError> {
+        let S3Sink {
+            client,
+            bucket,
+            prefix,
+        } = self;
+        // Every trail's own prefix is kept under the sink's: list all of it.
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", prefix.trim_end_matches('/'))
+        };
+        let unavailable = |what: String| SinkError::Unavailable(std::io::Error::other(what));
+        let mut keys = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                unavailable(format!(
+                    "ListObjectsV2 s3://{bucket}/{prefix}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })?;
+            keys.extend(page.contents().iter().filter_map(|o| {
+                o.key()
+                    .filter(|k| super::local::is_insight_key(k))
+                    .map(|k| (k.to_string(), o.size().unwrap_or(0).max(0).unsigned_abs()))
+            }));
+        }
+        keys.sort();
+        let mut out = Vec::new();
+        let max = super::local::MAX_INSIGHT_FILE_BYTES;
+        for (key, size) in keys {
+            let fetched =
+                match crate::source::s3::get_at_most(client, bucket, &key, size, max).await {
+                    Ok(f) => f,
+                    Err(e) if e.kind == crate::source::SourceErrorKind::Unavailable => {
+                        return Err(unavailable(e.to_string()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Insights object unreadable: skipped");
+                        continue;
+                    }
+                };
+            match super::local::decode_insight_file(&crate::layout::shown(&key), &fetched.bytes[..])
+            {
+                Ok(records) => out.push((key, records)),
+                Err(e) => tracing::warn!(error = %e, "not an Insights file: skipped"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Puts one file (blocking on `handle`: called from the engine thread); returns its
     /// `s3://` URL. Errors as [`super::Sinks::write`].
     pub fn write(
