@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Json, Response};
 pub struct ApiError {
     /// HTTP status.
     pub status: u16,
-    /// `bad_parameter`, `unauthorized`, `not_found`, `method_not_allowed`, `timeout`, `internal`.
+    /// `bad_parameter`, `unauthorized`, `not_found`, `method_not_allowed`, `timeout`,
+    /// `too_many_streams`, `internal`.
     pub code: &'static str,
     /// What was wrong (names the parameter).
     pub message: String,
@@ -61,6 +62,15 @@ impl ApiError {
     /// 503: the request took too long.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message)
+    }
+
+    /// 503: too many live stream connections.
+    pub fn too_many_streams(limit: usize) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!("{limit} stream connections are open already; try again later"),
+        )
     }
 
     /// 500.

@@ -53,7 +53,12 @@ pub struct Api {
     /// The tracked keys as the engine last reported them (key id → report), read by `/v1/keys`
     /// without ever touching the engine.
     keys: dashmap::DashMap<String, Arc<trailsight_detector::KeyReport>>,
+    /// One permit per open `/v1/stream` connection (at most [`MAX_STREAM_SUBSCRIBERS`]).
+    subscribers: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most `/v1/stream` connections open at once; one more is answered 503 `too_many_streams`.
+pub const MAX_STREAM_SUBSCRIBERS: usize = 256;
 
 impl Api {
     /// An API over `store`; `token` is the bearer token every route requires (`None`: every
@@ -65,6 +70,7 @@ impl Api {
             events,
             token: token.filter(|t| !t.is_empty()),
             keys: dashmap::DashMap::new(),
+            subscribers: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_SUBSCRIBERS)),
         })
     }
 
@@ -427,5 +433,53 @@ mod tests {
             let e = decode_token(bad).unwrap_err();
             assert!(e.to_string().contains("nextToken"), "{bad}: {e}");
         }
+    }
+
+    /// The status line of `GET path` over real HTTP/1.1.
+    async fn status_of(addr: std::net::SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer t0ken-0123456789\r\n\r\n"
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn one_stream_more_than_the_cap_is_refused_until_one_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.sqlite")).unwrap());
+        let api = Api::new(store, Some("t0ken-0123456789".into()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = api.router();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // Every permit but one is held, as by open streams.
+        let held = api
+            .subscribers
+            .clone()
+            .try_acquire_many_owned(u32::try_from(MAX_STREAM_SUBSCRIBERS - 1).unwrap())
+            .unwrap();
+        assert_eq!(status_of(addr, "/v1/stream").await, "HTTP/1.1 200 OK");
+        // That stream's connection was closed by the client: its permit comes back.
+        let started = std::time::Instant::now();
+        while api.subscribers.available_permits() == 0 {
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let last = api.subscribers.clone().try_acquire_owned().unwrap();
+        assert_eq!(
+            status_of(addr, "/v1/stream").await,
+            "HTTP/1.1 503 Service Unavailable"
+        );
+        drop((held, last));
+        assert_eq!(status_of(addr, "/v1/stream").await, "HTTP/1.1 200 OK");
     }
 }

@@ -47,7 +47,8 @@ pub(crate) struct ErrorBody {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct ErrorDetail {
-    /// bad_parameter, unauthorized, not_found, method_not_allowed, timeout, internal.
+    /// bad_parameter, unauthorized, not_found, method_not_allowed, timeout, too_many_streams,
+    /// internal.
     code: String,
     /// What was wrong, naming the parameter.
     message: String,

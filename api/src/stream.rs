@@ -28,6 +28,8 @@ struct Cursor {
     last_sent: i64,
     backlog: VecDeque<StoredInsight>,
     catching_up: bool,
+    /// Held while the connection is open.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 fn event(r: &StoredInsight) -> Event {
@@ -83,11 +85,17 @@ impl Cursor {
     params(("Last-Event-ID" = Option<i64>, Header, description = "resume after this event id (a sequence number this stream sent)")),
     responses((status = 200, content_type = "text/event-stream",
         description = "one `insight` event per Insights record (id: the store's sequence number)"),
-        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
+        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 503, body = crate::openapi::ErrorBody, description = "too many stream connections open")))]
 pub(crate) async fn stream(
     State(api): State<Arc<Api>>,
     headers: axum::http::HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
+    let permit = api
+        .subscribers
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::too_many_streams(crate::MAX_STREAM_SUBSCRIBERS))?;
     // Subscribe first: whatever is stored from now on reaches this receiver.
     let live = api.events.subscribe();
     let given = match headers.get("last-event-id") {
@@ -116,6 +124,7 @@ pub(crate) async fn stream(
         last_sent,
         backlog: VecDeque::new(),
         catching_up: true,
+        _permit: permit,
     };
     let events = futures_util::stream::unfold(cursor, |mut c| async move {
         let r = c.next().await?;
