@@ -19,6 +19,7 @@ mod metrics_data;
 pub mod openapi;
 pub mod store;
 mod stream;
+pub mod ui;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -120,6 +121,8 @@ impl Api {
             .route("/v1/keys", get(keys::keys))
             .route("/v1/metrics-data", get(metrics_data::metrics_data))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), auth))
+            // The analysts' pages: public shells that read the API like any client.
+            .merge(ui::routes())
             // The API's description is public (it holds no data).
             .route(
                 "/openapi.json",
@@ -134,9 +137,17 @@ impl Api {
     }
 }
 
-/// Requires `Authorization: Bearer <token>`.
+/// Requires `Authorization: Bearer <token>` or a valid session cookie ([`ui::valid_session`]).
 async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
-    match check_bearer(api.token.as_deref(), req.headers()) {
+    let checked = check_bearer(api.token.as_deref(), req.headers()).or_else(|e| {
+        // The pages' session cookie (a browser's EventSource cannot send the header).
+        let now = chrono::Utc::now().timestamp();
+        match api.token.as_deref() {
+            Some(t) if ui::valid_session(t, req.headers(), now) => Ok(()),
+            _ => Err(e),
+        }
+    });
+    match checked {
         Ok(()) => limits(req, next).await,
         Err(e) => e.into_response(),
     }
