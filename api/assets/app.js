@@ -269,9 +269,11 @@
             u.ctx.fillRect(x0, u.bbox.top, x1 - x0, u.bbox.height);
             u.ctx.restore();
             // What was shaded, back in minutes (the browser test checks it against the records).
+            // (canvas pixels → CSS pixels from the plotting area's left edge)
             const pr = window.devicePixelRatio || 1;
-            chart.dataset.windowStart = iso(Math.round(u.posToVal(left / pr, "x") / 60));
-            chart.dataset.windowEnd = iso(Math.round(u.posToVal(right / pr, "x") / 60));
+            const at = (px) => iso(Math.round(u.posToVal((px - u.bbox.left) / pr, "x") / 60));
+            chart.dataset.windowStart = at(left);
+            chart.dataset.windowEnd = at(right);
           },
         ],
         draw: [() => document.body.setAttribute("data-chart-ready", "1")],
@@ -414,6 +416,11 @@
       }
     }
   }
+
+  // A token pasted into the address of an open page: sign in and load the page again.
+  window.addEventListener("hashchange", () => {
+    if (location.hash.startsWith("#token=")) signInFromFragment().then(() => location.reload());
+  });
 
   const pages = { list: listPage, detail: detailPage, keys: keysPage };
   signInFromFragment()

@@ -302,7 +302,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            format!("other=1; {SESSION_COOKIE}={value}").parse().unwrap(),
+            format!("other=1; {SESSION_COOKIE}={value}")
+                .parse()
+                .unwrap(),
         );
         h
     }
@@ -311,10 +313,19 @@ mod tests {
     fn a_session_is_valid_for_its_token_until_it_expires() {
         let v = session_value("secret-token", 1_000);
         assert!(valid_session("secret-token", &with_cookie(&v), 999));
-        assert!(!valid_session("secret-token", &with_cookie(&v), 1_000), "expired");
-        assert!(!valid_session("other-token", &with_cookie(&v), 999), "token changed");
+        assert!(
+            !valid_session("secret-token", &with_cookie(&v), 1_000),
+            "expired"
+        );
+        assert!(
+            !valid_session("other-token", &with_cookie(&v), 999),
+            "token changed"
+        );
         let forged = format!("2000.{}", v.split_once('.').unwrap().1);
-        assert!(!valid_session("secret-token", &with_cookie(&forged), 999), "expiry moved");
+        assert!(
+            !valid_session("secret-token", &with_cookie(&forged), 999),
+            "expiry moved"
+        );
         assert!(!valid_session("secret-token", &HeaderMap::new(), 999));
         assert!(!valid_session("secret-token", &with_cookie("garbage"), 999));
     }
