@@ -21,7 +21,8 @@
 
   const minuteOf = (time) => Math.floor(Date.parse(time) / 60000);
   const iso = (minute) => new Date(minute * 60000).toISOString().replace(".000Z", "Z");
-  const num = (x) => (x === undefined || x === null ? "" : Number(x).toPrecision(3).replace(/\.?0+$/, ""));
+  const numbers = new Intl.NumberFormat("en", { maximumSignificantDigits: 3 });
+  const num = (x) => (x === undefined || x === null ? "" : numbers.format(Number(x)));
   const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
 
   function showSignIn() {
