@@ -159,6 +159,13 @@ pub enum Event<'a> {
         /// `End` records in it, by insight type.
         ended: InsightCounts,
     },
+    /// `Start` records written, decided by the records of a log file read `seconds` before.
+    StartsWritten {
+        /// `Start` records.
+        starts: u64,
+        /// Seconds from the file's read to the Starts written.
+        seconds: f64,
+    },
     /// A sink refused one Insights file for its own content (it is skipped; the rest go on).
     SinkRefused {
         /// The key, escaped.
@@ -243,6 +250,7 @@ pub struct Metrics {
     last_successful_poll: Gauge,
     poll_duration: Histogram,
     file_duration: Histogram,
+    start_delay: Histogram,
     source_errors: IntCounterVec,
     sink_errors: IntCounterVec,
     checkpoint_duration: Histogram,
@@ -474,6 +482,14 @@ impl Metrics {
                     latency.clone(),
                 ))?,
             )?,
+            start_delay: reg(
+                r,
+                Histogram::with_opts(hist(
+                    "insight_start_delay_seconds",
+                    "From reading the log file whose records decided an Insight's Start to that Start written to every sink.",
+                    latency.clone(),
+                ))?,
+            )?,
             source_errors: reg(
                 r,
                 IntCounterVec::new(
@@ -697,6 +713,16 @@ impl Metrics {
                 }
                 self.minutes_closed
                     .inc_by(minutes_closed.saturating_mul(60));
+            }
+            Event::StartsWritten { starts, seconds } => {
+                tracing::info!(
+                    starts,
+                    seconds,
+                    "Insight Start written after its evidence was read"
+                );
+                for _ in 0..starts {
+                    self.start_delay.observe(seconds);
+                }
             }
             Event::Poll { failure, seconds } => {
                 self.poll_duration.observe(seconds);

@@ -574,3 +574,113 @@ async fn sigterm_checkpoints_and_exits_zero_and_a_source_outage_loses_nothing() 
         .expect("a checkpoint written on SIGTERM");
     assert_eq!(checkpoint.files_processed, total);
 }
+
+/// `trailsight_insight_start_delay_seconds` from `/metrics`: (count, sum, observations ≤ 60 s).
+async fn start_delays(addr: SocketAddr) -> (f64, f64, f64) {
+    let (_, _, text) = common::http_get(addr, "/metrics").await.unwrap_or_default();
+    let sample = |s: &str| common::sample(&text, s).unwrap_or(0.0);
+    (
+        sample("trailsight_insight_start_delay_seconds_count"),
+        sample("trailsight_insight_start_delay_seconds_sum"),
+        sample("trailsight_insight_start_delay_seconds_bucket{le=\"60\"}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_is_written_within_a_minute_of_its_file_being_read() {
+    set_test_credentials();
+    let dir = tempfile::tempdir().unwrap();
+    let s3_root = dir.path().join("s3");
+    std::fs::create_dir_all(&s3_root).unwrap();
+    let (addr, _server) = start_s3(&s3_root, 0, RequestLog::default()).await;
+    let client = s3_client(&s3_config(addr)).await;
+    // The demo account, days 6 to 9.5: its CreateAccessKey burst is on 2026-11-10.
+    let bucket = dir.path().join("bucket");
+    let mut spec = trailsight::synth::demo::demo_spec(9.5, 0.3, 11).unwrap();
+    spec.start_minute += 6 * 1440;
+    spec.minutes = 3 * 1440 + 720;
+    trailsight::synth::write_bucket(&spec, &bucket).unwrap();
+    client.create_bucket().bucket("trail").send().await.unwrap();
+    client.create_bucket().bucket("ins").send().await.unwrap();
+    let (later, before): (Vec<_>, Vec<_>) = tree(&bucket)
+        .into_iter()
+        .partition(|(key, _)| key.contains("/2026/11/10/") || key.contains("/2026/11/11/"));
+    let put = |key: String, body: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            client
+                .put_object()
+                .bucket("trail")
+                .key(key)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    for (key, body) in before {
+        put(key, body).await;
+    }
+    // The default poll interval (60 s).
+    let port = common::free_port();
+    let metrics: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = dir.path().join("live.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[serve]\nlisten = \"127.0.0.1:{port}\"\nsources = [\"s3://trail\"]\nsinks = [\"s3://ins\"]\n\
+             state_dir = \"{}\"\n[serve.s3]\nendpoint_url = \"http://{addr}\"\nforce_path_style = true\n\
+             region = \"us-east-1\"\n[detector]\nwarmup_minutes = 720\n",
+            dir.path().join("live-state").display()
+        ),
+    )
+    .unwrap();
+    let _serve = serve_cmd(&config, false).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while !matches!(common::http_get(metrics, "/readyz").await, Ok((200, _, _))) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{}",
+            log_tail(&config)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        start_delays(metrics).await.0,
+        0.0,
+        "no Insight before the burst"
+    );
+    // The burst's days arrive while serve runs.
+    let uploaded = std::time::Instant::now();
+    for (key, body) in later {
+        put(key, body).await;
+    }
+    let upload_seconds = uploaded.elapsed().as_secs_f64();
+    let (count, sum, within) = loop {
+        let d = start_delays(metrics).await;
+        if d.0 >= 1.0 {
+            break d;
+        }
+        assert!(
+            uploaded.elapsed() < Duration::from_secs(240),
+            "no Start: {}",
+            log_tail(&config)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let upload_to_start = uploaded.elapsed().as_secs_f64();
+    eprintln!(
+        "file read → Start written: {count} Start(s), mean {:.2} s, all ≤ 60 s: {}; \
+         upload of the burst's days took {upload_seconds:.1} s, upload start → Start {upload_to_start:.1} s \
+         (the poll interval is 60 s)",
+        sum / count,
+        within == count
+    );
+    assert_eq!(
+        within, count,
+        "every Start within 60 s of its file being read"
+    );
+    assert!(sum / count < 60.0);
+    let log = std::fs::read_to_string(log_path(&config)).unwrap();
+    assert!(log.contains("Insight Start written after its evidence was read"));
+}

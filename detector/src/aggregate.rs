@@ -329,6 +329,10 @@ pub struct Aggregator {
     max_keys_per_region: u32,
     #[serde(skip)]
     outcomes: RecordOutcomes,
+    /// (key, minute) of every open sample a push added to, since the last
+    /// [`Aggregator::take_touched`] (scratch: empty between two engine calls).
+    #[serde(skip)]
+    touched: Vec<(KeyId, i64)>,
 }
 
 impl Aggregator {
@@ -354,6 +358,7 @@ impl Aggregator {
             region_keys: HashMap::new(),
             max_keys_per_region: crate::config::DEFAULT_MAX_KEYS_PER_REGION,
             outcomes: RecordOutcomes::default(),
+            touched: Vec::new(),
         }
     }
 
@@ -654,6 +659,7 @@ impl Aggregator {
                     .entry(key)
                     .or_default();
                 sample.count += 1;
+                self.touched.push((key, e.minute));
                 bump(&mut sample.attributions.principal, principal, 1);
                 bump(&mut sample.attributions.user_agent, user_agent, 1);
                 if targets[1] != Some(key) {
@@ -661,6 +667,26 @@ impl Aggregator {
                 }
             }
         }
+    }
+
+    /// Each key a push since the last call added open calls to, with the earliest open minute
+    /// it added to: ascending key id (open minutes only: a minute closed since is left out).
+    pub fn take_touched(&mut self) -> Vec<(KeyId, i64)> {
+        let mut touched = std::mem::take(&mut self.touched);
+        let closed = self.closed_before.unwrap_or(i64::MIN);
+        touched.retain(|t| t.1 >= closed);
+        touched.sort_unstable();
+        touched.dedup_by_key(|t| t.0);
+        touched
+    }
+
+    /// The open minutes (not closed yet) in which `key` has calls, ascending, with their
+    /// samples so far (counts only grow until the minute closes).
+    pub fn open_samples(&self, key: KeyId) -> Vec<(i64, &MinuteSample)> {
+        self.open
+            .iter()
+            .filter_map(|(m, keys)| keys.get(&key).map(|s| (*m, s)))
+            .collect()
     }
 
     /// Closes every minute before `newest − allowed_lateness` and returns them in order.

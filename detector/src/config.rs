@@ -66,6 +66,10 @@ pub struct DetectorConfig {
     /// An Insight open this long is a level shift: it ends and its minutes join
     /// the baseline, which becomes the new normal. Minutes; default 1440.
     pub max_insight_minutes: u32,
+    /// Decide a `Start` as soon as the records read make a window unusual, before its minute
+    /// closes (counts only grow as late records arrive, so the decision stands). Default true;
+    /// false waits for the minute to close (`allowed_lateness_minutes` of event time).
+    pub early_starts: bool,
     /// Floor of every baseline rate, calls per minute: a key with no or little
     /// history is judged as if called at least this often. Default 1/10080
     /// (once a week; AWS's sparse example has a baseline of 8.8e-5).
@@ -128,6 +132,7 @@ impl Default for DetectorConfig {
             end_tail_probability: 0.01,
             end_after_quiet_minutes: 5,
             max_insight_minutes: 1440,
+            early_starts: true,
             min_baseline_rate: 1.0 / 10080.0,
             seasonality: true,
             profile_window_minutes: 40320,

@@ -235,6 +235,23 @@ impl Engine {
         }
         let closed = self.aggregator.close_ready();
         out.extend(self.run(&closed));
+        // Early Starts: the keys this file added calls to, tested on what is read so far.
+        let touched = self.aggregator.take_touched();
+        if self.detector.config().early_starts && !touched.is_empty() {
+            let closed_through = self.aggregator.closed_before().map_or(i64::MIN, |c| c - 1);
+            for (id, from) in touched {
+                let open = self.aggregator.open_samples(id);
+                self.detector.test_early(
+                    id,
+                    &self.aggregator,
+                    from,
+                    &open,
+                    closed_through,
+                    &mut self.transitions,
+                );
+            }
+            self.drain_transitions(&mut out);
+        }
         out
     }
 
@@ -580,10 +597,17 @@ mod tests {
         run_engine(Engine::new(config).unwrap(), records)
     }
 
-    fn run_engine(
+    fn run_engine(engine: Engine, records: Vec<(i64, String)>) -> (Vec<EmittedInsight>, Engine) {
+        let (out, engine) = run_engine_by_file(engine, records);
+        (out.into_iter().map(|o| o.1).collect(), engine)
+    }
+
+    /// Like [`run_engine`], each record with the delivery minute of the file whose ingest
+    /// emitted it (`i64::MAX` for the end of input).
+    fn run_engine_by_file(
         mut engine: Engine,
         mut records: Vec<(i64, String)>,
-    ) -> (Vec<EmittedInsight>, Engine) {
+    ) -> (Vec<(i64, EmittedInsight)>, Engine) {
         records.sort_by_key(|r| r.0);
         let mut out = Vec::new();
         let mut i = 0;
@@ -600,9 +624,11 @@ mod tests {
             }
             json.push(']');
             parse_log(json.as_bytes(), |r| b.push(&r));
-            out.extend(engine.ingest(&b.finish(), Some(file_minute + 5)));
+            let delivered = file_minute + 5;
+            let emitted = engine.ingest(&b.finish(), Some(delivered));
+            out.extend(emitted.into_iter().map(|e| (delivered, e)));
         }
-        out.extend(engine.finish());
+        out.extend(engine.finish().into_iter().map(|e| (i64::MAX, e)));
         (out, engine)
     }
 
@@ -961,6 +987,65 @@ mod tests {
         let (out, engine) = run_with(config, records);
         assert!(out.is_empty(), "{out:#?}");
         assert_eq!(engine.counters().ignored_principal, 25);
+    }
+
+    #[test]
+    fn an_early_start_comes_with_the_file_that_holds_the_burst() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 9);
+        let burst = t0 + 8 * 1440 + 600;
+        for k in 0..25u64 {
+            let m = burst + (k as i64 * 8) / 25;
+            let r = record(
+                m,
+                30,
+                "CreateAccessKey",
+                false,
+                "mallory",
+                None,
+                1_000_000 + k,
+            );
+            records.push((m, r));
+        }
+        let (early, _) = run_engine_by_file(
+            Engine::new(DetectorConfig::default()).unwrap(),
+            records.clone(),
+        );
+        let mut config = DetectorConfig::default();
+        config.early_starts = false;
+        let (closing, _) = run_engine_by_file(Engine::new(config).unwrap(), records);
+        let start = |out: &[(i64, EmittedInsight)]| {
+            out.iter()
+                .find(|e| e.1.record.insight_details.state == InsightState::Start)
+                .cloned()
+                .unwrap()
+        };
+        let ((a_file, a), (b_file, b)) = (start(&early), start(&closing));
+        // The same Insight: same key, first minute and shared id; the End is the same record.
+        assert_eq!(a.record.shared_event_id, b.record.shared_event_id);
+        assert_eq!(a.record.event_time, format_minute(burst));
+        assert_eq!(a.record.event_time, b.record.event_time);
+        let end = |out: &[(i64, EmittedInsight)]| {
+            out.iter()
+                .find(|e| e.1.record.insight_details.state == InsightState::End)
+                .map(|e| e.1.record.clone())
+        };
+        assert_eq!(end(&early), end(&closing));
+        assert!(end(&early).is_some());
+        // Decided by the file holding the burst's first minutes (delivered at most 5 minutes
+        // after them), not once the minute closes, 15 minutes of event time later.
+        assert!(
+            a_file <= burst + 5,
+            "early: file of minute +{}",
+            a_file - burst
+        );
+        assert!(
+            b_file >= burst + 15,
+            "closing: file of minute +{}",
+            b_file - burst
+        );
+        assert!(a.delivery_minute <= a_file);
+        assert_eq!(early.len(), closing.len());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use trailsight_detector::Engine;
+use trailsight_detector::insight::InsightState;
 
 use crate::layout::TrailLocation;
 use crate::metrics::{Event, FileResult, Metrics, RecordResult};
@@ -258,7 +259,7 @@ pub async fn run_files(
     let engine_metrics = metrics.clone();
     let handle = tokio::runtime::Handle::current();
     let config = engine.config().clone();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>)>(8);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Decoded, Option<i64>, std::time::Instant)>(8);
     let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let aborted_in_engine = aborted.clone();
     let engine_thread = std::thread::spawn(move || {
@@ -276,7 +277,7 @@ pub async fn run_files(
         if sinks.api.is_some() {
             out.engine.enable_series();
         }
-        while let Some((decoded, delivered)) = rx.blocking_recv() {
+        while let Some((decoded, delivered, read_at)) = rx.blocking_recv() {
             let before = out.engine.record_outcomes();
             let emitted = out.engine.ingest(&decoded.batch, delivered);
             store_series(&sinks, &mut out.engine, &mut series_watermark);
@@ -292,6 +293,18 @@ pub async fn run_files(
             if let Err(e) = written {
                 outage = Some(e);
                 break;
+            }
+            let starts = emitted
+                .iter()
+                .filter(|e| e.record.insight_details.state == InsightState::Start)
+                .count() as u64;
+            if starts > 0
+                && let Some(m) = metrics
+            {
+                m.emit(Event::StartsWritten {
+                    starts,
+                    seconds: read_at.elapsed().as_secs_f64(),
+                });
             }
         }
         if outage.is_none()
@@ -324,7 +337,8 @@ pub async fn run_files(
     let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(budget_kib as usize));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let decoders = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
-    type Job = tokio::task::JoinHandle<Result<(Decoded, bool, f64), SourceError>>;
+    type Job =
+        tokio::task::JoinHandle<Result<(Decoded, bool, f64, std::time::Instant), SourceError>>;
     let mut inflight: VecDeque<(SourceFile, Job)> = VecDeque::new();
     let mut unavailable = None;
     let mut files = files.into_iter().peekable();
@@ -373,7 +387,12 @@ pub async fn run_files(
                         )
                     })?;
                 drop(permit);
-                Ok((decoded, fetched.truncated, started.elapsed().as_secs_f64()))
+                Ok((
+                    decoded,
+                    fetched.truncated,
+                    started.elapsed().as_secs_f64(),
+                    started,
+                ))
             });
             inflight.push_back((file, handle));
         }
@@ -419,7 +438,7 @@ pub async fn run_files(
                     skipped: true,
                 });
             }
-            Ok((decoded, truncated, seconds)) => {
+            Ok((decoded, truncated, seconds, read_at)) => {
                 let skipped = decoded.batch.stats.records == 0 && !decoded.errors.is_empty();
                 if !skipped {
                     summary.files_read += 1;
@@ -457,7 +476,7 @@ pub async fn run_files(
                     m.emit(file_event(&file, &decoded, None, false, seconds));
                 }
                 if tx
-                    .send((decoded, file.info.delivered_minute))
+                    .send((decoded, file.info.delivered_minute, read_at))
                     .await
                     .is_err()
                 {

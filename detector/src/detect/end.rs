@@ -25,6 +25,13 @@ impl Detector {
         let policy = self.key_policy(id);
         let gamma = self.gamma(id, key);
         let st = self.state(id);
+        if st.insight.as_ref().is_some_and(|i| m < i.start) {
+            // A minute before an early Start's window, closing now: ordinary calls.
+            if sample.count > 0 {
+                st.learn(m, sample);
+            }
+            return None;
+        }
         st.rate.exclude(m);
         let e = expectation(st, &cfg, prior, gamma, history_start, m, m);
         let (global, floor) = (e.global, e.floor);

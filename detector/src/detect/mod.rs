@@ -631,6 +631,38 @@ impl Detector {
         self.keys[i].gamma.map(prior::GammaPrior::from)
     }
 
+    /// Early tests of key `id` after a file (see [`Detector::test_with_open`]): windows ending at
+    /// each of its open minutes with calls from `from` on, over the calls read so far (`open`,
+    /// ascending), with `closed_through` the last closed minute. Appends a `Start` decided at
+    /// that minute when one is unusual; nothing for a key with an Insight open.
+    pub fn test_early(
+        &mut self,
+        id: KeyId,
+        keys: &impl KeyLookup,
+        from: i64,
+        open: &[(i64, &MinuteSample)],
+        closed_through: i64,
+        out: &mut Vec<Transition>,
+    ) {
+        let key = keys.key(id);
+        self.ensure_policy(id, key, keys);
+        let history_start = keys.history_start(key.account, key.region).unwrap_or(from);
+        for (i, &(m, _)) in open.iter().enumerate() {
+            if m < from {
+                continue;
+            }
+            if self.state(id).insight.is_some() {
+                return;
+            }
+            if let Some(t) =
+                self.test_with_open(id, key, history_start, m, m, &open[..=i], closed_through)
+            {
+                out.push(t);
+                return;
+            }
+        }
+    }
+
     /// Insights still open (reported at the end of input, never given a made-up `End`).
     pub fn open_insights(&self, keys: &impl KeyLookup) -> Vec<OpenInsightInfo> {
         self.open

@@ -157,6 +157,26 @@ impl Detector {
         at: i64,
         decided: i64,
     ) -> Option<Transition> {
+        self.test_with_open(id, key, history_start, at, decided, &[], decided)
+    }
+
+    /// [`Detector::test_at`] with `open`, the key's calls so far in minutes not closed yet
+    /// (ascending; an early test), counted in the windows beside the closed minutes of
+    /// `recent`; `closed_through` is the last closed minute. Counts of open minutes only grow,
+    /// so a window unusual now stays unusual: an Insight opened here is the one the closing
+    /// test would open, decided sooner. Its open minutes are in the `Start`'s figures and join
+    /// the Insight as they close.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn test_with_open(
+        &mut self,
+        id: KeyId,
+        key: RateKey,
+        history_start: i64,
+        at: i64,
+        decided: i64,
+        open: &[(i64, &MinuteSample)],
+        closed_through: i64,
+    ) -> Option<Transition> {
         let cfg = self.config.clone();
         let prior = self.prior;
         let policy = self.key_policy(id);
@@ -189,19 +209,34 @@ impl Detector {
             calls: 0,
         }; MAX_WINDOWS];
         let mut n = 0;
+        // An early test uses the short windows only: a longer one is tested only while the
+        // baseline holds none of its minutes, which at closing may no longer be so (the
+        // closing test is the reference an early decision must not go beyond).
         for &w in &cfg.windows_minutes {
-            if n < MAX_WINDOWS && (w <= short || st.learnt_through <= m - i64::from(w)) {
+            let long_ok = open.is_empty() && st.learnt_through <= m - i64::from(w);
+            if n < MAX_WINDOWS && (w <= short || long_ok) {
                 windows[n].minutes = w;
                 n += 1;
             }
         }
         let windows = &mut windows[..n];
-        for r in st.recent.iter().rev().skip_while(|r| r.0 > m) {
-            let age = m - r.0;
+        let open_minutes = open
+            .iter()
+            .rev()
+            .filter(|o| o.0 <= m)
+            .map(|o| (o.0, o.1.count));
+        let closed_minutes = st
+            .recent
+            .iter()
+            .rev()
+            .skip_while(|r| r.0 > m)
+            .map(|r| (r.0, r.1.count));
+        for (minute, count) in open_minutes.chain(closed_minutes) {
+            let age = m - minute;
             let mut any = false;
             for w in windows.iter_mut() {
                 if age < i64::from(w.minutes) {
-                    w.calls += u64::from(r.1.count);
+                    w.calls += u64::from(count);
                     any = true;
                 }
             }
@@ -232,6 +267,7 @@ impl Detector {
         );
         let hour = m.div_euclid(60);
         if let Some(judged) = self.judgements.as_mut()
+            && open.is_empty()
             && st.judged_hour != hour
         {
             st.judged_hour = hour;
@@ -257,15 +293,28 @@ impl Detector {
             }
         }
         let window: Vec<(i64, MinuteSample)> = st.recent.drain(..).collect();
-        let start = window.first().map_or(m, |r| r.0);
-        for minute in start..=decided {
+        // The open minutes of the triggering window (an early Start).
+        let early: Vec<(i64, MinuteSample)> = open
+            .iter()
+            .filter(|o| o.0 >= first && o.0 <= m)
+            .map(|o| (o.0, o.1.clone()))
+            .collect();
+        let start = window
+            .first()
+            .into_iter()
+            .chain(early.first())
+            .map(|r| r.0)
+            .min()
+            .unwrap_or(m);
+        // Closed minutes leave the baseline now; open ones as they close (`step_open`).
+        for minute in start..=closed_through {
             st.rate.exclude(minute);
         }
         let from = m - i64::from(cfg.baseline_window_minutes);
         let is_error = key.error_code.is_some();
         let baseline_attributions =
             baseline_attributions(st.attributions(), from, &stats, is_error);
-        let last_active = window.iter().map(|r| r.0).max().unwrap_or(m);
+        let last_active = window.iter().chain(&early).map(|r| r.0).max().unwrap_or(m);
         let insight = OpenInsight {
             start,
             baseline: stats,
@@ -276,7 +325,13 @@ impl Detector {
             window: trigger.minutes,
             trigger_tail_probability: trigger.tail_probability,
         };
-        let t = transition(key, true, &insight, at, decided);
+        let t = if early.is_empty() {
+            transition(key, true, &insight, at, decided)
+        } else {
+            let mut with_open = insight.clone();
+            with_open.minutes.extend(early);
+            transition(key, true, &with_open, at, decided)
+        };
         st.insight = Some(Box::new(insight));
         self.open.insert(id);
         Some(t)
