@@ -1011,8 +1011,10 @@ mod tests {
             Engine::new(DetectorConfig::default()).unwrap(),
             records.clone(),
         );
-        let mut config = DetectorConfig::default();
-        config.early_starts = false;
+        let config = DetectorConfig {
+            early_starts: false,
+            ..DetectorConfig::default()
+        };
         let (closing, _) = run_engine_by_file(Engine::new(config).unwrap(), records);
         let start = |out: &[(i64, EmittedInsight)]| {
             out.iter()
