@@ -84,6 +84,17 @@
       i[r.insightDetails.state === "End" ? "end" : "start"] = r;
       insights.set(r.sharedEventID, i);
     };
+    // The stream opens first: what is written while the pages load is held, then applied.
+    let loaded = false;
+    const held = [];
+    const live = new EventSource("/v1/stream");
+    live.addEventListener("insight", (event) => {
+      const r = JSON.parse(event.data);
+      if (!loaded) held.push(r);
+      else onLive(r);
+    });
+    live.onerror = () => status("Live updates interrupted; retrying…");
+    live.onopen = () => document.body.setAttribute("data-live", "1");
     let token = null;
     let pages = 0;
     status("Loading…");
@@ -121,15 +132,13 @@
         }[k];
       });
     // Live: each record as it is written (the session cookie authorizes the stream).
-    const live = new EventSource("/v1/stream");
-    live.addEventListener("insight", (event) => {
-      const r = JSON.parse(event.data);
+    function onLive(r) {
       if (!matches(r)) return;
       add(r);
       render(r.sharedEventID);
-    });
-    live.onerror = () => status("Live updates interrupted; retrying…");
-    live.onopen = () => document.body.setAttribute("data-live", "1");
+    }
+    loaded = true;
+    held.splice(0).forEach(onLive);
   }
 
   function row(i, fresh) {
@@ -207,26 +216,40 @@
     const duration = t1 - t0;
     const from = t0 - clamp(duration * 4, 180, 7 * 1440);
     const to = t1 + clamp(duration, 60, 1440);
-    const period = to - from <= 2 * 1440 ? 60 : to - from <= 8 * 1440 ? 300 : 3600;
+    const periods = [60, 300, 3600].filter((p) => p >= (to - from <= 2 * 1440 ? 60 : to - from <= 8 * 1440 ? 300 : 3600));
     const key = {
       account: start.recipientAccountId,
       region: start.awsRegion,
       eventSource: d.eventSource,
       eventName: d.eventName,
       insightType: d.insightType,
-      period: String(period),
       startTime: iso(from),
       endTime: iso(to),
     };
     if (isError) key.errorCode = d.errorCode;
-    const s = await series(key);
-    let calls = null;
-    if (isError) {
-      const { errorCode, ...callKey } = key;
-      callKey.insightType = "ApiCallRateInsight";
-      calls = await series(callKey).catch(() => null);
+    // The finest period still kept for this range (1-minute points are kept 15 days, 5-minute
+    // points 63): a coarser one when the store answers that the finer one was rolled up.
+    try {
+      let s = null;
+      for (const p of periods) {
+        key.period = String(p);
+        try {
+          s = await series(key);
+          break;
+        } catch (e) {
+          if (!/^period/.test(e.message) || p === 3600) throw e;
+        }
+      }
+      let calls = null;
+      if (isError) {
+        const { errorCode, ...callKey } = key;
+        callKey.insightType = "ApiCallRateInsight";
+        calls = await series(callKey).catch(() => null);
+      }
+      drawChart(s, calls, t0, t1, isError);
+    } catch (e) {
+      $("#chart").replaceChildren(el("p", { role: "alert" }, "No series to draw: " + e.message));
     }
-    drawChart(s, calls, t0, t1, isError);
     attributions(start, end);
     queries(start, t0, t1);
     const json = $("#json");
@@ -356,11 +379,13 @@
     let token = null;
     let pages = 0;
     status("Loading…");
+    let closedBefore = null;
     do {
       const q = new URLSearchParams({ maxResults: "1000" });
       if (token) q.set("nextToken", token);
       const page = await api("/v1/keys?" + q);
       keys.push(...page.keys);
+      closedBefore = closedBefore || page.closedBefore;
       token = page.nextToken;
     } while (token && ++pages < 5);
     const rows = keys.map((k) => {
@@ -393,6 +418,8 @@
         insightType: k.insightType,
         period: "3600",
       };
+      // The last 24 closed hours.
+      if (closedBefore) q.startTime = iso(minuteOf(closedBefore) - 24 * 60);
       if (k.errorCode) q.errorCode = k.errorCode;
       try {
         const s = await api("/v1/metrics-data?" + new URLSearchParams(q));

@@ -81,6 +81,11 @@ pub(crate) async fn keys(
     page.truncate(max);
     let keys: Vec<&KeyReport> = page.iter().map(|(_, r)| r.as_ref()).collect();
     let mut body = json!({ "keys": keys });
+    // Every minute before this one is closed: where a series ends (e.g. "the last 24 hours").
+    let store = api.store().clone();
+    if let Some(m) = crate::blocking(move || store.series_closed_before()).await? {
+        body["closedBefore"] = json!(trailsight_detector::time::format_minute(m));
+    }
     if let Some(token) = next {
         body["nextToken"] = json!(token);
     }

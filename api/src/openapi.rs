@@ -32,6 +32,9 @@ pub(crate) struct KeysPage {
     /// normal, inInsight), historyMinutes, baselineRate, recentRate (calls per minute).
     #[schema(value_type = Vec<Object>)]
     keys: Vec<serde_json::Value>,
+    /// Every minute before this one is closed (where the series of `/v1/metrics-data` end).
+    #[schema(rename = "closedBefore", format = DateTime)]
+    closed_before: Option<String>,
     #[schema(rename = "nextToken")]
     next_token: Option<String>,
 }
@@ -194,7 +197,7 @@ pub(crate) struct MetricsDataParams {
     insightType: InsightTypeParam,
     /// Required with `ApiErrorRateInsight`, refused with `ApiCallRateInsight`.
     errorCode: Option<String>,
-    /// RFC 3339, inclusive; default 90 days before `endTime`.
+    /// RFC 3339, inclusive (the bucket holding it is the first); default 90 days before `endTime`.
     #[param(format = DateTime)]
     startTime: Option<String>,
     /// RFC 3339, exclusive; default now (and never past the newest closed minute).

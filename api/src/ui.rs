@@ -84,9 +84,14 @@ async fn session(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Resp
     check_bearer(api.token(), &headers)?;
     let token = api.token().unwrap_or_default();
     let expiry = chrono::Utc::now().timestamp() + SESSION_SECONDS;
+    // Behind a TLS proxy the cookie never travels in clear text.
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}",
-        session_value(token, expiry)
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{}",
+        session_value(token, expiry),
+        if secure { "; Secure" } else { "" }
     );
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
@@ -102,9 +107,15 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The pages' Content Security Policy: their own script and styles only (uPlot sets element
+/// styles from script), no framing.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                   img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+                   form-action 'self'";
+
 /// The page frame: navigation, a sign-in form the script shows on 401, and `main`.
-fn page(title: &str, page: &str, body: Markup) -> Html<String> {
-    Html(
+fn page(title: &str, page: &str, body: Markup) -> Response {
+    let html = Html(
         html! {
             (DOCTYPE)
             html lang="en" {
@@ -139,10 +150,19 @@ fn page(title: &str, page: &str, body: Markup) -> Html<String> {
             }
         }
         .into_string(),
+    );
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        html,
     )
+        .into_response()
 }
 
-async fn list_page() -> Html<String> {
+async fn list_page() -> Response {
     page(
         "Insights",
         "list",
@@ -212,7 +232,7 @@ async fn list_page() -> Html<String> {
     )
 }
 
-async fn detail_page(Path(shared_event_id): Path<String>) -> Html<String> {
+async fn detail_page(Path(shared_event_id): Path<String>) -> Response {
     page(
         "Insight",
         "detail",
@@ -240,7 +260,7 @@ async fn detail_page(Path(shared_event_id): Path<String>) -> Html<String> {
     )
 }
 
-async fn keys_page() -> Html<String> {
+async fn keys_page() -> Response {
     page(
         "Tracked keys",
         "keys",

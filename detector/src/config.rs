@@ -66,9 +66,11 @@ pub struct DetectorConfig {
     /// An Insight open this long is a level shift: it ends and its minutes join
     /// the baseline, which becomes the new normal. Minutes; default 1440.
     pub max_insight_minutes: u32,
-    /// Decide a `Start` as soon as the records read make a window unusual, before its minute
-    /// closes (counts only grow as late records arrive, so the decision stands). Default true;
-    /// false waits for the minute to close (`allowed_lateness_minutes` of event time).
+    /// Decide a `Start` as soon as the records read make a (short) window unusual, before its
+    /// minute closes: counts only grow as late records arrive, so the window would still be
+    /// unusual when it closes. Default true; false waits for the minute to close
+    /// (`allowed_lateness_minutes` of event time), which may place the Start a minute or two
+    /// earlier when later files complete earlier minutes.
     pub early_starts: bool,
     /// Floor of every baseline rate, calls per minute: a key with no or little
     /// history is judged as if called at least this often. Default 1/10080

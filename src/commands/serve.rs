@@ -289,10 +289,15 @@ pub async fn serve(config: Config, once: bool) -> anyhow::Result<()> {
                 .await??;
                 (files, shown)
             }
-            (None, Some(s3)) => (
-                s3.read_insight_files().await?,
-                format!("s3://{}/{}", s3.bucket, s3.prefix),
-            ),
+            // The store is a view: S3 out of reach leaves it empty for now, it never stops the
+            // service (the records written from now on fill it).
+            (None, Some(s3)) => match s3.read_insight_files().await {
+                Ok(files) => (files, format!("s3://{}/{}", s3.bucket, s3.prefix)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Insights store not rebuilt from the S3 sink");
+                    (Vec::new(), String::new())
+                }
+            },
             (None, None) => (Vec::new(), String::new()),
         };
         let store = store.clone();

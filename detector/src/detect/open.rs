@@ -163,9 +163,10 @@ impl Detector {
     /// [`Detector::test_at`] with `open`, the key's calls so far in minutes not closed yet
     /// (ascending; an early test), counted in the windows beside the closed minutes of
     /// `recent`; `closed_through` is the last closed minute. Counts of open minutes only grow,
-    /// so a window unusual now stays unusual: an Insight opened here is the one the closing
-    /// test would open, decided sooner. Its open minutes are in the `Start`'s figures and join
-    /// the Insight as they close.
+    /// so a window unusual now would still be unusual when its minute closes: the closing test
+    /// would open an Insight no later than this one. (It may open it earlier, or from another
+    /// window, when later files complete earlier minutes first; the early decision stands.)
+    /// Its open minutes are in the `Start`'s figures and join the Insight as they close.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn test_with_open(
         &mut self,
@@ -267,7 +268,6 @@ impl Detector {
         );
         let hour = m.div_euclid(60);
         if let Some(judged) = self.judgements.as_mut()
-            && open.is_empty()
             && st.judged_hour != hour
         {
             st.judged_hour = hour;
