@@ -233,7 +233,8 @@ pub struct RunFiles<'a> {
 ///
 /// Memory: a file is fetched only once its listed size (up to `limits.max_file_bytes`) fits in
 /// `limits.max_bytes_in_flight` with the files fetched or being decoded (one file at a time
-/// always goes), and at most one file per core is decoded at once.
+/// always goes), and at most one file per core, plus one, is decoded at once (the engine thread
+/// mostly waits for decoded files: one more decoder keeps every core busy).
 /// An Insights file refused for its own content (see [`crate::sink::RejectReason`]) is counted
 /// in `summary.insight_files_rejected`, and the rest go on.
 ///
@@ -336,7 +337,7 @@ pub async fn run_files(
         );
     let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(budget_kib as usize));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let decoders = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
+    let decoders = std::sync::Arc::new(tokio::sync::Semaphore::new(cores + 1));
     type Job =
         tokio::task::JoinHandle<Result<(Decoded, bool, f64, std::time::Instant), SourceError>>;
     let mut inflight: VecDeque<(SourceFile, Job)> = VecDeque::new();

@@ -221,7 +221,7 @@ impl Source {
         if sources.iter().any(|f| matches!(f, Source::S3 { .. })) {
             (cores * 8).max(16)
         } else {
-            (cores * 2).max(2)
+            (cores * 8).max(16)
         }
     }
 }
