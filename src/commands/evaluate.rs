@@ -141,8 +141,10 @@ impl std::fmt::Display for Evaluation {
         }
         writeln!(
             f,
-            "\ndelay: from the first call to the minute the Start was decided, in event time; in a live \
-             deployment add the allowed lateness (15 min) and CloudTrail's ~5 min delivery"
+            "\ndelay: from the first call to the minute whose records decided the Start, in event time; \
+             a Start is written as soon as the file holding them is read (early Starts), so live add \
+             CloudTrail's ~5 min delivery (and the allowed lateness, 15 min, for a Start that only a \
+             window over 60 minutes or late calls decide)"
         )?;
         writeln!(f, "\n| must stay silent | Insights |")?;
         writeln!(f, "|---|---|")?;
