@@ -215,13 +215,12 @@ impl Source {
         }
     }
 
-    /// Files fetched at once: I/O-bound S3 requests need more in flight than local reads.
-    pub fn parallelism(sources: &[Source]) -> usize {
+    /// Files fetched (and waiting to be decoded) at once, from any source: S3 requests wait on
+    /// the network, and local reads and decodes are small per file (a few hundred records), so
+    /// a deep queue keeps every core busy (memory stays within the byte budget of
+    /// [`crate::pipeline::FetchLimits`]).
+    pub fn parallelism(_sources: &[Source]) -> usize {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        if sources.iter().any(|f| matches!(f, Source::S3 { .. })) {
-            (cores * 8).max(16)
-        } else {
-            (cores * 8).max(16)
-        }
+        (cores * 8).max(16)
     }
 }
