@@ -15,14 +15,6 @@ use http_body_util::BodyExt;
 
 const TOKEN: &str = "test-token-0123456789";
 
-/// Three and a half days of the demo bucket (its burst on day 8); warm-up shortened to match.
-fn build_bucket(root: &Path) {
-    let mut spec = trailsight::synth::demo::demo_spec(9.5, 0.3, 11).unwrap();
-    spec.start_minute += 6 * 1440;
-    spec.minutes = 3 * 1440 + 720;
-    trailsight::synth::write_bucket(&spec, root).unwrap();
-}
-
 fn config(dir: &Path, source: &Path, port: u16) -> PathBuf {
     let path = dir.join("serve.toml");
     std::fs::write(
@@ -199,29 +191,10 @@ async fn read_events(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn look_up_page_filter_and_stream_insights_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let all = dir.path().join("all");
-    build_bucket(&all);
     // The source starts with the files before the burst's day; the rest arrive while a stream
     // client is connected.
-    let source = dir.path().join("source");
-    let mut later: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for e in walkdir::WalkDir::new(&all).sort_by_file_name() {
-        let e = e.unwrap();
-        if !e.file_type().is_file() {
-            continue;
-        }
-        let rel = e.path().strip_prefix(&all).unwrap();
-        let to = source.join(rel);
-        if rel.to_string_lossy().contains("/2026/11/10/")
-            || rel.to_string_lossy().contains("/2026/11/11/")
-        {
-            later.push((e.path().to_path_buf(), to));
-        } else {
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
-    assert!(!later.is_empty());
+    let (source, later) = common::demo_source_before_burst(dir.path());
+    let all = dir.path().join("all");
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let config = config(dir.path(), &source, port);

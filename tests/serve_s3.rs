@@ -596,15 +596,12 @@ async fn a_start_is_written_within_a_minute_of_its_file_being_read() {
     let client = s3_client(&s3_config(addr)).await;
     // The demo account, days 6 to 9.5: its CreateAccessKey burst is on 2026-11-10.
     let bucket = dir.path().join("bucket");
-    let mut spec = trailsight::synth::demo::demo_spec(9.5, 0.3, 11).unwrap();
-    spec.start_minute += 6 * 1440;
-    spec.minutes = 3 * 1440 + 720;
-    trailsight::synth::write_bucket(&spec, &bucket).unwrap();
+    common::demo_days_6_to_9(&bucket);
     client.create_bucket().bucket("trail").send().await.unwrap();
     client.create_bucket().bucket("ins").send().await.unwrap();
     let (later, before): (Vec<_>, Vec<_>) = tree(&bucket)
         .into_iter()
-        .partition(|(key, _)| key.contains("/2026/11/10/") || key.contains("/2026/11/11/"));
+        .partition(|(key, _)| common::is_burst_day(key));
     let put = |key: String, body: Vec<u8>| {
         let client = client.clone();
         async move {

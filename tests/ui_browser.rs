@@ -11,7 +11,7 @@ mod common;
 use common::{free_port, http_get};
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -97,14 +97,6 @@ async fn wait_for(client: &fantoccini::Client, script: &str, what: &str, limit: 
     }
 }
 
-/// Three and a half days of the demo bucket (its burst on day 8); warm-up shortened to match.
-fn build_bucket(root: &Path) {
-    let mut spec = trailsight::synth::demo::demo_spec(9.5, 0.3, 11).unwrap();
-    spec.start_minute += 6 * 1440;
-    spec.minutes = 3 * 1440 + 720;
-    trailsight::synth::write_bucket(&spec, root).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analyst_sees_the_insight_live_then_its_chart_band_and_principal() {
     if chromium().is_none() || chromedriver().is_none() {
@@ -121,26 +113,8 @@ async fn an_analyst_sees_the_insight_live_then_its_chart_band_and_principal() {
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let all = dir.path().join("all");
-    build_bucket(&all);
     // The source starts with the days before the burst; the rest arrive while the list is open.
-    let source = dir.path().join("source");
-    let mut later: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for e in walkdir::WalkDir::new(&all).sort_by_file_name() {
-        let e = e.unwrap();
-        if !e.file_type().is_file() {
-            continue;
-        }
-        let rel = e.path().strip_prefix(&all).unwrap();
-        let to = source.join(rel);
-        let name = rel.to_string_lossy();
-        if name.contains("/2026/11/10/") || name.contains("/2026/11/11/") {
-            later.push((e.path().to_path_buf(), to));
-        } else {
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
+    let (source, later) = common::demo_source_before_burst(dir.path());
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let config = dir.path().join("serve.toml");

@@ -283,16 +283,25 @@ pub(crate) fn only_known(q: &HashMap<String, String>, known: &[&str]) -> Result<
 
 /// `maxResults`: 1 to [`MAX_MAX_RESULTS`], default [`DEFAULT_MAX_RESULTS`].
 pub(crate) fn max_results(q: &HashMap<String, String>) -> Result<usize, ApiError> {
+    max_results_within(q, DEFAULT_MAX_RESULTS, MAX_MAX_RESULTS)
+}
+
+/// `maxResults`: 1 to `max`, `default` when absent.
+pub(crate) fn max_results_within(
+    q: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match q.get("maxResults") {
-        None => Ok(DEFAULT_MAX_RESULTS),
+        None => Ok(default),
         Some(v) => v
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=MAX_MAX_RESULTS).contains(n))
+            .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| {
                 ApiError::bad_parameter(
                     "maxResults",
-                    format!("must be a whole number from 1 to {MAX_MAX_RESULTS}"),
+                    format!("must be a whole number from 1 to {max}"),
                 )
             }),
     }

@@ -15,7 +15,7 @@ use trailsight_detector::SeriesKey;
 use trailsight_detector::time::format_minute;
 
 use crate::store::{DataType, MAX_POINTS, SeriesError, SeriesQuery};
-use crate::{Api, ApiError, hex, only_known, time_param, unhex};
+use crate::{Api, ApiError, hex, max_results_within, only_known, time_param, unhex};
 
 const PARAMS: [&str; 12] = [
     "account",
@@ -97,19 +97,7 @@ pub(crate) fn parse(q: &HashMap<String, String>, now_minute: i64) -> Result<Seri
             ));
         }
     };
-    let max_points = match q.get("maxResults") {
-        None => MAX_POINTS,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_POINTS).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_parameter(
-                    "maxResults",
-                    format!("must be a whole number from 1 to {MAX_POINTS}"),
-                )
-            })?,
-    };
+    let max_points = max_results_within(q, MAX_POINTS, MAX_POINTS)?;
     let end_minute = q
         .get("endTime")
         .map(|v| minute_of("endTime", v, true))

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `bytes` at `root/key`, creating folders.
 pub fn put(root: &Path, key: &str, bytes: &[u8]) {
@@ -153,4 +153,43 @@ pub fn series_count(exposition: &str) -> usize {
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .count()
+}
+
+/// Days 6 to 9.5 of the demo bucket (its `CreateAccessKey` burst on 2026-11-10) written to
+/// `root`; tests shorten the warm-up to 12 hours to match.
+pub fn demo_days_6_to_9(root: &Path) {
+    let mut spec = trailsight::synth::demo::demo_spec(9.5, 0.3, 11).unwrap();
+    spec.start_minute += 6 * 1440;
+    spec.minutes = 3 * 1440 + 720;
+    trailsight::synth::write_bucket(&spec, root).unwrap();
+}
+
+/// True for a key or path of the burst's days (2026-11-10 and 11).
+pub fn is_burst_day(key: &str) -> bool {
+    key.contains("/2026/11/10/") || key.contains("/2026/11/11/")
+}
+
+/// [`demo_days_6_to_9`] under `dir/all`, with a source folder `dir/source` holding the days
+/// before the burst; returns the source and the burst days' files (from, to) to copy in later.
+pub fn demo_source_before_burst(dir: &Path) -> (PathBuf, Vec<(PathBuf, PathBuf)>) {
+    let all = dir.join("all");
+    demo_days_6_to_9(&all);
+    let source = dir.join("source");
+    let mut later = Vec::new();
+    for e in walkdir::WalkDir::new(&all).sort_by_file_name() {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let rel = e.path().strip_prefix(&all).unwrap();
+        let to = source.join(rel);
+        if is_burst_day(&rel.to_string_lossy()) {
+            later.push((e.path().to_path_buf(), to));
+        } else {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    assert!(!later.is_empty());
+    (source, later)
 }
