@@ -200,7 +200,8 @@ pub(crate) struct MetricsDataParams {
     /// RFC 3339, inclusive (the bucket holding it is the first); default 90 days before `endTime`.
     #[param(format = DateTime)]
     startTime: Option<String>,
-    /// RFC 3339, exclusive; default now (and never past the newest closed minute).
+    /// RFC 3339, exclusive; default now (past the newest closed minute, only the key's open
+    /// minutes with calls so far: provisional counts).
     #[param(format = DateTime)]
     endTime: Option<String>,
     /// 60 (kept 15 days), 300 (63 days) or 3600 (default).

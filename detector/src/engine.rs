@@ -121,6 +121,9 @@ pub struct SeriesBatch {
     pub counts: Vec<(u32, i64, u32)>,
     /// (key index, minute): one late call each, counted after its minute closed (add 1).
     pub late: Vec<(u32, i64)>,
+    /// (key index, minute, calls so far): minutes still open that this batch's files added
+    /// calls to (provisional: set again, to its final count, when the minute closes).
+    pub open: Vec<(u32, i64, u32)>,
     /// (key index, hour since the Unix epoch, judgement): each key's first open test of the
     /// hour (none for keys warming up or with an Insight open).
     pub judgements: Vec<(u32, i64, crate::detect::judgement::Judgement)>,
@@ -129,7 +132,10 @@ pub struct SeriesBatch {
 impl SeriesBatch {
     /// True when there is nothing to store.
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty() && self.late.is_empty() && self.judgements.is_empty()
+        self.counts.is_empty()
+            && self.late.is_empty()
+            && self.open.is_empty()
+            && self.judgements.is_empty()
     }
 }
 
@@ -138,6 +144,7 @@ impl SeriesBatch {
 struct SeriesTap {
     counts: Vec<(crate::aggregate::KeyId, i64, u32)>,
     late: Vec<(crate::aggregate::KeyId, i64)>,
+    open: Vec<(crate::aggregate::KeyId, i64, u32)>,
 }
 
 /// Aggregator and detector together. Serializable between two [`Engine::ingest`]s
@@ -237,6 +244,17 @@ impl Engine {
         out.extend(self.run(&closed));
         // Early Starts: the keys this file added calls to, tested on what is read so far.
         let touched = self.aggregator.take_touched();
+        if let Some(series) = self.series.as_mut() {
+            for &(id, from) in &touched {
+                series.open.extend(
+                    self.aggregator
+                        .open_samples(id)
+                        .into_iter()
+                        .filter(|o| o.0 >= from)
+                        .map(|(m, sample)| (id, m, sample.count)),
+                );
+            }
+        }
         if self.detector.config().early_starts && !touched.is_empty() {
             let closed_through = self.aggregator.closed_before().map_or(i64::MIN, |c| c - 1);
             for (id, from) in touched {
@@ -323,6 +341,10 @@ impl Engine {
         for (id, minute) in tap.late {
             let i = key_index(id, &mut batch.keys);
             batch.late.push((i, minute));
+        }
+        for (id, minute, calls) in tap.open {
+            let i = key_index(id, &mut batch.keys);
+            batch.open.push((i, minute, calls));
         }
         for (id, hour, j) in judgements {
             let i = key_index(id, &mut batch.keys);
@@ -687,6 +709,11 @@ mod tests {
             got, expected,
             "read-only ListUsers is not a series; every write call is"
         );
+        // Open minutes were reported as they filled, never above the count they closed with.
+        assert!(!batch.open.is_empty());
+        for &(_, minute, calls) in &batch.open {
+            assert!(calls <= got[&minute], "minute {minute}: {calls} so far");
+        }
         assert_eq!(batch.late, vec![(0, late_minute)]);
         // Judged once per hour with calls, after the warm-up.
         let hours: Vec<i64> = batch.judgements.iter().map(|j| j.1).collect();

@@ -174,6 +174,10 @@ impl Store {
                 for &(k, minute, calls) in &batch.counts {
                     set.execute((id(k), minute, calls))?;
                 }
+                // Open minutes so far: provisional rows, set again when the minute closes.
+                for &(k, minute, calls) in &batch.open {
+                    set.execute((id(k), minute, calls))?;
+                }
                 let mut add = tx.prepare_cached(
                     "INSERT INTO counts (key, minute, span, calls) VALUES (?1, ?2, 1, 1) \
                      ON CONFLICT (key, minute) DO UPDATE SET calls = calls + 1",
@@ -219,9 +223,29 @@ impl Store {
         })
     }
 
+    /// The newest minute with a count stored for `key` (closed or open).
+    fn newest_minute(&self, key: &SeriesKey) -> Result<Option<i64>, StoreError> {
+        self.with_reader(|c| {
+            c.query_row(
+                "SELECT MAX(c.minute) FROM counts c JOIN series_keys k ON c.key = k.id \
+                 WHERE k.account = ?1 AND k.region = ?2 AND k.event_source = ?3 \
+                 AND k.event_name = ?4 AND k.error_code = ?5",
+                (
+                    &key.account,
+                    &key.region,
+                    &key.event_source,
+                    &key.event_name,
+                    error_code_text(key),
+                ),
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(|e| self.err(e))
+        })
+    }
+
     /// One page of a series: buckets of `period_minutes` from `start_minute` (aligned down)
-    /// to `end_minute` (exclusive; clamped to the newest closed minute, aligned down to the
-    /// period), oldest first, each
+    /// to `end_minute` (exclusive; past the newest closed minute, only up to the key's newest
+    /// open minute with calls so far, else aligned down to the period), oldest first, each
     /// with the detector's expected value and band. `Ok(None)` when the key has no series.
     ///
     /// Returns `Err(SeriesError::PeriodNotKept)` when the range holds rows rolled up to a
@@ -231,10 +255,15 @@ impl Store {
         let p = q.period_minutes.max(1);
         let start = q.start_minute - q.start_minute.rem_euclid(p);
         let closed = self.series_closed_before()?.unwrap_or(i64::MIN);
-        // Clamped to the newest closed minute, the end drops the bucket still filling (it would
-        // read as a dip against a full bucket's band).
+        // Past the newest closed minute only the key's open minutes with calls so far (their
+        // provisional counts: a live Insight's minutes) are shown; without them the end drops
+        // the bucket still filling (it would read as a dip against a full bucket's band).
         let end = if q.end_minute > closed {
-            closed - closed.rem_euclid(p)
+            let live = self
+                .newest_minute(&q.key)?
+                .filter(|m| *m >= closed)
+                .map_or(i64::MIN, |m| m.saturating_add(1));
+            (closed - closed.rem_euclid(p)).max(live.min(q.end_minute))
         } else {
             q.end_minute
         };
@@ -581,6 +610,7 @@ mod tests {
             keys: vec![key("CreateAccessKey")],
             counts: vec![(0, T + 1, 2), (0, T + 7, 3), (0, T + 61, 1)],
             late: vec![(0, T + 7)],
+            open: Vec::new(),
             judgements: vec![
                 (0, T / 60, judgement(0.01)),
                 (0, T / 60 + 1, judgement(0.5)),
@@ -647,6 +677,39 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn open_minutes_show_their_calls_so_far_until_they_close() {
+        let (_d, store) = store();
+        let live = |open: Vec<(u32, i64, u32)>, counts: Vec<(u32, i64, u32)>| SeriesBatch {
+            keys: vec![key("CreateAccessKey")],
+            counts,
+            open,
+            ..SeriesBatch::default()
+        };
+        store
+            .insert_series(&live(vec![(0, T + 3, 2)], vec![(0, T, 1)]), Some(T + 1))
+            .unwrap();
+        let q = query("CreateAccessKey", T, T + 60, 1, DataType::FillWithZeros);
+        let calls = |store: &Store| -> Vec<u64> {
+            let page = store.series(&q).unwrap().unwrap();
+            page.points.iter().map(|p| p.calls).collect()
+        };
+        assert_eq!(
+            calls(&store),
+            [1, 0, 0, 2],
+            "to the newest open minute with calls"
+        );
+        // More calls read, then the minute closes with its final count.
+        store
+            .insert_series(&live(vec![(0, T + 3, 4)], vec![]), Some(T + 1))
+            .unwrap();
+        assert_eq!(calls(&store), [1, 0, 0, 4]);
+        store
+            .insert_series(&live(vec![], vec![(0, T + 3, 5)]), Some(T + 10))
+            .unwrap();
+        assert_eq!(calls(&store), [1, 0, 0, 5, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
