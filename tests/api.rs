@@ -377,9 +377,23 @@ async fn look_up_page_filter_and_stream_insights_over_http() {
         (404, Some("not_found"))
     );
 
-    // Tracked keys, from the engine's snapshot: the burst's key is there, past its Insight.
-    let (status, body) = get(addr, "/v1/keys?maxResults=1000", Some(TOKEN)).await;
-    assert_eq!(status, 200, "{body}");
+    // Tracked keys, from the engine's snapshot: the burst's key is there, past its Insight. The
+    // snapshot changes while serve still reads the last files: wait until it holds still.
+    let settled = Instant::now();
+    let mut body = serde_json::Value::Null;
+    loop {
+        let (status, now) = get(addr, "/v1/keys?maxResults=1000", Some(TOKEN)).await;
+        assert_eq!(status, 200, "{now}");
+        if now == body {
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(120),
+            "keys never settled"
+        );
+        body = now;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
     let keys = body["keys"].as_array().unwrap().clone();
     let burst: Vec<_> = keys
         .iter()

@@ -187,21 +187,45 @@ impl Default for FetchLimits {
     }
 }
 
-/// Stores the counts and judgements the engine's series tap holds in the API's store (before
-/// the Insights they explain, so a client told of an Insight finds its series). The store is a
-/// view: a failure is logged, never a reason to stop.
-/// `stored` is the watermark stored last (quiet minutes still move it).
-fn store_series(sinks: &Sinks, engine: &mut Engine, stored: &mut Option<i64>) {
+/// The series tap's batches not yet in the API's store.
+#[derive(Default)]
+struct SeriesOut {
+    pending: Vec<trailsight_detector::SeriesBatch>,
+    /// The engine's watermark after the last batch taken, and the one stored last (quiet
+    /// minutes still move it).
+    watermark: Option<i64>,
+    stored: Option<i64>,
+}
+
+/// Most tap batches (one per file) held before they are stored.
+const SERIES_BATCHES_PER_WRITE: usize = 64;
+
+/// Takes what the engine's series tap holds (nothing without the API's store).
+fn take_series(sinks: &Sinks, engine: &mut Engine, out: &mut SeriesOut) {
+    if sinks.api.is_none() {
+        return;
+    }
+    let batch = engine.take_series();
+    out.watermark = engine.watermark_minute();
+    if !batch.is_empty() {
+        out.pending.push(batch);
+    }
+}
+
+/// Stores the held batches in one transaction. Called before Insights are written (so a
+/// client told of an Insight finds its series), when no decoded file is waiting, and every
+/// [`SERIES_BATCHES_PER_WRITE`] files. The store is a view: a failure is logged, never a
+/// reason to stop.
+fn flush_series(sinks: &Sinks, out: &mut SeriesOut) {
     let Some(api) = &sinks.api else {
         return;
     };
-    let batch = engine.take_series();
-    let watermark = engine.watermark_minute();
-    if batch.is_empty() && watermark == *stored {
+    if out.pending.is_empty() && out.watermark == out.stored {
         return;
     }
-    *stored = watermark;
-    if let Err(e) = api.store().insert_series(&batch, watermark) {
+    out.stored = out.watermark;
+    let batches = std::mem::take(&mut out.pending);
+    if let Err(e) = api.store().insert_series_all(&batches, out.watermark) {
         tracing::warn!(error = %e, "series not stored for the API");
     }
 }
@@ -274,14 +298,20 @@ pub async fn run_files(
         let location_of = |account: &str| locations.get(account).cloned().unwrap_or_default();
         let mut outage = None;
         let mut closed = out.engine.minutes_closed();
-        let mut series_watermark = None;
+        let mut series = SeriesOut::default();
         if sinks.api.is_some() {
             out.engine.enable_series();
         }
         while let Some((decoded, delivered, read_at)) = rx.blocking_recv() {
             let before = out.engine.record_outcomes();
             let emitted = out.engine.ingest(&decoded.batch, delivered);
-            store_series(&sinks, &mut out.engine, &mut series_watermark);
+            take_series(&sinks, &mut out.engine, &mut series);
+            if !emitted.is_empty()
+                || rx.is_empty()
+                || series.pending.len() >= SERIES_BATCHES_PER_WRITE
+            {
+                flush_series(&sinks, &mut series);
+            }
             let results = record_results(&decoded.batch, before, out.engine.record_outcomes());
             for (total, n) in out.records_by_result.iter_mut().zip(results) {
                 *total += n;
@@ -313,13 +343,16 @@ pub async fn run_files(
             && !aborted_in_engine.load(std::sync::atomic::Ordering::SeqCst)
         {
             let emitted = out.engine.finish();
-            store_series(&sinks, &mut out.engine, &mut series_watermark);
+            take_series(&sinks, &mut out.engine, &mut series);
+            flush_series(&sinks, &mut series);
             let written = write_insights(&emitted, location_of, &sinks, &handle, metrics, &mut out);
             report_engine(metrics, &out.engine, &mut closed);
             if let Err(e) = written {
                 outage = Some(e);
             }
         }
+        // Whatever the tap still holds (the files ran out, or a sink failed).
+        flush_series(&sinks, &mut series);
         match outage {
             Some(e) => Err(e),
             None => Ok(out),

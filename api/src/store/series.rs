@@ -135,7 +135,8 @@ fn error_code_text(key: &SeriesKey) -> &str {
 impl Store {
     /// Stores one batch of the engine's series tap in one transaction: closed minutes' counts
     /// (set: the same minute closed again after a restore gives the same count), late calls
-    /// (added), judgements (the first of each key-hour is kept), and the newest closed minute.
+    /// (added), open minutes' counts so far (set), judgements (the first of each key-hour is
+    /// kept), and the newest closed minute.
     ///
     /// Returns `Err(StoreError::Sqlite)` when the write fails (nothing of it is kept).
     pub fn insert_series(
@@ -143,9 +144,20 @@ impl Store {
         batch: &SeriesBatch,
         closed_before: Option<i64>,
     ) -> Result<(), StoreError> {
+        self.insert_series_all(std::slice::from_ref(batch), closed_before)
+    }
+
+    /// [`Store::insert_series`] of several batches, in order, in one transaction.
+    ///
+    /// Returns `Err(StoreError::Sqlite)` when the write fails (nothing of it is kept).
+    pub fn insert_series_all(
+        &self,
+        batches: &[SeriesBatch],
+        closed_before: Option<i64>,
+    ) -> Result<(), StoreError> {
         self.with_writer(|c| {
             let tx = c.transaction()?;
-            {
+            for batch in batches {
                 let mut ids = Vec::with_capacity(batch.keys.len());
                 let mut add_key = tx.prepare_cached(
                     "INSERT OR IGNORE INTO series_keys (account, region, event_source, event_name, \
@@ -194,6 +206,8 @@ impl Store {
                         judge.execute((id(*k), hour, blob))?;
                     }
                 }
+            }
+            {
                 if let Some(closed) = closed_before {
                     tx.execute(
                         "INSERT INTO series_meta (id, closed_before) VALUES (1, ?1) \
