@@ -242,23 +242,24 @@ impl Engine {
         }
         let closed = self.aggregator.close_ready();
         out.extend(self.run(&closed));
-        // Early Starts: the keys this file added calls to, tested on what is read so far.
+        // The keys this file added calls to, with their open minutes so far: provisional
+        // counts for the series tap, and early Starts tested on what is read so far.
         let touched = self.aggregator.take_touched();
-        if let Some(series) = self.series.as_mut() {
-            for &(id, from) in &touched {
+        let early = self.detector.config().early_starts;
+        if self.series.is_none() && !early {
+            return out;
+        }
+        let closed_through = self.aggregator.closed_before().map_or(i64::MIN, |c| c - 1);
+        for (id, from) in touched {
+            let open = self.aggregator.open_samples(id);
+            if let Some(series) = self.series.as_mut() {
                 series.open.extend(
-                    self.aggregator
-                        .open_samples(id)
-                        .into_iter()
+                    open.iter()
                         .filter(|o| o.0 >= from)
-                        .map(|(m, sample)| (id, m, sample.count)),
+                        .map(|(m, sample)| (id, *m, sample.count)),
                 );
             }
-        }
-        if self.detector.config().early_starts && !touched.is_empty() {
-            let closed_through = self.aggregator.closed_before().map_or(i64::MIN, |c| c - 1);
-            for (id, from) in touched {
-                let open = self.aggregator.open_samples(id);
+            if early {
                 self.detector.test_early(
                     id,
                     &self.aggregator,
@@ -268,8 +269,8 @@ impl Engine {
                     &mut self.transitions,
                 );
             }
-            self.drain_transitions(&mut out);
         }
+        self.drain_transitions(&mut out);
         out
     }
 

@@ -571,6 +571,7 @@ impl Store {
 mod tests {
     use super::*;
     use trailsight_detector::detect::model::{Model, Models};
+    use trailsight_detector::detect::window::Thresholds;
 
     fn key(name: &str) -> SeriesKey {
         SeriesKey {
@@ -592,9 +593,11 @@ mod tests {
                 .unwrap(),
                 evidence_minutes: 10_000.0,
             }),
-            per_window: 1e-6,
-            min_count: 3,
-            min_ratio: 2.0,
+            thresholds: Thresholds {
+                per_window: 1e-6,
+                min_count: 3,
+                min_ratio: 2.0,
+            },
         }
     }
 

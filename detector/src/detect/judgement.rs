@@ -19,12 +19,8 @@ use super::window::{Thresholds, WindowCalls, most_significant};
 pub struct Judgement {
     /// The hour's models (floored), calls per minute.
     pub models: Models,
-    /// Significance level of one window's test.
-    pub per_window: f64,
-    /// Minimum calls in a window.
-    pub min_count: u32,
-    /// Minimum ratio of a window's rate to the strictest model's rate.
-    pub min_ratio: f64,
+    /// The gates and level a window had to pass.
+    pub thresholds: Thresholds,
 }
 
 /// Counts above this are not searched (a band this high is reported as this value).
@@ -51,11 +47,7 @@ impl Judgement {
             most_significant(
                 &[WindowCalls { minutes, calls }],
                 |_| self.models,
-                Thresholds {
-                    per_window: self.per_window,
-                    min_count: self.min_count,
-                    min_ratio: self.min_ratio,
-                },
+                self.thresholds,
             )
             .is_some()
         };
@@ -93,9 +85,11 @@ mod tests {
                 dispersion: Dispersion { at_scales: d },
                 evidence_minutes: 10_000.0,
             }),
-            per_window,
-            min_count: 3,
-            min_ratio: 2.0,
+            thresholds: Thresholds {
+                per_window,
+                min_count: 3,
+                min_ratio: 2.0,
+            },
         }
     }
 
@@ -110,9 +104,11 @@ mod tests {
     fn no_model_no_band() {
         let j = Judgement {
             models: Models::default(),
-            per_window: 1e-6,
-            min_count: 1,
-            min_ratio: 1.0,
+            thresholds: Thresholds {
+                per_window: 1e-6,
+                min_count: 1,
+                min_ratio: 1.0,
+            },
         };
         assert_eq!(j.upper(1), None);
         assert_eq!(j.expected(1), None);

@@ -277,9 +277,7 @@ impl Detector {
                 Judgement {
                     // A 1-minute window never reaches into the previous hour.
                     models: window_models(1, m, &now_models, &prev_models, global, floor),
-                    per_window: thresholds.per_window,
-                    min_count: thresholds.min_count,
-                    min_ratio: thresholds.min_ratio,
+                    thresholds,
                 },
             ));
         }

@@ -15,7 +15,7 @@ pub struct WindowCalls {
 }
 
 /// The thresholds a window must pass.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Thresholds {
     /// Significance level of one window's test (the key-minute level over the windows).
     pub per_window: f64,
