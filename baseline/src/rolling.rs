@@ -16,21 +16,82 @@ use serde::{Deserialize, Serialize};
 use crate::MINUTES_PER_HOUR;
 use crate::dispersion::{Dispersion, ScaleMoments};
 
+/// One hour of a key's counts, in 16 bytes (a busy key holds 673 of them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct HourBucket {
-    /// Hours since the Unix epoch (i32 lasts until the year 246,000).
-    hour: i32,
-    /// Calls in the hour's recorded minutes.
-    calls: u32,
+    /// Hours since the Unix epoch (24 bits, signed: ±957 years around 1970) and, in the low 8
+    /// bits, the largest count of one minute of the hour as a [`count_code`].
+    hour_max: i32,
+    /// Calls in the hour's recorded minutes (26 bits, saturating at 67,108,863: 18,641 calls a
+    /// second for the whole hour) and, in the high 6 bits, the number of minutes of this hour
+    /// excluded from the baseline (inside an Insight; at most 60).
+    calls_excluded: u32,
     /// Sum over the hour's minutes of count², for the per-minute variance.
     sum_sq: f32,
     /// Sum over the hour's four aligned quarter hours of (calls in the quarter hour)², for the
     /// dispersion of 15-minute sums (see [`crate::dispersion`]).
     sum_sq15: f32,
-    /// Number of minutes of this hour excluded from the baseline (inside an Insight).
-    excluded: u16,
-    /// Largest count of one minute in the hour (saturating).
-    max_count: u16,
+}
+
+/// Largest hour a bucket holds (hours since the epoch; 24 bits, signed).
+const MAX_HOUR: i64 = (1 << 23) - 1;
+const CALLS_BITS: u32 = 26;
+const MAX_CALLS: u32 = (1 << CALLS_BITS) - 1;
+const MAX_EXCLUDED: u32 = (1 << (32 - CALLS_BITS)) - 1;
+
+/// A one-minute count in 8 bits, monotone: exact below 16, then 16 steps per doubling (the
+/// code rounds down by less than 1/16), saturating at 507,904 calls in a minute.
+fn count_code(count: u32) -> u8 {
+    if count < 16 {
+        return count as u8;
+    }
+    let shift = (31 - count.leading_zeros()) - 4;
+    let code = 16 * shift + (count >> shift);
+    u8::try_from(code).unwrap_or(u8::MAX)
+}
+
+/// The smallest count with code `code` (a lower bound of the counts it stands for).
+fn code_count(code: u8) -> u32 {
+    let code = u32::from(code);
+    if code < 16 {
+        return code;
+    }
+    let shift = code / 16 - 1;
+    (16 + code % 16) << shift
+}
+
+impl HourBucket {
+    fn new(hour: i64) -> Self {
+        HourBucket {
+            hour_max: (hour.clamp(-MAX_HOUR - 1, MAX_HOUR) as i32) << 8,
+            calls_excluded: 0,
+            sum_sq: 0.0,
+            sum_sq15: 0.0,
+        }
+    }
+    /// Hours since the epoch.
+    fn hour(&self) -> i64 {
+        i64::from(self.hour_max >> 8)
+    }
+    /// Largest count of one minute (rounded down, see [`count_code`]).
+    fn max_count(&self) -> u32 {
+        code_count((self.hour_max & 0xff) as u8)
+    }
+    fn calls(&self) -> u32 {
+        self.calls_excluded & MAX_CALLS
+    }
+    fn excluded(&self) -> u32 {
+        self.calls_excluded >> CALLS_BITS
+    }
+    fn add_calls(&mut self, count: u32) {
+        let calls = self.calls().saturating_add(count).min(MAX_CALLS);
+        self.calls_excluded = (self.calls_excluded & !MAX_CALLS) | calls;
+        let code = count_code(count).max((self.hour_max & 0xff) as u8);
+        self.hour_max = (self.hour_max & !0xff) | i32::from(code);
+    }
+    fn set_excluded(&mut self, excluded: u32) {
+        self.calls_excluded = (excluded.min(MAX_EXCLUDED) << CALLS_BITS) | self.calls();
+    }
 }
 
 /// Baseline statistics of a per-minute rate over a window.
@@ -91,7 +152,7 @@ pub struct HourProfile {
 /// Σcount² without its largest minute's share (`max_count² − max_count`, the part above a
 /// Poisson minute of that size): one unusual minute in the window is not evidence that the key is
 /// bursty, repeated ones are.
-fn robust_sum_sq(sum_sq: f64, max_count: u16) -> f64 {
+fn robust_sum_sq(sum_sq: f64, max_count: u32) -> f64 {
     let m = f64::from(max_count);
     (sum_sq - (m * m - m)).max(0.0)
 }
@@ -110,7 +171,7 @@ fn moments(calls: u64, sum_sq: f64, n: u64, floor: f64) -> (f64, f64, f64) {
 }
 
 /// Sums over a set of hour buckets.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Accumulated {
     /// Minutes of the buckets added (60 each; for the share of excluded hours of the day).
     bucket_minutes: u64,
@@ -119,7 +180,7 @@ struct Accumulated {
     sum_sq15: f64,
     sum_sq60: f64,
     excluded: u64,
-    max_count: u16,
+    max_count: u32,
     /// Σ over hours of (Σcount² − calls² / 60): within-hour squared deviations of minutes.
     within1: f64,
     /// Σ over hours of (Σquarter² − calls² / 4): within-hour squared deviations of quarter hours.
@@ -131,19 +192,20 @@ struct Accumulated {
 impl Accumulated {
     fn add(&mut self, b: &HourBucket) {
         self.bucket_minutes += MINUTES_PER_HOUR as u64;
-        self.calls += u64::from(b.calls);
+        let calls = f64::from(b.calls());
+        self.calls += u64::from(b.calls());
         self.sum_sq += f64::from(b.sum_sq);
         self.sum_sq15 += f64::from(b.sum_sq15);
-        self.sum_sq60 += f64::from(b.calls) * f64::from(b.calls);
-        self.excluded += u64::from(b.excluded);
-        self.max_count = self.max_count.max(b.max_count);
+        self.sum_sq60 += calls * calls;
+        self.excluded += u64::from(b.excluded());
+        self.max_count = self.max_count.max(b.max_count());
         if let Some(by) = self.within_by_hour_of_day.as_mut() {
-            let c2 = f64::from(b.calls) * f64::from(b.calls);
+            let c2 = calls * calls;
             let w1 = (f64::from(b.sum_sq) - c2 / 60.0).max(0.0);
             let w15 = (f64::from(b.sum_sq15) - c2 / 4.0).max(0.0);
             self.within1 += w1;
             self.within15 += w15;
-            let hod = i64::from(b.hour).rem_euclid(24) as usize;
+            let hod = b.hour().rem_euclid(24) as usize;
             by[hod][0] += w1;
             by[hod][1] += w15;
         }
@@ -188,6 +250,34 @@ impl Accumulated {
     }
 }
 
+/// Complete hours of a window accumulated by [`RollingRate::stats_cached`]: the sums over the
+/// buckets of hours `first_hour..upto_hour`.
+#[derive(Debug, Clone)]
+struct WindowSums {
+    first_hour: i64,
+    /// Exclusive; [`WindowSums::INVALID`] after a change to one of the hours summed.
+    upto_hour: i64,
+    acc: Accumulated,
+}
+
+impl WindowSums {
+    const INVALID: i64 = i64::MIN;
+}
+
+/// Fewer complete hours than this in a window are summed afresh on each call (a sparse key's
+/// few buckets cost less to add than a cache costs to keep).
+const MIN_CACHED_HOURS: usize = 16;
+
+/// A cache, not part of the window's value: always equal, never saved (rebuilt on first use).
+#[derive(Debug, Clone, Default)]
+struct SumsCache(Option<Box<WindowSums>>);
+
+impl PartialEq for SumsCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// Rolling per-minute counts of one key (calls per minute, UTC minute buckets).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RollingRate {
@@ -195,6 +285,9 @@ pub struct RollingRate {
     /// The quarter hour last recorded into (`minute.div_euclid(15)`) and its calls so far, so
     /// that `sum_sq15` grows by `(s + c)² − s²` as minutes of one quarter hour arrive in order.
     quarter: (i32, u32),
+    /// Sums over the complete hours of the last [`RollingRate::stats_cached`] window.
+    #[serde(skip)]
+    sums: SumsCache,
 }
 
 impl RollingRate {
@@ -203,50 +296,36 @@ impl RollingRate {
         Self::default()
     }
 
+    /// Forgets the cached sums when hour `hour` is one of them.
+    fn touch(&mut self, hour: i64) {
+        if let Some(c) = self.sums.0.as_mut()
+            && hour < c.upto_hour
+        {
+            c.upto_hour = WindowSums::INVALID;
+        }
+    }
+
     fn bucket_mut(&mut self, minute: i64) -> &mut HourBucket {
-        let hour = minute.div_euclid(MINUTES_PER_HOUR) as i32;
+        let hour = HourBucket::new(minute.div_euclid(MINUTES_PER_HOUR)).hour();
+        self.touch(hour);
         let pos = match self.buckets.back() {
-            Some(last) if last.hour == hour => self.buckets.len() - 1,
-            Some(last) if last.hour < hour => {
+            Some(last) if last.hour() == hour => self.buckets.len() - 1,
+            Some(last) if last.hour() < hour => {
                 // Grow by an eighth, not by doubling: a busy key holds 673 hours.
                 if self.buckets.len() == self.buckets.capacity() {
                     self.buckets.reserve_exact(self.buckets.len() / 8 + 4);
                 }
-                self.buckets.push_back(HourBucket {
-                    hour,
-                    calls: 0,
-                    excluded: 0,
-                    sum_sq: 0.0,
-                    sum_sq15: 0.0,
-                    max_count: 0,
-                });
+                self.buckets.push_back(HourBucket::new(hour));
                 self.buckets.len() - 1
             }
             None => {
-                self.buckets.push_back(HourBucket {
-                    hour,
-                    calls: 0,
-                    excluded: 0,
-                    sum_sq: 0.0,
-                    sum_sq15: 0.0,
-                    max_count: 0,
-                });
+                self.buckets.push_back(HourBucket::new(hour));
                 0
             }
-            Some(_) => match self.buckets.binary_search_by_key(&hour, |b| b.hour) {
+            Some(_) => match self.buckets.binary_search_by_key(&hour, HourBucket::hour) {
                 Ok(i) => i,
                 Err(i) => {
-                    self.buckets.insert(
-                        i,
-                        HourBucket {
-                            hour,
-                            calls: 0,
-                            excluded: 0,
-                            sum_sq: 0.0,
-                            sum_sq15: 0.0,
-                            max_count: 0,
-                        },
-                    );
+                    self.buckets.insert(i, HourBucket::new(hour));
                     i
                 }
             },
@@ -260,7 +339,7 @@ impl RollingRate {
         self.buckets
             .iter()
             .zip(self.buckets.iter().skip(1))
-            .all(|(a, b)| a.hour < b.hour)
+            .all(|(a, b)| a.hour() < b.hour())
     }
 
     /// Records the closed minute `minute` with `count` calls. Zero counts need not be recorded.
@@ -284,36 +363,42 @@ impl RollingRate {
         let sq15 = (u64::from(after) * u64::from(after)) as f64
             - (u64::from(before) * u64::from(before)) as f64;
         let b = self.bucket_mut(minute);
-        b.calls = b.calls.saturating_add(count);
+        b.add_calls(count);
         b.sum_sq += sq as f32;
         b.sum_sq15 += sq15 as f32;
-        b.max_count = b.max_count.max(u16::try_from(count).unwrap_or(u16::MAX));
     }
 
     /// Marks the closed minute `minute` as excluded from the baseline (it lies
     /// inside an Insight). Its calls must not also be [`record`](Self::record)ed.
     pub fn exclude(&mut self, minute: i64) {
         let b = self.bucket_mut(minute);
-        b.excluded = b.excluded.saturating_add(1);
+        b.set_excluded(b.excluded() + 1);
     }
 
     /// Undoes one [`exclude`](Self::exclude) of `minute` (the minute turned out to be normal).
     pub fn include(&mut self, minute: i64) {
-        let hour = minute.div_euclid(MINUTES_PER_HOUR) as i32;
-        if let Ok(i) = self.buckets.binary_search_by_key(&hour, |b| b.hour) {
+        let hour = HourBucket::new(minute.div_euclid(MINUTES_PER_HOUR)).hour();
+        self.touch(hour);
+        if let Ok(i) = self.buckets.binary_search_by_key(&hour, HourBucket::hour) {
             let b = &mut self.buckets[i];
-            b.excluded = b.excluded.saturating_sub(1);
+            b.set_excluded(b.excluded().saturating_sub(1));
         }
     }
 
     /// Drops every hour that ends at or before `cutoff_minute`'s hour start.
     pub fn evict_before(&mut self, cutoff_minute: i64) {
-        let cutoff_hour = cutoff_minute.div_euclid(MINUTES_PER_HOUR) as i32;
+        let cutoff_hour = cutoff_minute.div_euclid(MINUTES_PER_HOUR);
         while let Some(first) = self.buckets.front() {
-            if first.hour >= cutoff_hour {
+            let hour = first.hour();
+            if hour >= cutoff_hour {
                 break;
             }
             self.buckets.pop_front();
+            if let Some(c) = self.sums.0.as_mut()
+                && hour >= c.first_hour
+            {
+                c.upto_hour = WindowSums::INVALID;
+            }
         }
     }
 
@@ -335,10 +420,9 @@ impl RollingRate {
             .buckets
             .iter()
             .rev()
-            .take_while(|b| i64::from(b.hour) >= first_hour)
+            .take_while(|b| b.hour() >= first_hour)
         {
-            if i64::from(b.hour) < now_hour
-                || (i64::from(b.hour) == now_hour && now.rem_euclid(MINUTES_PER_HOUR) > 0)
+            if b.hour() < now_hour || (b.hour() == now_hour && now.rem_euclid(MINUTES_PER_HOUR) > 0)
             {
                 acc.add(b);
             }
@@ -361,6 +445,11 @@ impl RollingRate {
     ) -> BaselineStats {
         let mut acc = Accumulated::default();
         let span = self.accumulate_window(now, history_start, window_minutes, &mut acc);
+        Self::stats_of(&acc, span, prior)
+    }
+
+    /// The statistics of a window's sums over a span of `span` minutes (before exclusions).
+    fn stats_of(acc: &Accumulated, span: u64, prior: RatePrior) -> BaselineStats {
         let n = span.saturating_sub(acc.excluded);
         let robust = robust_sum_sq(acc.sum_sq, acc.max_count);
         let (average, mean, variance) = moments(acc.calls, robust, n, prior.floor);
@@ -372,6 +461,75 @@ impl RollingRate {
             calls: acc.calls,
             dispersion: acc.dispersion(n, robust),
         }
+    }
+
+    /// [`RollingRate::stats`], equal to it in every field, at the cost of the hours that
+    /// completed since the last call with the same window start (at most an hour's worth of
+    /// new buckets, instead of every bucket of the window), for a key evaluated many times an
+    /// hour. The sums of complete hours are kept until the window's start hour moves or one of
+    /// those hours changes (a late call, an exclusion, an eviction). Sums of counts and of
+    /// squared counts are sums of whole numbers, exact in `f64` up to 2⁵³, so adding the hours
+    /// in another order gives the same value.
+    pub fn stats_cached(
+        &mut self,
+        now: i64,
+        history_start: i64,
+        window_minutes: u32,
+        prior: RatePrior,
+    ) -> BaselineStats {
+        let aligned_start =
+            (now - i64::from(window_minutes)).div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR;
+        let first_hour = aligned_start.div_euclid(MINUTES_PER_HOUR);
+        let now_hour = now.div_euclid(MINUTES_PER_HOUR);
+        let buckets = &self.buckets;
+        // Buckets of hours `from..until`, newest first.
+        let hours = |from: i64, until: i64| {
+            buckets
+                .iter()
+                .rev()
+                .skip_while(move |b| b.hour() >= until)
+                .take_while(move |b| b.hour() >= from)
+        };
+        let mut acc = match self.sums.0.as_mut() {
+            Some(c)
+                if c.first_hour == first_hour
+                    && c.upto_hour != WindowSums::INVALID
+                    && c.upto_hour <= now_hour =>
+            {
+                for b in hours(c.upto_hour, now_hour) {
+                    c.acc.add(b);
+                }
+                c.upto_hour = now_hour;
+                c.acc.clone()
+            }
+            _ => {
+                let mut acc = Accumulated::default();
+                let mut n = 0usize;
+                for b in hours(first_hour, now_hour) {
+                    acc.add(b);
+                    n += 1;
+                }
+                if n >= MIN_CACHED_HOURS {
+                    let sums = WindowSums {
+                        first_hour,
+                        upto_hour: now_hour,
+                        acc: acc.clone(),
+                    };
+                    match self.sums.0.as_mut() {
+                        Some(c) => **c = sums,
+                        None => self.sums.0 = Some(Box::new(sums)),
+                    }
+                }
+                acc
+            }
+        };
+        if now.rem_euclid(MINUTES_PER_HOUR) > 0
+            && let Some(b) = hours(now_hour, now_hour + 1).next()
+        {
+            acc.add(b);
+        }
+        let span = (now - aligned_start.max(history_start)).max(0) as u64;
+        Self::stats_of(&acc, span, prior)
     }
 
     /// The key's **within-hour** dispersion over the same window as [`RollingRate::stats`]:
@@ -428,10 +586,10 @@ impl RollingRate {
             .buckets
             .iter()
             .rev()
-            .skip_while(|b| i64::from(b.hour) >= hour)
-            .take_while(|b| i64::from(b.hour) >= from)
+            .skip_while(|b| b.hour() >= hour)
+            .take_while(|b| b.hour() >= from)
         {
-            if i64::from(b.hour).rem_euclid(period_hours) == phase {
+            if b.hour().rem_euclid(period_hours) == phase {
                 acc.add(b);
             }
         }
@@ -452,12 +610,17 @@ impl RollingRate {
 
     /// Calls currently held (all retained hours).
     pub fn calls(&self) -> u64 {
-        self.buckets.iter().map(|b| u64::from(b.calls)).sum()
+        self.buckets.iter().map(|b| u64::from(b.calls())).sum()
     }
 
     /// Heap bytes used by the retained hours.
     pub fn heap_bytes(&self) -> usize {
         self.buckets.capacity() * std::mem::size_of::<HourBucket>()
+            + self
+                .sums
+                .0
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<WindowSums>())
     }
 }
 
@@ -560,7 +723,79 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_bucket_packs_hour_calls_exclusions_and_largest_minute() {
+        let mut b = HourBucket::new(-5);
+        assert_eq!(b.hour(), -5);
+        b.add_calls(1000);
+        b.add_calls(3);
+        b.set_excluded(60);
+        assert_eq!((b.hour(), b.calls(), b.excluded()), (-5, 1003, 60));
+        assert!(b.max_count() <= 1000 && b.max_count() * 16 >= 1000 * 15);
+        b.add_calls(u32::MAX);
+        assert_eq!((b.calls(), b.excluded()), (MAX_CALLS, 60));
+        assert_eq!(HourBucket::new(i64::MAX).hour(), MAX_HOUR);
+        // Today's hours (2026: about 500,000) are far inside the range.
+        assert_eq!(HourBucket::new(500_000).hour(), 500_000);
+    }
+
     proptest! {
+        /// The count code is monotone and rounds down by less than 1/16.
+        #[test]
+        fn count_codes_are_monotone_lower_bounds(a in 0u32..600_000, b in 0u32..600_000) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            prop_assert!(count_code(lo) <= count_code(hi));
+            let c = code_count(count_code(hi));
+            prop_assert!(c <= hi);
+            prop_assert!(hi == 0 || hi >= 507_904 || f64::from(c) > f64::from(hi) * (15.0 / 16.0));
+        }
+    }
+
+    /// One change to a window, or a query, in a random history.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Record(i64, u32),
+        Exclude(i64),
+        Include(i64),
+        Evict(i64),
+        Query(i64, u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Minutes as offsets behind a clock that moves forward: mostly recent, sometimes late.
+        prop_oneof![
+            6 => (0i64..400, 1u32..40).prop_map(|(d, c)| Op::Record(d, c)),
+            1 => (0i64..400).prop_map(Op::Exclude),
+            1 => (0i64..400).prop_map(Op::Include),
+            1 => (2_000i64..6_000).prop_map(Op::Evict),
+            4 => (0i64..90, prop_oneof![Just(60u32), Just(1440), Just(2880)]).prop_map(|(d, w)| Op::Query(d, w)),
+        ]
+    }
+
+    proptest! {
+        /// The cached statistics equal the ones summed afresh, field for field, whatever the
+        /// order of records, late records, exclusions, inclusions, evictions and queries.
+        #[test]
+        fn cached_stats_equal_fresh_stats(ops in proptest::collection::vec((0i64..25, op()), 1..400)) {
+            let mut r = RollingRate::new();
+            let mut clock = 10_000i64;
+            for (step, op) in ops {
+                clock += step;
+                match op {
+                    Op::Record(d, c) => r.record(clock - d, c),
+                    Op::Exclude(d) => r.exclude(clock - d),
+                    Op::Include(d) => r.include(clock - d),
+                    Op::Evict(d) => r.evict_before(clock - d),
+                    Op::Query(d, w) => {
+                        let now = clock - d;
+                        let fresh = r.stats(now, 9_000, w, RatePrior::default());
+                        let cached = r.stats_cached(now, 9_000, w, RatePrior::default());
+                        prop_assert_eq!(fresh, cached);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn totals_equal_sum_of_window(counts in proptest::collection::vec((0i64..30_000, 1u32..50), 0..200), now in 20_000i64..40_000) {
             let mut r = RollingRate::new();

@@ -431,6 +431,13 @@ impl DetectorConfig {
         })
     }
 
+    /// How long a key keeps an hour of its rate history, minutes: the longer of the profile and
+    /// baseline windows.
+    pub fn evict_after_minutes(&self) -> u32 {
+        self.profile_window_minutes
+            .max(self.baseline_window_minutes)
+    }
+
     /// The longest short window (at most an hour), minutes: calls join a key's baseline only
     /// once they are older than this.
     pub fn short_window(&self) -> u32 {

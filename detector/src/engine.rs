@@ -731,6 +731,53 @@ mod tests {
     }
 
     #[test]
+    fn the_series_tap_changes_no_insight() {
+        let t0 = parse_event_minute(T0).unwrap();
+        let mut records = background(t0, 10);
+        // Bursts that begin with minutes too thin to test, days apart at other times of day.
+        for (n, start) in [(5, 600i64), (7, 1000), (9, 1400)].into_iter().enumerate() {
+            let burst = t0 + start.0 * 1440 + start.1;
+            for k in 0..25u64 {
+                let m = burst + (k as i64 * 8) / 25 + 2;
+                records.push((
+                    m,
+                    record(m, 30, "CreateAccessKey", false, "mallory", None, {
+                        1_000_000 + 100 * n as u64 + k
+                    }),
+                ));
+            }
+            records.push((
+                burst,
+                record(
+                    burst,
+                    30,
+                    "CreateAccessKey",
+                    false,
+                    "x",
+                    None,
+                    1_500_000 + n as u64,
+                ),
+            ));
+        }
+        let (plain, _) = run_engine(
+            Engine::new(DetectorConfig::default()).unwrap(),
+            records.clone(),
+        );
+        let mut tapped = Engine::new(DetectorConfig::default()).unwrap();
+        tapped.enable_series();
+        let (with_tap, mut tapped) = run_engine(tapped, records);
+        assert!(!tapped.take_series().judgements.is_empty());
+        assert!(
+            plain
+                .iter()
+                .filter(|e| e.record.insight_details.state == InsightState::Start)
+                .count()
+                >= 3
+        );
+        assert_eq!(plain, with_tap);
+    }
+
+    #[test]
     fn burst_on_a_sparse_write_api_is_one_insight() {
         let t0 = parse_event_minute(T0).unwrap();
         let mut records = background(t0, 9);

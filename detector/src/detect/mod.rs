@@ -251,10 +251,11 @@ impl KeyState {
     /// Moves the minutes of `recent` that are done being tested into the baseline: those
     /// that left the longest window, and, beyond [`RECENT_CAP`] active minutes, those that
     /// left the short windows.
-    fn age_recent(&mut self, now: i64, short_window: i64, max_window: i64) {
+    /// `incoming` minutes are about to be added (they count towards the cap).
+    fn age_recent(&mut self, now: i64, short_window: i64, max_window: i64, incoming: usize) {
         while let Some(&(minute, _)) = self.recent.front() {
             let expired = minute <= now - max_window;
-            let crowded = self.recent.len() > RECENT_CAP && minute <= now - short_window;
+            let crowded = self.recent.len() + incoming > RECENT_CAP && minute <= now - short_window;
             if !(expired || crowded) {
                 break;
             }
@@ -574,13 +575,18 @@ impl Detector {
         let short = i64::from(self.config.short_window());
         let max_window = i64::from(self.config.max_window());
         let st = self.state(id);
-        if sample.count > 0 {
-            st.recent.push_back((m, sample.clone()));
-        }
-        st.age_recent(m, short, max_window);
         if sample.count == 0 {
+            st.age_recent(m, short, max_window, 0);
             return None;
         }
+        // Minutes done being tested join the baseline before this one is added, so that a
+        // sparse key, which holds one minute at a time, keeps room for one (a minute with its
+        // attributions is 88 bytes) instead of the four a second push would reserve.
+        st.age_recent(m, short, max_window, 1);
+        if st.recent.is_empty() && st.recent.capacity() != 1 {
+            st.recent = VecDeque::with_capacity(1);
+        }
+        st.recent.push_back((m, sample.clone()));
         self.test_at(id, key, history_start, m, m)
     }
 
@@ -779,6 +785,54 @@ mod tests {
             det.close_minute(&ClosedMinute { minute: m, samples }, d, &mut out);
         }
         out
+    }
+
+    #[test]
+    fn the_series_tap_changes_no_model_and_no_decision() {
+        // Every eighth hour a lone call at :05 (too few calls to test, even in the 6-hour
+        // window) and three calls at :40 (tested); the tap judges the hour at :05.
+        let day = 1440;
+        let d = Deployment {
+            starts: vec![0, 0, 0],
+        };
+        let calls = |a: u32, m: i64| -> u32 {
+            let minute = m.rem_euclid(60) + i64::from(a);
+            let hour = m.div_euclid(60);
+            match minute {
+                _ if hour % 8 != 0 => 0,
+                5 => 1,
+                40 => 3,
+                _ => 0,
+            }
+        };
+        let cfg = DetectorConfig::default();
+        let mut plain = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        let mut tapped = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        tapped.enable_judgements();
+        let (mut out_plain, mut out_tapped) = (Vec::new(), Vec::new());
+        for m in 0..8 * day {
+            let samples: Vec<_> = (0..3u32)
+                .map(|a| (a * 10, calls(a, m)))
+                .filter(|s| s.1 > 0)
+                .map(|(id, c)| (id, sample(c)))
+                .collect();
+            let closed = ClosedMinute { minute: m, samples };
+            plain.close_minute(&closed, &d, &mut out_plain);
+            tapped.close_minute(&closed, &d, &mut out_tapped);
+        }
+        assert!(!tapped.take_judgements().is_empty());
+        assert_eq!(out_plain, out_tapped);
+        let mut compared = 0;
+        for (a, b) in plain.keys.iter().zip(&tapped.keys) {
+            for (x, y) in a.season.iter().zip(&b.season) {
+                assert_eq!(
+                    x.as_ref().map(|c| (c.hour, c.models)),
+                    y.as_ref().map(|c| (c.hour, c.models))
+                );
+                compared += usize::from(x.is_some());
+            }
+        }
+        assert!(compared > 0);
     }
 
     #[test]

@@ -100,8 +100,8 @@ pub(super) fn expectation(
     baseline_end: i64,
 ) -> Expectation {
     st.rate
-        .evict_before(m - i64::from(cfg.profile_window_minutes.max(cfg.baseline_window_minutes)));
-    let stats = st.rate.stats(
+        .evict_before(m - i64::from(cfg.evict_after_minutes()));
+    let stats = st.rate.stats_cached(
         baseline_end,
         history_start,
         cfg.baseline_window_minutes,
@@ -192,18 +192,6 @@ impl Detector {
             return None;
         }
         let short = cfg.short_window();
-        // The baseline ends where the short windows begin: none of their calls is in it.
-        let e = expectation(
-            st,
-            &cfg,
-            prior,
-            gamma,
-            history_start,
-            m,
-            m - i64::from(short) + 1,
-        );
-        let (stats, global, floor) = (e.stats, e.global, e.floor);
-        let (now_models, prev_models) = (e.now, e.prev);
         // The trailing windows' calls, in one pass over `recent` (no allocation).
         let mut windows = [WindowCalls {
             minutes: 0,
@@ -261,14 +249,41 @@ impl Detector {
             min_count: policy.min_count,
             min_ratio: policy.min_ratio,
         };
-        let trigger = most_significant(
-            windows,
-            |w| window_models(w, m, &now_models, &prev_models, global, floor),
-            thresholds,
-        );
         let hour = m.div_euclid(60);
+        let judge = self.judgements.is_some() && st.judged_hour != hour;
+        // Only a window with enough calls is tested (most minutes of sparse keys have none):
+        // without one the expectation is not needed, and is not computed, unless the series tap
+        // asks for this hour's judgement; its seasonal models are then computed aside, so that
+        // the tap changes no decision (the per-hour cache is filled only by tests that use it).
+        let testable = windows
+            .iter()
+            .any(|w| w.calls >= u64::from(thresholds.min_count));
+        let saved_season = (judge && !testable).then(|| st.season.clone());
+        // The baseline ends where the short windows begin: none of their calls is in it.
+        let e = (testable || judge).then(|| {
+            expectation(
+                st,
+                &cfg,
+                prior,
+                gamma,
+                history_start,
+                m,
+                m - i64::from(short) + 1,
+            )
+        });
+        if let Some(season) = saved_season {
+            st.season = season;
+        }
+        let Some(e) = e else {
+            // Old hours still leave the window.
+            st.rate
+                .evict_before(m - i64::from(cfg.evict_after_minutes()));
+            return None;
+        };
+        let (stats, global, floor) = (e.stats, e.global, e.floor);
+        let (now_models, prev_models) = (e.now, e.prev);
         if let Some(judged) = self.judgements.as_mut()
-            && st.judged_hour != hour
+            && judge
         {
             st.judged_hour = hour;
             judged.push((
@@ -281,6 +296,14 @@ impl Detector {
                 },
             ));
         }
+        if !testable {
+            return None;
+        }
+        let trigger = most_significant(
+            windows,
+            |w| window_models(w, m, &now_models, &prev_models, global, floor),
+            thresholds,
+        );
         let trigger = trigger?;
         // The Insight holds every call of the triggering window and since; earlier calls were
         // normal and join the baseline.
