@@ -59,6 +59,7 @@
 
 use std::ops::Range;
 
+use ndarray::{Array3, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Poisson};
@@ -722,7 +723,7 @@ fn run_account(a: u32, account: &Account, config: &DetectorConfig, minutes: usiz
             })
             .collect();
         det.close_minute(
-            &ClosedMinute {
+            ClosedMinute {
                 minute: START_MINUTE + m as i64,
                 samples,
             },
@@ -825,45 +826,44 @@ pub fn run_calibration(
             }
         }
     }
-    let mut out = Vec::new();
-    for (si, s) in sensitivities.iter().enumerate() {
-        let mut busy = 0u64;
-        let mut sparse = 0u64;
-        let mut by_series = vec![0u64; series.len()];
-        let mut by_day = vec![0u64; cfg.days_after_warmup as usize];
-        for (j, &(js, a)) in jobs.iter().enumerate() {
-            if js != si {
-                continue;
-            }
-            let starts = per_job[j].as_deref().unwrap_or(&[]);
-            for (k, key_starts) in starts.iter().enumerate() {
-                let n = key_starts
-                    .iter()
-                    .filter(|m| m.saturating_sub(warmup) / DAY >= settle)
-                    .count() as u64;
-                match accounts[a].keys[k].0 {
-                    Some(series) => {
-                        busy += n;
-                        by_series[series] += n;
-                        for m in key_starts {
-                            let day = m.saturating_sub(warmup) / DAY;
-                            if let Some(d) = by_day.get_mut(day) {
-                                *d += 1;
-                            }
-                        }
-                    }
-                    None => sparse += n,
+    // False Insights by sensitivity, source series (the last row: sparse keys) and day after
+    // warm-up (by Insight start); the report's figures are its marginal sums.
+    let n_series = series.len();
+    let mut starts = Array3::<u64>::zeros((
+        sensitivities.len(),
+        n_series + 1,
+        cfg.days_after_warmup as usize,
+    ));
+    for (j, &(si, a)) in jobs.iter().enumerate() {
+        for (k, key_starts) in per_job[j].as_deref().unwrap_or(&[]).iter().enumerate() {
+            let row = accounts[a].keys[k].0.unwrap_or(n_series);
+            for m in key_starts {
+                let day = m.saturating_sub(warmup) / DAY;
+                if let Some(n) = starts.get_mut((si, row, day)) {
+                    *n += 1;
                 }
             }
         }
+    }
+    let mut out = Vec::new();
+    for (si, s) in sensitivities.iter().enumerate() {
+        let measured = starts.slice(ndarray::s![si, .., settle..]);
+        let by_series = measured
+            .slice(ndarray::s![..n_series, ..])
+            .sum_axis(Axis(1));
+        let busy = by_series.sum();
+        let sparse = measured.slice(ndarray::s![n_series, ..]).sum();
+        let by_day = starts
+            .slice(ndarray::s![si, ..n_series, ..])
+            .sum_axis(Axis(0));
         out.push(SensitivityResult {
             sensitivity: *s,
             nominal_per_key_per_30_days: s.false_insights_per_key_per_30_days(),
             busy_per_key_per_30_days: RateEstimate::new(busy, busy_keys * days / 30.0),
             busy_per_account_day: RateEstimate::new(busy, account_days),
             sparse_per_key_per_30_days: RateEstimate::new(sparse, sparse_keys * days / 30.0),
-            starts_per_series: by_series,
-            starts_per_day: by_day,
+            starts_per_series: by_series.to_vec(),
+            starts_per_day: by_day.to_vec(),
         });
     }
     Ok(CalibrationReport {

@@ -476,16 +476,16 @@ impl Detector {
     /// calls plus the minutes Insights stay open, whatever the span.
     pub fn close_minutes(
         &mut self,
-        closed: &ClosedMinutes,
+        closed: ClosedMinutes,
         keys: &impl KeyLookup,
         out: &mut Vec<Transition>,
     ) {
-        let mut with_calls = closed.minutes.iter().peekable();
+        let mut with_calls = closed.minutes.into_iter().peekable();
         let mut m = closed.from;
         while m < closed.until {
             if let Some(c) = with_calls.next_if(|c| c.minute <= m) {
-                self.close_minute(c, keys, out);
                 m = c.minute + 1;
+                self.close_minute(c, keys, out);
                 continue;
             }
             let next = with_calls
@@ -493,7 +493,7 @@ impl Detector {
                 .map_or(closed.until, |c| c.minute.min(closed.until));
             if !self.open.is_empty() {
                 self.close_minute(
-                    &ClosedMinute {
+                    ClosedMinute {
                         minute: m,
                         samples: Vec::new(),
                     },
@@ -513,10 +513,11 @@ impl Detector {
         }
     }
 
-    /// Processes one closed minute; appends decided transitions to `out`.
+    /// Processes one closed minute (its samples move into the key states); appends decided
+    /// transitions to `out`.
     pub fn close_minute(
         &mut self,
-        closed: &ClosedMinute,
+        closed: ClosedMinute,
         keys: &impl KeyLookup,
         out: &mut Vec<Transition>,
     ) {
@@ -524,10 +525,9 @@ impl Detector {
         if m.div_euclid(POOL_PERIOD_MINUTES) != self.pools.hour {
             self.rebuild_pools(m, keys);
         }
-        let mut samples = closed.samples.iter().peekable();
+        let mut samples = closed.samples.into_iter().peekable();
         let open: Vec<KeyId> = self.open.iter().copied().collect();
         let mut open_iter = open.into_iter().peekable();
-        let empty = MinuteSample::default();
         loop {
             // Merge keys with calls and keys with an open Insight, ascending key id.
             let next_sample = samples.peek().map(|s| s.0);
@@ -536,20 +536,16 @@ impl Detector {
                 (None, None) => break,
                 (Some(a), Some(b)) if a == b => {
                     open_iter.next();
-                    let s = samples.next().map_or(&empty, |s| &s.1);
-                    (a, s)
+                    (a, samples.next().map(|s| s.1).unwrap_or_default())
                 }
                 (Some(a), Some(b)) if b < a => {
                     open_iter.next();
-                    (b, &empty)
+                    (b, MinuteSample::default())
                 }
-                (Some(a), _) => {
-                    let s = samples.next().map_or(&empty, |s| &s.1);
-                    (a, s)
-                }
+                (Some(a), _) => (a, samples.next().map(|s| s.1).unwrap_or_default()),
                 (None, Some(b)) => {
                     open_iter.next();
-                    (b, &empty)
+                    (b, MinuteSample::default())
                 }
             };
             let key = keys.key(id);
@@ -567,7 +563,7 @@ impl Detector {
         key: RateKey,
         history_start: i64,
         m: i64,
-        sample: &MinuteSample,
+        sample: MinuteSample,
     ) -> Option<Transition> {
         if self.state(id).insight.is_some() {
             return self.step_open(id, key, history_start, m, sample);
@@ -586,7 +582,7 @@ impl Detector {
         if st.recent.is_empty() && st.recent.capacity() != 1 {
             st.recent = VecDeque::with_capacity(1);
         }
-        st.recent.push_back((m, sample.clone()));
+        st.recent.push_back((m, sample));
         self.test_at(id, key, history_start, m, m)
     }
 
@@ -782,7 +778,7 @@ mod tests {
                 .filter(|s| s.1 > 0)
                 .map(|(id, c)| (id, sample(c)))
                 .collect();
-            det.close_minute(&ClosedMinute { minute: m, samples }, d, &mut out);
+            det.close_minute(ClosedMinute { minute: m, samples }, d, &mut out);
         }
         out
     }
@@ -817,8 +813,8 @@ mod tests {
                 .map(|(id, c)| (id, sample(c)))
                 .collect();
             let closed = ClosedMinute { minute: m, samples };
-            plain.close_minute(&closed, &d, &mut out_plain);
-            tapped.close_minute(&closed, &d, &mut out_tapped);
+            plain.close_minute(closed.clone(), &d, &mut out_plain);
+            tapped.close_minute(closed, &d, &mut out_tapped);
         }
         assert!(!tapped.take_judgements().is_empty());
         assert_eq!(out_plain, out_tapped);
@@ -933,7 +929,7 @@ mod tests {
         let mut one_by_one = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
         let mut expected = Vec::new();
         for m in 0..end {
-            one_by_one.close_minute(&minute(m), &d, &mut expected);
+            one_by_one.close_minute(minute(m), &d, &mut expected);
         }
         assert!(expected.iter().any(|t| t.start), "{expected:?}");
         assert!(expected.iter().any(|t| !t.start), "{expected:?}");
@@ -949,7 +945,7 @@ mod tests {
                     .filter(|c| !c.samples.is_empty())
                     .collect(),
             };
-            ranged.close_minutes(&closed, &d, &mut got);
+            ranged.close_minutes(closed, &d, &mut got);
             from = until;
         }
         assert_eq!(got, expected);
@@ -977,7 +973,7 @@ mod tests {
                 },
             ],
         };
-        det.close_minutes(&closed, &d, &mut out);
+        det.close_minutes(closed, &d, &mut out);
         assert_eq!(det.pools.hour, far.div_euclid(POOL_PERIOD_MINUTES));
     }
 }
