@@ -1,9 +1,13 @@
 //! A rolling window of per-minute counts for one key, stored sparsely by hour.
 //!
 //! Only hours that saw a call (or an excluded minute) take memory: a key called
-//! a few times a week costs a few buckets of 24 bytes, a key busy every hour of
-//! a 7-day window costs 168 buckets (≈ 4 KiB). Zero-count minutes are implicit,
-//! so a closed minute with no calls costs nothing to record.
+//! a few times a week costs a few buckets of 16 bytes, a key busy every hour of
+//! a 28-day profile window costs 672 buckets (≈ 10.5 KiB). Zero-count minutes are
+//! implicit, so a closed minute with no calls costs nothing to record.
+//!
+//! A key tested every minute reads the sums of its window's complete hours from a
+//! cache ([`RollingRate::stats_cached`]), so a test costs the hour in progress, not
+//! the week.
 //!
 //! The window is hour-aligned: for an evaluation at minute `now` with a window
 //! of `W` minutes it covers `[floor_hour(now − W), now)`, i.e. between `W` and

@@ -44,9 +44,10 @@ mod late;
 pub mod model;
 mod open;
 pub mod prior;
+mod recent;
 pub mod window;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use trailsight_baseline::{BaselineStats, RatePrior, RollingRate, WindowedTopK};
@@ -177,7 +178,7 @@ impl Tolerance {
 struct KeyState {
     rate: RollingRate,
     /// Nonzero minutes not yet in the baseline and not part of an Insight, in order.
-    recent: VecDeque<(i64, MinuteSample)>,
+    recent: recent::Recent,
     /// Newest minute whose calls joined the baseline from `recent` (or an Insight).
     learnt_through: i64,
     attributions: Option<Box<[WindowedTopK<Sym>; 3]>>,
@@ -203,7 +204,7 @@ impl Default for KeyState {
     fn default() -> Self {
         KeyState {
             rate: RollingRate::default(),
-            recent: VecDeque::new(),
+            recent: recent::Recent::default(),
             learnt_through: i64::MIN,
             attributions: None,
             insight: None,
@@ -253,7 +254,7 @@ impl KeyState {
     /// left the short windows.
     /// `incoming` minutes are about to be added (they count towards the cap).
     fn age_recent(&mut self, now: i64, short_window: i64, max_window: i64, incoming: usize) {
-        while let Some(&(minute, _)) = self.recent.front() {
+        while let Some(minute) = self.recent.front_minute() {
             let expired = minute <= now - max_window;
             let crowded = self.recent.len() + incoming > RECENT_CAP && minute <= now - short_window;
             if !(expired || crowded) {
@@ -268,7 +269,7 @@ impl KeyState {
     /// Approximate heap bytes of this key's state.
     fn heap_bytes(&self) -> usize {
         self.rate.heap_bytes()
-            + self.recent.capacity() * std::mem::size_of::<(i64, MinuteSample)>()
+            + self.recent.heap_bytes()
             + self.attributions.as_ref().map_or(0, |a| {
                 std::mem::size_of::<[WindowedTopK<Sym>; 3]>()
                     + a.iter().map(WindowedTopK::heap_bytes).sum::<usize>()
@@ -395,6 +396,11 @@ impl Detector {
             if !st.rate.is_well_formed() {
                 return Err(format!("rate key {id}: rolling rate hours out of order"));
             }
+            if !st.recent.is_well_formed() {
+                return Err(format!(
+                    "rate key {id}: active minutes out of order or without attributions"
+                ));
+            }
             if let Some(a) = &st.attributions
                 && !a.iter().all(|t| t.is_well_formed())
             {
@@ -414,9 +420,9 @@ impl Detector {
         let st = self.keys.get(id as usize)?;
         let recent = st
             .recent
-            .iter()
+            .counts()
             .filter(|(m, _)| *m >= since)
-            .map(|(_, s)| u64::from(s.count))
+            .map(|(_, count)| u64::from(count))
             .sum();
         Some((st.rate.calls(), recent, st.insight.is_some()))
     }
@@ -576,13 +582,9 @@ impl Detector {
             return None;
         }
         // Minutes done being tested join the baseline before this one is added, so that a
-        // sparse key, which holds one minute at a time, keeps room for one (a minute with its
-        // attributions is 88 bytes) instead of the four a second push would reserve.
+        // sparse key, which holds one minute at a time, keeps room for one (see `Recent`).
         st.age_recent(m, short, max_window, 1);
-        if st.recent.is_empty() && st.recent.capacity() != 1 {
-            st.recent = VecDeque::with_capacity(1);
-        }
-        st.recent.push_back((m, sample));
+        st.recent.push_back(m, sample);
         self.test_at(id, key, history_start, m, m)
     }
 
@@ -602,8 +604,7 @@ impl Detector {
                 own.push((key, None));
                 continue;
             }
-            let calls =
-                st.rate.calls() + st.recent.iter().map(|r| u64::from(r.1.count)).sum::<u64>();
+            let calls = st.rate.calls() + st.recent.counts().map(|r| u64::from(r.1)).sum::<u64>();
             let rate = calls as f64 / exposure as f64;
             own.push((key, Some(rate)));
             mature.push((key, rate));
@@ -695,21 +696,6 @@ impl Detector {
 
 /// Adds `sample` at `minute` into a minute-ordered list.
 fn merge_sample(list: &mut Vec<(i64, MinuteSample)>, minute: i64, sample: &MinuteSample) {
-    match list.binary_search_by_key(&minute, |r| r.0) {
-        Ok(i) => {
-            list[i].1.count += sample.count;
-            list[i].1.attributions.merge(&sample.attributions);
-        }
-        Err(i) => list.insert(i, (minute, sample.clone())),
-    }
-}
-
-/// Adds `sample` at `minute` into a minute-ordered deque.
-fn merge_sample_deque(
-    list: &mut VecDeque<(i64, MinuteSample)>,
-    minute: i64,
-    sample: &MinuteSample,
-) {
     match list.binary_search_by_key(&minute, |r| r.0) {
         Ok(i) => {
             list[i].1.count += sample.count;
