@@ -723,7 +723,7 @@ fn run_account(a: u32, account: &Account, config: &DetectorConfig, minutes: usiz
             })
             .collect();
         det.close_minute(
-            ClosedMinute {
+            &ClosedMinute {
                 minute: START_MINUTE + m as i64,
                 samples,
             },

@@ -241,7 +241,7 @@ impl Engine {
             self.drain_transitions(&mut out);
         }
         let closed = self.aggregator.close_ready();
-        out.extend(self.run(closed));
+        out.extend(self.run(&closed));
         // The keys this file added calls to, with their open minutes so far: provisional
         // counts for the series tap, and early Starts tested on what is read so far.
         let touched = self.aggregator.take_touched();
@@ -289,10 +289,10 @@ impl Engine {
     /// Insights still open stay open (see [`Engine::open_insights`]).
     pub fn finish(&mut self) -> Vec<EmittedInsight> {
         let closed = self.aggregator.close_all();
-        self.run(closed)
+        self.run(&closed)
     }
 
-    fn run(&mut self, closed: crate::aggregate::ClosedMinutes) -> Vec<EmittedInsight> {
+    fn run(&mut self, closed: &crate::aggregate::ClosedMinutes) -> Vec<EmittedInsight> {
         self.minutes_closed += u64::try_from(closed.until - closed.from).unwrap_or(0);
         if let Some(series) = self.series.as_mut() {
             for m in &closed.minutes {

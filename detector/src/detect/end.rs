@@ -18,7 +18,7 @@ impl Detector {
         key: RateKey,
         history_start: i64,
         m: i64,
-        sample: MinuteSample,
+        sample: &MinuteSample,
     ) -> Option<Transition> {
         let cfg = self.config.clone();
         let prior = self.prior;
@@ -28,7 +28,7 @@ impl Detector {
         if st.insight.as_ref().is_some_and(|i| m < i.start) {
             // A minute before an early Start's window, closing now: ordinary calls.
             if sample.count > 0 {
-                st.learn(m, &sample);
+                st.learn(m, sample);
             }
             return None;
         }
@@ -37,9 +37,8 @@ impl Detector {
         let (global, floor) = (e.global, e.floor);
         let (now_models, prev_models) = (e.now, e.prev);
         let insight = st.insight.as_mut()?;
-        let count = sample.count;
-        if count > 0 {
-            insight.minutes.push((m, sample));
+        if sample.count > 0 {
+            insight.minutes.push((m, sample.clone()));
         }
         let sum_over = |w: i64| -> u64 {
             insight
@@ -51,7 +50,7 @@ impl Detector {
                 .sum()
         };
         let trigger = insight.window.min(60);
-        let unusual = count > 0
+        let unusual = sample.count > 0
             && [1, 5, trigger].into_iter().any(|w| {
                 let calls = sum_over(i64::from(w));
                 let models = window_models(w, m, &now_models, &prev_models, global, floor);

@@ -2,7 +2,7 @@
 
 use crate::aggregate::{LateCall, MinuteSample};
 
-use super::{Detector, KeyLookup, Transition, merge_sample};
+use super::{Detector, KeyLookup, Transition, merge_sample, merge_sample_deque};
 
 impl Detector {
     /// Takes a call that arrived after its minute closed; [`Detector::process_late`] handles it.
@@ -53,7 +53,7 @@ impl Detector {
                 }
             }
             for (minute, sample) in &fresh {
-                st.recent.merge(*minute, sample);
+                merge_sample_deque(&mut st.recent, *minute, sample);
             }
             // Calls not taken by an Insight stay in `recent` and join the baseline as they age.
             for at in fresh.iter().map(|f| f.0) {

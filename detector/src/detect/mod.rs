@@ -44,10 +44,9 @@ mod late;
 pub mod model;
 mod open;
 pub mod prior;
-mod recent;
 pub mod window;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use trailsight_baseline::{BaselineStats, RatePrior, RollingRate, WindowedTopK};
@@ -178,7 +177,7 @@ impl Tolerance {
 struct KeyState {
     rate: RollingRate,
     /// Nonzero minutes not yet in the baseline and not part of an Insight, in order.
-    recent: recent::Recent,
+    recent: VecDeque<(i64, MinuteSample)>,
     /// Newest minute whose calls joined the baseline from `recent` (or an Insight).
     learnt_through: i64,
     attributions: Option<Box<[WindowedTopK<Sym>; 3]>>,
@@ -204,7 +203,7 @@ impl Default for KeyState {
     fn default() -> Self {
         KeyState {
             rate: RollingRate::default(),
-            recent: recent::Recent::default(),
+            recent: VecDeque::new(),
             learnt_through: i64::MIN,
             attributions: None,
             insight: None,
@@ -254,7 +253,7 @@ impl KeyState {
     /// left the short windows.
     /// `incoming` minutes are about to be added (they count towards the cap).
     fn age_recent(&mut self, now: i64, short_window: i64, max_window: i64, incoming: usize) {
-        while let Some(minute) = self.recent.front_minute() {
+        while let Some(&(minute, _)) = self.recent.front() {
             let expired = minute <= now - max_window;
             let crowded = self.recent.len() + incoming > RECENT_CAP && minute <= now - short_window;
             if !(expired || crowded) {
@@ -269,7 +268,7 @@ impl KeyState {
     /// Approximate heap bytes of this key's state.
     fn heap_bytes(&self) -> usize {
         self.rate.heap_bytes()
-            + self.recent.heap_bytes()
+            + self.recent.capacity() * std::mem::size_of::<(i64, MinuteSample)>()
             + self.attributions.as_ref().map_or(0, |a| {
                 std::mem::size_of::<[WindowedTopK<Sym>; 3]>()
                     + a.iter().map(WindowedTopK::heap_bytes).sum::<usize>()
@@ -396,11 +395,6 @@ impl Detector {
             if !st.rate.is_well_formed() {
                 return Err(format!("rate key {id}: rolling rate hours out of order"));
             }
-            if !st.recent.is_well_formed() {
-                return Err(format!(
-                    "rate key {id}: active minutes out of order or without attributions"
-                ));
-            }
             if let Some(a) = &st.attributions
                 && !a.iter().all(|t| t.is_well_formed())
             {
@@ -420,9 +414,9 @@ impl Detector {
         let st = self.keys.get(id as usize)?;
         let recent = st
             .recent
-            .counts()
+            .iter()
             .filter(|(m, _)| *m >= since)
-            .map(|(_, count)| u64::from(count))
+            .map(|(_, s)| u64::from(s.count))
             .sum();
         Some((st.rate.calls(), recent, st.insight.is_some()))
     }
@@ -482,16 +476,16 @@ impl Detector {
     /// calls plus the minutes Insights stay open, whatever the span.
     pub fn close_minutes(
         &mut self,
-        closed: ClosedMinutes,
+        closed: &ClosedMinutes,
         keys: &impl KeyLookup,
         out: &mut Vec<Transition>,
     ) {
-        let mut with_calls = closed.minutes.into_iter().peekable();
+        let mut with_calls = closed.minutes.iter().peekable();
         let mut m = closed.from;
         while m < closed.until {
             if let Some(c) = with_calls.next_if(|c| c.minute <= m) {
-                m = c.minute + 1;
                 self.close_minute(c, keys, out);
+                m = c.minute + 1;
                 continue;
             }
             let next = with_calls
@@ -499,7 +493,7 @@ impl Detector {
                 .map_or(closed.until, |c| c.minute.min(closed.until));
             if !self.open.is_empty() {
                 self.close_minute(
-                    ClosedMinute {
+                    &ClosedMinute {
                         minute: m,
                         samples: Vec::new(),
                     },
@@ -519,11 +513,10 @@ impl Detector {
         }
     }
 
-    /// Processes one closed minute (its samples move into the key states); appends decided
-    /// transitions to `out`.
+    /// Processes one closed minute; appends decided transitions to `out`.
     pub fn close_minute(
         &mut self,
-        closed: ClosedMinute,
+        closed: &ClosedMinute,
         keys: &impl KeyLookup,
         out: &mut Vec<Transition>,
     ) {
@@ -531,9 +524,10 @@ impl Detector {
         if m.div_euclid(POOL_PERIOD_MINUTES) != self.pools.hour {
             self.rebuild_pools(m, keys);
         }
-        let mut samples = closed.samples.into_iter().peekable();
+        let mut samples = closed.samples.iter().peekable();
         let open: Vec<KeyId> = self.open.iter().copied().collect();
         let mut open_iter = open.into_iter().peekable();
+        let empty = MinuteSample::default();
         loop {
             // Merge keys with calls and keys with an open Insight, ascending key id.
             let next_sample = samples.peek().map(|s| s.0);
@@ -542,16 +536,20 @@ impl Detector {
                 (None, None) => break,
                 (Some(a), Some(b)) if a == b => {
                     open_iter.next();
-                    (a, samples.next().map(|s| s.1).unwrap_or_default())
+                    let s = samples.next().map_or(&empty, |s| &s.1);
+                    (a, s)
                 }
                 (Some(a), Some(b)) if b < a => {
                     open_iter.next();
-                    (b, MinuteSample::default())
+                    (b, &empty)
                 }
-                (Some(a), _) => (a, samples.next().map(|s| s.1).unwrap_or_default()),
+                (Some(a), _) => {
+                    let s = samples.next().map_or(&empty, |s| &s.1);
+                    (a, s)
+                }
                 (None, Some(b)) => {
                     open_iter.next();
-                    (b, MinuteSample::default())
+                    (b, &empty)
                 }
             };
             let key = keys.key(id);
@@ -569,7 +567,7 @@ impl Detector {
         key: RateKey,
         history_start: i64,
         m: i64,
-        sample: MinuteSample,
+        sample: &MinuteSample,
     ) -> Option<Transition> {
         if self.state(id).insight.is_some() {
             return self.step_open(id, key, history_start, m, sample);
@@ -582,9 +580,13 @@ impl Detector {
             return None;
         }
         // Minutes done being tested join the baseline before this one is added, so that a
-        // sparse key, which holds one minute at a time, keeps room for one (see `Recent`).
+        // sparse key, which holds one minute at a time, keeps room for one (a minute with its
+        // attributions is 88 bytes) instead of the four a second push would reserve.
         st.age_recent(m, short, max_window, 1);
-        st.recent.push_back(m, sample);
+        if st.recent.is_empty() && st.recent.capacity() != 1 {
+            st.recent = VecDeque::with_capacity(1);
+        }
+        st.recent.push_back((m, sample.clone()));
         self.test_at(id, key, history_start, m, m)
     }
 
@@ -604,7 +606,8 @@ impl Detector {
                 own.push((key, None));
                 continue;
             }
-            let calls = st.rate.calls() + st.recent.counts().map(|r| u64::from(r.1)).sum::<u64>();
+            let calls =
+                st.rate.calls() + st.recent.iter().map(|r| u64::from(r.1.count)).sum::<u64>();
             let rate = calls as f64 / exposure as f64;
             own.push((key, Some(rate)));
             mature.push((key, rate));
@@ -705,6 +708,21 @@ fn merge_sample(list: &mut Vec<(i64, MinuteSample)>, minute: i64, sample: &Minut
     }
 }
 
+/// Adds `sample` at `minute` into a minute-ordered deque.
+fn merge_sample_deque(
+    list: &mut VecDeque<(i64, MinuteSample)>,
+    minute: i64,
+    sample: &MinuteSample,
+) {
+    match list.binary_search_by_key(&minute, |r| r.0) {
+        Ok(i) => {
+            list[i].1.count += sample.count;
+            list[i].1.attributions.merge(&sample.attributions);
+        }
+        Err(i) => list.insert(i, (minute, sample.clone())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,7 +782,7 @@ mod tests {
                 .filter(|s| s.1 > 0)
                 .map(|(id, c)| (id, sample(c)))
                 .collect();
-            det.close_minute(ClosedMinute { minute: m, samples }, d, &mut out);
+            det.close_minute(&ClosedMinute { minute: m, samples }, d, &mut out);
         }
         out
     }
@@ -799,8 +817,8 @@ mod tests {
                 .map(|(id, c)| (id, sample(c)))
                 .collect();
             let closed = ClosedMinute { minute: m, samples };
-            plain.close_minute(closed.clone(), &d, &mut out_plain);
-            tapped.close_minute(closed, &d, &mut out_tapped);
+            plain.close_minute(&closed, &d, &mut out_plain);
+            tapped.close_minute(&closed, &d, &mut out_tapped);
         }
         assert!(!tapped.take_judgements().is_empty());
         assert_eq!(out_plain, out_tapped);
@@ -915,7 +933,7 @@ mod tests {
         let mut one_by_one = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
         let mut expected = Vec::new();
         for m in 0..end {
-            one_by_one.close_minute(minute(m), &d, &mut expected);
+            one_by_one.close_minute(&minute(m), &d, &mut expected);
         }
         assert!(expected.iter().any(|t| t.start), "{expected:?}");
         assert!(expected.iter().any(|t| !t.start), "{expected:?}");
@@ -931,7 +949,7 @@ mod tests {
                     .filter(|c| !c.samples.is_empty())
                     .collect(),
             };
-            ranged.close_minutes(closed, &d, &mut got);
+            ranged.close_minutes(&closed, &d, &mut got);
             from = until;
         }
         assert_eq!(got, expected);
@@ -959,7 +977,7 @@ mod tests {
                 },
             ],
         };
-        det.close_minutes(closed, &d, &mut out);
+        det.close_minutes(&closed, &d, &mut out);
         assert_eq!(det.pools.hour, far.div_euclid(POOL_PERIOD_MINUTES));
     }
 }

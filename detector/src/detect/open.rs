@@ -214,7 +214,12 @@ impl Detector {
             .rev()
             .filter(|o| o.0 <= m)
             .map(|o| (o.0, o.1.count));
-        let closed_minutes = st.recent.counts().rev().skip_while(|r| r.0 > m);
+        let closed_minutes = st
+            .recent
+            .iter()
+            .rev()
+            .skip_while(|r| r.0 > m)
+            .map(|r| (r.0, r.1.count));
         for (minute, count) in open_minutes.chain(closed_minutes) {
             let age = m - minute;
             let mut any = false;
@@ -303,16 +308,12 @@ impl Detector {
         // The Insight holds every call of the triggering window and since; earlier calls were
         // normal and join the baseline.
         let first = m - i64::from(trigger.minutes) + 1;
-        while st
-            .recent
-            .front_minute()
-            .is_some_and(|minute| minute < first)
-        {
+        while st.recent.front().is_some_and(|r| r.0 < first) {
             if let Some((minute, sample)) = st.recent.pop_front() {
                 st.learn(minute, &sample);
             }
         }
-        let window: Vec<(i64, MinuteSample)> = st.recent.drain_all();
+        let window: Vec<(i64, MinuteSample)> = st.recent.drain(..).collect();
         // The open minutes of the triggering window (an early Start).
         let early: Vec<(i64, MinuteSample)> = open
             .iter()
