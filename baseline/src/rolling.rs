@@ -64,7 +64,15 @@ fn code_count(code: u8) -> u32 {
     (16 + code % 16) << shift
 }
 
+/// The hour of `minute` as a bucket holds it (clamped to ±[`MAX_HOUR`]).
+fn bucket_hour(minute: i64) -> i64 {
+    minute
+        .div_euclid(MINUTES_PER_HOUR)
+        .clamp(-MAX_HOUR - 1, MAX_HOUR)
+}
+
 impl HourBucket {
+    /// An empty bucket of `hour` (clamped to ±[`MAX_HOUR`]).
     fn new(hour: i64) -> Self {
         HourBucket {
             hour_max: (hour.clamp(-MAX_HOUR - 1, MAX_HOUR) as i32) << 8,
@@ -310,7 +318,7 @@ impl RollingRate {
     }
 
     fn bucket_mut(&mut self, minute: i64) -> &mut HourBucket {
-        let hour = HourBucket::new(minute.div_euclid(MINUTES_PER_HOUR)).hour();
+        let hour = bucket_hour(minute);
         self.touch(hour);
         let pos = match self.buckets.back() {
             Some(last) if last.hour() == hour => self.buckets.len() - 1,
@@ -381,7 +389,7 @@ impl RollingRate {
 
     /// Undoes one [`exclude`](Self::exclude) of `minute` (the minute turned out to be normal).
     pub fn include(&mut self, minute: i64) {
-        let hour = HourBucket::new(minute.div_euclid(MINUTES_PER_HOUR)).hour();
+        let hour = bucket_hour(minute);
         self.touch(hour);
         if let Ok(i) = self.buckets.binary_search_by_key(&hour, HourBucket::hour) {
             let b = &mut self.buckets[i];

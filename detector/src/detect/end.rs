@@ -33,6 +33,8 @@ impl Detector {
             return None;
         }
         st.rate.exclude(m);
+        st.rate
+            .evict_before(m - i64::from(cfg.evict_after_minutes()));
         let e = expectation(st, &cfg, prior, gamma, history_start, m, m);
         let (global, floor) = (e.global, e.floor);
         let (now_models, prev_models) = (e.now, e.prev);

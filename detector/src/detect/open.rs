@@ -99,8 +99,6 @@ pub(super) fn expectation(
     m: i64,
     baseline_end: i64,
 ) -> Expectation {
-    st.rate
-        .evict_before(m - i64::from(cfg.evict_after_minutes()));
     let stats = st.rate.stats_cached(
         baseline_end,
         history_start,
@@ -258,6 +256,9 @@ impl Detector {
         let testable = windows
             .iter()
             .any(|w| w.calls >= u64::from(thresholds.min_count));
+        // Hours older than every window leave the key's history.
+        st.rate
+            .evict_before(m - i64::from(cfg.evict_after_minutes()));
         let saved_season = (judge && !testable).then(|| st.season.clone());
         // The baseline ends where the short windows begin: none of their calls is in it.
         let e = (testable || judge).then(|| {
@@ -275,9 +276,6 @@ impl Detector {
             st.season = season;
         }
         let Some(e) = e else {
-            // Old hours still leave the window.
-            st.rate
-                .evict_before(m - i64::from(cfg.evict_after_minutes()));
             return None;
         };
         let (stats, global, floor) = (e.stats, e.global, e.floor);
