@@ -275,9 +275,7 @@ impl Detector {
         if let Some(season) = saved_season {
             st.season = season;
         }
-        let Some(e) = e else {
-            return None;
-        };
+        let e = e?;
         let (stats, global, floor) = (e.stats, e.global, e.floor);
         let (now_models, prev_models) = (e.now, e.prev);
         if let Some(judged) = self.judgements.as_mut()
