@@ -3,6 +3,7 @@
 use crate::aggregate::{KeyId, MinuteSample, RateKey};
 
 use super::attribution::transition;
+use super::holdoff::{HOLDOFF_MINUTES, Holdoff};
 use super::open::{expectation, window_models};
 use super::{Detector, MAX_PAST_STARTS, RECURRENCE_TOLERANCE_MINUTES, Tolerance, Transition};
 
@@ -92,7 +93,7 @@ impl Detector {
         // activity such as a new nightly job), every minute of the Insight joins the baseline,
         // so the daily profile learns it; otherwise the unusual minutes stay out.
         let day = 1440;
-        let past = &mut st.past_starts.get_or_insert_with(Box::default).0;
+        let past = &mut st.past.get_or_insert_with(Box::default).starts;
         let recurring = past.iter().any(|&s| {
             let d = (insight.start - s).rem_euclid(day);
             insight.start - s <= day
@@ -133,6 +134,17 @@ impl Detector {
         }
         st.learnt_through = st.learnt_through.max(m);
         insight.minutes.retain(|r| r.0 < end);
+        let counts: Vec<(i64, u64)> = insight
+            .minutes
+            .iter()
+            .map(|r| (r.0, u64::from(r.1.count)))
+            .collect();
+        st.past.get_or_insert_with(Box::default).holdoff = Holdoff::after(
+            &counts,
+            insight.baseline.mean,
+            &cfg.windows_minutes,
+            m + HOLDOFF_MINUTES,
+        );
         let t = transition(key, false, &insight, end, m);
         st.recent.clear();
         Some(t)

@@ -39,6 +39,7 @@
 
 mod attribution;
 mod end;
+pub mod holdoff;
 pub mod judgement;
 mod late;
 pub mod model;
@@ -56,6 +57,7 @@ use crate::config::DetectorConfig;
 use crate::policy::{KeyFields, KeyPolicy, Policy};
 
 pub use attribution::{ATTRIBUTION_VALUES, Attribute, AttributionSummary, TopValues};
+use holdoff::Holdoff;
 use model::SeasonCache;
 
 /// Days of baseline attributions kept (the 7-day baseline window, plus today).
@@ -129,9 +131,15 @@ struct OpenInsight {
     seen_at: i64,
 }
 
-/// Start minutes of a key's recent Insights (boxed: most keys never have one).
+/// A key's recent Insights (boxed: most keys never have one).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct PastStarts(Vec<i64>);
+struct PastInsights {
+    /// Start minutes of the key's recent Insights (recurrence detection).
+    starts: Vec<i64>,
+    /// After the last Insight ended: a new one needs a clearly larger burst for a while (see
+    /// [`holdoff`]).
+    holdoff: Option<Holdoff>,
+}
 
 /// A [`prior::GammaPrior`] kept in single precision (per key).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -183,8 +191,8 @@ struct KeyState {
     attributions: Option<Box<[WindowedTopK<Sym>; 3]>>,
     insight: Option<Box<OpenInsight>>,
     season: [Option<Box<SeasonCache>>; 2],
-    /// Start minutes of this key's recent Insights (recurrence detection).
-    past_starts: Option<Box<PastStarts>>,
+    /// This key's recent Insights: their starts, and the hold-off after the last.
+    past: Option<Box<PastInsights>>,
     /// After a recurring Insight: windows at least this probable (the recurring Insight's
     /// trigger tail probability) are the key's own behaviour until the minute given.
     tolerated: Option<Tolerance>,
@@ -208,7 +216,7 @@ impl Default for KeyState {
             attributions: None,
             insight: None,
             season: Default::default(),
-            past_starts: None,
+            past: None,
             tolerated: None,
             gamma: None,
             gamma_period: i32::MIN,
@@ -900,6 +908,42 @@ mod tests {
         };
         let out = run_with(short, &d, 22 * day, calls);
         assert!(out.iter().all(|t| !t.start), "{out:?}");
+    }
+
+    /// A steady key (3 calls a minute) with 40-call spikes at the given minutes: its Starts.
+    fn spike_starts(spikes: &[(i64, u32)], end: i64) -> Vec<i64> {
+        let d = Deployment { starts: vec![0] };
+        let out = run(&d, end, |_, m| {
+            spikes
+                .iter()
+                .find(|s| s.0 == m)
+                .map_or(2 + u32::from(m % 3 == 0) * 3, |s| s.1)
+        });
+        out.iter()
+            .filter(|t| t.start)
+            .map(|t| t.insight_start)
+            .collect()
+    }
+
+    #[test]
+    fn a_run_of_the_same_spike_raises_one_insight_and_a_clearly_larger_one_another() {
+        let day = 1440;
+        let x = 4 * day + 600;
+        // The same spike every 40 minutes for three hours: one Insight.
+        let same: Vec<(i64, u32)> = (0..5).map(|i| (x + 40 * i, 40)).collect();
+        assert_eq!(spike_starts(&same, x + day / 2), vec![x]);
+        // A spike of more than twice the first's rate ratio an hour later: a second Insight.
+        assert_eq!(
+            spike_starts(&[(x, 40), (x + 60, 100)], x + day / 2),
+            vec![x, x + 60]
+        );
+        // Without the first, each of the repeats would have raised one (the gate is the hold-off).
+        assert_eq!(spike_starts(&[(x + 80, 40)], x + day / 2), vec![x + 80]);
+        // A day after the first Insight ended, at another time of day, the same spike is news again.
+        assert_eq!(
+            spike_starts(&[(x, 40), (x + day + 180, 40)], x + 2 * day),
+            vec![x, x + day + 180]
+        );
     }
 
     /// Minute-by-minute closing against [`Detector::close_minutes`] over ranges with long

@@ -295,6 +295,30 @@ impl Detector {
         if !testable {
             return None;
         }
+        // After an Insight, only a clearly larger burst raises another (see `holdoff`).
+        let mut held = [WindowCalls {
+            minutes: 0,
+            calls: 0,
+        }; MAX_WINDOWS];
+        let holdoff = st.past.as_mut().and_then(|p| {
+            if p.holdoff.as_ref().is_some_and(|h| m >= h.until) {
+                p.holdoff = None;
+            }
+            p.holdoff.as_ref()
+        });
+        let windows: &[WindowCalls] = match holdoff {
+            Some(h) => {
+                let mut k = 0;
+                for w in windows.iter() {
+                    if h.clears(m, w.minutes, w.calls, stats.mean) {
+                        held[k] = *w;
+                        k += 1;
+                    }
+                }
+                &held[..k]
+            }
+            None => windows,
+        };
         let trigger = most_significant(
             windows,
             |w| window_models(w, m, &now_models, &prev_models, global, floor),
