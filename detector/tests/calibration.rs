@@ -5,11 +5,11 @@
 //!   the observed false-alarm rate of busy keys is not above each sensitivity's budget beyond
 //!   its 95 % interval, and the default sensitivity stays at or under 0.2 false Insights per
 //!   account-day;
-//! - **young keys** (days 0–6 after warm-up, 42 account-days): at most 0.75 false Insights per
-//!   account-day at the default sensitivity, a regression bound, not the goal (measured 0.57:
-//!   most are the first 30-minute 12× surges of `iio…NetworkIn`, whose benign part is a 3-day
-//!   loop; the first bursts of a key that had none in its first days are news to the model;
-//!   the previous detector raised about 10 a day on such traffic).
+//! - **young keys** (days 0–6 after warm-up, 42 account-days): at most 0.6 false Insights per
+//!   account-day at the default sensitivity, a regression bound, not the goal (measured 0.43,
+//!   0.57 before the hold-off after an Insight: the first bursts of a key that had none in its
+//!   first days are news to the model; the detector before the multi-scale model raised about
+//!   10 a day on such traffic).
 //!
 //! The Twitter series belongs to the TUNE set, so it is not used here (run
 //! `cargo run --release -p trailsight-detector --example calibrate -- --set tune` for it).
@@ -26,7 +26,7 @@ use trailsight_detector::policy::Sensitivity;
 /// The product goal: false Insights per account-day at the default sensitivity.
 const ACCOUNT_DAY_GOAL: f64 = 0.2;
 /// The bound for keys in their first week after warm-up.
-const YOUNG_ACCOUNT_DAY_BOUND: f64 = 0.75;
+const YOUNG_ACCOUNT_DAY_BOUND: f64 = 0.6;
 /// Days after warm-up before a key counts as settled (one baseline window).
 const SETTLE_DAYS: usize = 7;
 
