@@ -946,6 +946,39 @@ mod tests {
         );
     }
 
+    #[test]
+    fn on_a_diurnal_busy_key_the_end_follows_the_burst_within_minutes() {
+        let day = 1440;
+        let d = Deployment { starts: vec![0] };
+        // 5 to 35 calls a minute over the day (peak at 12:00), with a small repeating jitter;
+        // on day 5 a 20-minute burst of 60 more a minute on the afternoon's falling rate.
+        let burst = 5 * day + 15 * 60;
+        let calls = |_: u32, m: i64| {
+            let phase = (m.rem_euclid(day) as f64 - 720.0) / day as f64 * std::f64::consts::TAU;
+            let base = 20.0 + 15.0 * phase.cos() + f64::from((m % 7) as u32) - 3.0;
+            let extra = if (burst..burst + 20).contains(&m) {
+                60.0
+            } else {
+                0.0
+            };
+            (base + extra).round() as u32
+        };
+        let out = run(&d, 6 * day, calls);
+        let starts: Vec<_> = out.iter().filter(|t| t.start).collect();
+        let ends: Vec<_> = out.iter().filter(|t| !t.start).collect();
+        assert_eq!(starts.len(), 1, "{out:?}");
+        assert!(
+            (burst..burst + 3).contains(&starts[0].insight_start),
+            "{out:?}"
+        );
+        assert_eq!(ends.len(), 1, "{out:?}");
+        // `event_minute` of the End is the end of the unusual activity; it is decided
+        // `end_after_quiet_minutes` (5) later.
+        let end = ends[0].event_minute;
+        assert!((burst + 18..=burst + 25).contains(&end), "{out:?}");
+        assert!(ends[0].decided_minute <= end + 10, "{out:?}");
+    }
+
     /// Minute-by-minute closing against [`Detector::close_minutes`] over ranges with long
     /// empty stretches (an Insight open when one starts, pool periods crossed inside them).
     #[test]
