@@ -3,9 +3,9 @@
 //! must stay silent raises an Insight, and false Insights stay at or below 0.2
 //! per account per day after warm-up.
 //!
-//! Busy APIs follow the real Twitter per-minute series when it is found
-//! (`../shared/data/rates/twitter-1min/raw_data.csv` or `TRAILSIGHT_TWITTER_CSV`),
-//! else a seasonal Poisson model (the test says which).
+//! Run twice: with busy APIs on a seasonal Poisson model (always), and on the real Twitter
+//! per-minute series (`../shared/data/rates/twitter-1min/raw_data.csv` or
+//! `TRAILSIGHT_TWITTER_CSV`; skipped with a note when absent).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,15 +23,33 @@ fn twitter_csv() -> Option<PathBuf> {
     candidates.into_iter().flatten().find(|p| p.is_file())
 }
 
+/// Busy APIs on the seasonal Poisson model: what a user who cloned only this repository runs,
+/// so it must hold without the Twitter series too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_attack_shape_is_caught_and_false_insights_are_rare() {
-    let series = match twitter_csv() {
-        Some(p) => Some(Arc::new(trailsight::synth::read_rate_csv(&p).unwrap())),
-        None => {
-            eprintln!("note: Twitter series not found; busy APIs use the seasonal Poisson model");
-            None
+async fn every_attack_shape_is_caught_on_seasonal_poisson_rates() {
+    check(None).await;
+}
+
+/// Busy APIs on the real Twitter per-minute series (skipped, with a note, when it is absent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attack_shape_is_caught_on_real_bursty_rates() {
+    match twitter_csv() {
+        Some(p) => {
+            check(Some(Arc::new(
+                trailsight::synth::read_rate_csv(&p).unwrap(),
+            )))
+            .await
         }
-    };
+        None => eprintln!(
+            "SKIP: Twitter rate series not found (../shared/data/rates/twitter-1min/raw_data.csv \
+             or TRAILSIGHT_TWITTER_CSV); the seasonal Poisson test still runs"
+        ),
+    }
+}
+
+/// Every attack caught with the right top principal within an hour, nothing that must stay
+/// silent raising an Insight, at most 0.2 false Insights per account-day.
+async fn check(series: Option<Arc<Vec<f64>>>) {
     let dir = tempfile::tempdir().unwrap();
     let eval = evaluate(dir.path(), series, Default::default())
         .await

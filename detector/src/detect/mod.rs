@@ -647,8 +647,10 @@ impl Detector {
 
     /// Early tests of key `id` after a file (see [`Detector::test_with_open`]): windows ending at
     /// each of its open minutes with calls from `from` on, over the calls read so far (`open`,
-    /// ascending), with `closed_through` the last closed minute. Appends a `Start` decided at
-    /// that minute when one is unusual; nothing for a key with an Insight open.
+    /// ascending; a window counts only the minutes up to its end), with `closed_through` the
+    /// last closed minute. Appends a `Start` decided at that minute when one is unusual (its
+    /// figures cover every minute read so far from its first call on); nothing for a key with
+    /// an Insight open.
     pub fn test_early(
         &mut self,
         id: KeyId,
@@ -661,15 +663,14 @@ impl Detector {
         let key = keys.key(id);
         self.ensure_policy(id, key, keys);
         let history_start = keys.history_start(key.account, key.region).unwrap_or(from);
-        for (i, &(m, _)) in open.iter().enumerate() {
+        for &(m, _) in open {
             if m < from {
                 continue;
             }
             if self.state(id).insight.is_some() {
                 return;
             }
-            if let Some(t) =
-                self.test_with_open(id, key, history_start, m, m, &open[..=i], closed_through)
+            if let Some(t) = self.test_with_open(id, key, history_start, m, m, open, closed_through)
             {
                 out.push(t);
                 return;

@@ -164,7 +164,8 @@ impl Detector {
     /// so a window unusual now would still be unusual when its minute closes: the closing test
     /// would open an Insight no later than this one. (It may open it earlier, or from another
     /// window, when later files complete earlier minutes first; the early decision stands.)
-    /// Its open minutes are in the `Start`'s figures and join the Insight as they close.
+    /// Every open minute read so far from the Insight's first call on (later ones too) is in the
+    /// `Start`'s figures; the open minutes join the Insight as they close.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn test_with_open(
         &mut self,
@@ -335,16 +336,12 @@ impl Detector {
         }
         let window: Vec<(i64, MinuteSample)> = st.recent.drain(..).collect();
         // The open minutes of the triggering window (an early Start).
-        let early: Vec<(i64, MinuteSample)> = open
-            .iter()
-            .filter(|o| o.0 >= first && o.0 <= m)
-            .map(|o| (o.0, o.1.clone()))
-            .collect();
+        let early = open.iter().filter(|o| o.0 >= first && o.0 <= m);
         let start = window
             .first()
-            .into_iter()
-            .chain(early.first())
             .map(|r| r.0)
+            .into_iter()
+            .chain(early.clone().map(|o| o.0).next())
             .min()
             .unwrap_or(m);
         // Closed minutes leave the baseline now; open ones as they close (`step_open`).
@@ -355,7 +352,12 @@ impl Detector {
         let is_error = key.error_code.is_some();
         let baseline_attributions =
             baseline_attributions(st.attributions(), from, &stats, is_error);
-        let last_active = window.iter().chain(&early).map(|r| r.0).max().unwrap_or(m);
+        let last_active = window
+            .iter()
+            .map(|r| r.0)
+            .chain(early.map(|o| o.0))
+            .max()
+            .unwrap_or(m);
         let insight = OpenInsight {
             start,
             baseline: stats,
@@ -366,11 +368,24 @@ impl Detector {
             window: trigger.minutes,
             trigger_tail_probability: trigger.tail_probability,
         };
-        let t = if early.is_empty() {
+        // An early Start reports every open minute read so far from its first call on, not only
+        // those up to the minute that decided it: a file holds a slice of each of several
+        // minutes, and the part of the deciding minute read so far may still be mostly the
+        // key's usual callers, while the minutes after it already show who is bursting.
+        let reported: Vec<(i64, MinuteSample)> = open
+            .iter()
+            .filter(|o| o.0 >= first)
+            .map(|o| (o.0, o.1.clone()))
+            .collect();
+        let t = if reported.is_empty() {
             transition(key, true, &insight, at, decided)
         } else {
             let mut with_open = insight.clone();
-            with_open.minutes.extend(early);
+            with_open.last_active = reported
+                .iter()
+                .map(|r| r.0)
+                .fold(with_open.last_active, i64::max);
+            with_open.minutes.extend(reported);
             transition(key, true, &with_open, at, decided)
         };
         st.insight = Some(Box::new(insight));
