@@ -948,6 +948,37 @@ mod tests {
     }
 
     #[test]
+    fn a_benign_spike_hour_this_week_does_not_hide_a_burst() {
+        let day = 1440;
+        let d = Deployment { starts: vec![0] };
+        // 5 calls a minute (1 to 9, over-dispersed: index of dispersion 1.3); on day 6 one hour at
+        // twice the rate (a backfill under the ratio gate: no Insight, it joins the baseline and
+        // makes the hour totals heavy-tailed), on day 8 a 10-minute burst at +15 a minute.
+        let spike = 6 * day + 600;
+        let burst = 8 * day + 840;
+        let calls = |_: u32, m: i64| {
+            let base = 1 + (m * 37 % 9) as u32;
+            if (spike..spike + 60).contains(&m) {
+                base * 2
+            } else if (burst..burst + 10).contains(&m) {
+                base + 15
+            } else {
+                base
+            }
+        };
+        let out = run(&d, 9 * day, calls);
+        let starts: Vec<i64> = out
+            .iter()
+            .filter(|t| t.start)
+            .map(|t| t.insight_start)
+            .collect();
+        // The backfill raises nothing; the burst raises one Insight, starting at the first call
+        // of its triggering window (a minute or two of ordinary calls may lead it).
+        assert_eq!(starts.len(), 1, "{out:?}");
+        assert!((burst - 5..burst + 10).contains(&starts[0]), "{out:?}");
+    }
+
+    #[test]
     fn on_a_diurnal_busy_key_the_end_follows_the_burst_within_minutes() {
         let day = 1440;
         let d = Deployment { starts: vec![0] };
