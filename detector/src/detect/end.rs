@@ -1,6 +1,6 @@
 //! The end test: is an open Insight's rate back to the key's current expectation?
 
-use crate::aggregate::{KeyId, MinuteSample, RateKey};
+use crate::aggregate::{AttributionCounts, KeyId, MinuteSample, RateKey, Sym};
 
 use super::attribution::transition;
 use super::holdoff::{HOLDOFF_MINUTES, Holdoff};
@@ -139,10 +139,19 @@ impl Detector {
             .iter()
             .map(|r| (r.0, u64::from(r.1.count)))
             .collect();
+        let mut callers = AttributionCounts::default();
+        for (_, s) in &insight.minutes {
+            callers.merge(&s.attributions);
+        }
+        let mut principals = callers.principal;
+        principals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let principals: Vec<Sym> = principals.into_iter().map(|p| p.0).collect();
         st.past.get_or_insert_with(Box::default).holdoff = Holdoff::after(
             &counts,
+            &principals,
             insight.baseline.mean,
             &cfg.windows_minutes,
+            end,
             m + HOLDOFF_MINUTES,
         );
         let t = transition(key, false, &insight, end, m);

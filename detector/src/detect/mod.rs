@@ -281,6 +281,14 @@ impl KeyState {
                 std::mem::size_of::<[WindowedTopK<Sym>; 3]>()
                     + a.iter().map(WindowedTopK::heap_bytes).sum::<usize>()
             })
+            + self.past.as_ref().map_or(0, |p| {
+                std::mem::size_of::<PastInsights>()
+                    + p.starts.capacity() * std::mem::size_of::<i64>()
+                    + p.holdoff.as_ref().map_or(0, |h| {
+                        h.peaks.len() * std::mem::size_of::<(u32, u64)>()
+                            + h.principals.len() * std::mem::size_of::<Sym>()
+                    })
+            })
     }
 }
 
@@ -945,6 +953,77 @@ mod tests {
             spike_starts(&[(x, 40), (x + day + 180, 40)], x + 2 * day),
             vec![x, x + day + 180]
         );
+    }
+
+    /// One key (API 0 of account 0, history from minute 0), minute by minute: its Starts.
+    fn starts_of(end: i64, minute: impl Fn(i64) -> Option<MinuteSample>) -> Vec<i64> {
+        let d = Deployment { starts: vec![0] };
+        let cfg = DetectorConfig::default();
+        let mut det = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        let mut out = Vec::new();
+        for m in 0..end {
+            let samples = minute(m).map(|s| (0, s)).into_iter().collect();
+            det.close_minute(&ClosedMinute { minute: m, samples }, &d, &mut out);
+        }
+        out.iter()
+            .filter(|t| t.start)
+            .map(|t| t.insight_start)
+            .collect()
+    }
+
+    /// `count` calls by principal `who`.
+    fn by(who: Sym, count: u32) -> MinuteSample {
+        MinuteSample {
+            count,
+            attributions: AttributionCounts {
+                principal: vec![(who, count)],
+                user_agent: vec![(8, count)],
+                error_code: vec![(9, count)],
+            },
+        }
+    }
+
+    #[test]
+    fn held_calls_joining_the_baseline_do_not_raise_the_hold_off() {
+        let day = 1440;
+        let x = 21 * day + 600;
+        // A weekly API; then 6 calls in 3 minutes (an Insight); then twice, 7 hours apart, 9
+        // calls in 3 minutes (less than twice the first at every window length: held, and they
+        // join the baseline); then, within the day, 13 calls in 3 minutes: more than twice the
+        // first, an Insight. Were the bar reckoned from the baseline rate now, the held calls
+        // would have raised it tenfold and the last burst would be held too.
+        let starts = starts_of(x + day, |m| {
+            let t = m - x;
+            if m < x {
+                (m % (7 * day) == 300).then(|| by(7, 1))
+            } else if t < 3 {
+                Some(by(7, 2))
+            } else if (420..423).contains(&t) || (840..843).contains(&t) {
+                Some(by(7, 3))
+            } else if (1260..1263).contains(&t) {
+                Some(by(7, if t == 1260 { 5 } else { 4 }))
+            } else {
+                None
+            }
+        });
+        assert_eq!(starts, vec![x, x + 1260]);
+    }
+
+    #[test]
+    fn the_same_burst_by_another_caller_is_not_held() {
+        let day = 1440;
+        let x = 4 * day + 600;
+        let steady = |m: i64| 2 + u32::from(m % 3 == 0) * 3;
+        // Caller 7 spikes; an hour later caller 8 spikes as much: two Insights. Caller 7
+        // again an hour after that: held.
+        let starts = starts_of(x + day / 2, |m| {
+            Some(match m - x {
+                0 | 120 => by(7, 40),
+                60 => by(8, 40),
+                _ => by(7, steady(m)),
+            })
+        });
+        assert_eq!(starts, vec![x, x + 60]);
     }
 
     #[test]

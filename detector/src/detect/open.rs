@@ -296,22 +296,42 @@ impl Detector {
         if !testable {
             return None;
         }
-        // After an Insight, only a clearly larger burst raises another (see `holdoff`).
+        // After an Insight, only a clearly larger burst, or one by other callers, raises another
+        // (see `holdoff`). The hold-off is only read here: tests run at minutes out of order
+        // (early and late tests), and `Holdoff::clears` knows when it applies.
         let mut held = [WindowCalls {
             minutes: 0,
             calls: 0,
         }; MAX_WINDOWS];
-        let holdoff = st.past.as_mut().and_then(|p| {
-            if p.holdoff.as_ref().is_some_and(|h| m >= h.until) {
-                p.holdoff = None;
-            }
-            p.holdoff.as_ref()
-        });
+        let holdoff = st
+            .past
+            .as_ref()
+            .and_then(|p| p.holdoff.as_ref())
+            .filter(|h| h.applies(m));
         let windows: &[WindowCalls] = match holdoff {
             Some(h) => {
+                // Calls by the ended Insight's top callers in the window of `w` minutes.
+                let same_callers = |w: u32| -> u64 {
+                    let open_minutes = open.iter().rev().filter(|o| o.0 <= m).map(|o| (o.0, o.1));
+                    let closed = st
+                        .recent
+                        .iter()
+                        .rev()
+                        .skip_while(|r| r.0 > m)
+                        .map(|r| (r.0, &r.1));
+                    open_minutes
+                        .chain(closed)
+                        .take_while(|(minute, _)| m - minute < i64::from(w))
+                        .flat_map(|(_, s)| s.attributions.principal.iter())
+                        .filter(|(p, _)| h.principals.contains(p))
+                        .map(|&(_, n)| u64::from(n))
+                        .sum()
+                };
                 let mut k = 0;
                 for w in windows.iter() {
-                    if h.clears(m, w.minutes, w.calls, stats.mean) {
+                    if h.clears(m, w.minutes, w.calls, w.calls, stats.mean)
+                        || h.clears(m, w.minutes, w.calls, same_callers(w.minutes), stats.mean)
+                    {
                         held[k] = *w;
                         k += 1;
                     }
