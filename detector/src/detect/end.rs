@@ -1,8 +1,8 @@
 //! The end test: is an open Insight's rate back to the key's current expectation?
 
-use crate::aggregate::{AttributionCounts, KeyId, MinuteSample, RateKey, Sym};
+use crate::aggregate::{KeyId, MinuteSample, RateKey, Sym};
 
-use super::attribution::transition;
+use super::attribution::{Attribute, transition};
 use super::holdoff::{HOLDOFF_MINUTES, Holdoff};
 use super::open::{expectation, window_models};
 use super::{Detector, MAX_PAST_STARTS, RECURRENCE_TOLERANCE_MINUTES, Tolerance, Transition};
@@ -139,13 +139,14 @@ impl Detector {
             .iter()
             .map(|r| (r.0, u64::from(r.1.count)))
             .collect();
-        let mut callers = AttributionCounts::default();
-        for (_, s) in &insight.minutes {
-            callers.merge(&s.attributions);
-        }
-        let mut principals = callers.principal;
-        principals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let principals: Vec<Sym> = principals.into_iter().map(|p| p.0).collect();
+        let t = transition(key, false, &insight, end, m);
+        // The hold-off's callers are the End's top `userIdentityArn` values.
+        let principals: Vec<Sym> = t
+            .attributions
+            .iter()
+            .filter(|a| a.attribute == Attribute::UserIdentityArn)
+            .flat_map(|a| a.insight.iter().map(|v| v.0))
+            .collect();
         st.past.get_or_insert_with(Box::default).holdoff = Holdoff::after(
             &counts,
             &principals,
@@ -154,7 +155,6 @@ impl Detector {
             end,
             m + HOLDOFF_MINUTES,
         );
-        let t = transition(key, false, &insight, end, m);
         st.recent.clear();
         Some(t)
     }

@@ -36,8 +36,6 @@ use crate::aggregate::Sym;
 pub const HOLDOFF_MINUTES: i64 = 1440;
 /// A new window's excess must be at least this multiple of the ended Insight's peak excess.
 pub const HOLDOFF_FACTOR: f64 = 2.0;
-/// Top callers of the ended Insight that a held window must be mostly made of.
-pub const HOLDOFF_PRINCIPALS: usize = 5;
 
 /// The hold-off after an Insight ended (see the module docs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +50,7 @@ pub struct Holdoff {
     /// `(w, P(w))`: the Insight's largest sum of calls in `w` consecutive minutes, per tested
     /// window length `w` (minutes).
     pub peaks: Box<[(u32, u64)]>,
-    /// The Insight's top callers (`userIdentityArn` symbols), most calls first.
+    /// The Insight's top callers (`userIdentityArn` symbols: its `End`'s attribution values).
     pub principals: Box<[Sym]>,
 }
 
@@ -79,11 +77,7 @@ impl Holdoff {
             until,
             base_rate,
             peaks,
-            principals: principals
-                .iter()
-                .take(HOLDOFF_PRINCIPALS)
-                .copied()
-                .collect(),
+            principals: principals.into(),
         })
     }
 

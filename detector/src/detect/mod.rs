@@ -941,7 +941,7 @@ mod tests {
         // The same spike every 40 minutes for three hours: one Insight.
         let same: Vec<(i64, u32)> = (0..5).map(|i| (x + 40 * i, 40)).collect();
         assert_eq!(spike_starts(&same, x + day / 2), vec![x]);
-        // A spike of more than twice the first's rate ratio an hour later: a second Insight.
+        // A spike with more than twice the first's excess an hour later: a second Insight.
         assert_eq!(
             spike_starts(&[(x, 40), (x + 60, 100)], x + day / 2),
             vec![x, x + 60]

@@ -1,5 +1,7 @@
 //! The open test: is the minute just closed (or a late minute) the start of an Insight?
 
+use std::collections::VecDeque;
+
 use trailsight_baseline::{BaselineStats, RatePrior};
 
 use crate::aggregate::{KeyId, MinuteSample, RateKey};
@@ -12,6 +14,26 @@ use super::prior::GammaPrior;
 use super::window::{Thresholds, WindowCalls, most_significant};
 use super::{Detector, KeyState, OpenInsight, Transition};
 use crate::config::MAX_WINDOWS;
+
+/// A key's minutes with calls up to minute `m`, newest first: the open ones (`open`, ascending)
+/// before the closed ones not yet in the baseline (`recent`, ascending).
+fn minutes_back<'a>(
+    open: &'a [(i64, &'a MinuteSample)],
+    recent: &'a VecDeque<(i64, MinuteSample)>,
+    m: i64,
+) -> impl Iterator<Item = (i64, &'a MinuteSample)> + 'a {
+    let open_minutes = open
+        .iter()
+        .rev()
+        .filter(move |o| o.0 <= m)
+        .map(|o| (o.0, o.1));
+    let closed = recent
+        .iter()
+        .rev()
+        .skip_while(move |r| r.0 > m)
+        .map(|r| (r.0, &r.1));
+    open_minutes.chain(closed)
+}
 
 /// The seasonal models of `hour`, cached per hour in the key's state.
 pub(super) fn cached_seasonal(
@@ -208,23 +230,12 @@ impl Detector {
             }
         }
         let windows = &mut windows[..n];
-        let open_minutes = open
-            .iter()
-            .rev()
-            .filter(|o| o.0 <= m)
-            .map(|o| (o.0, o.1.count));
-        let closed_minutes = st
-            .recent
-            .iter()
-            .rev()
-            .skip_while(|r| r.0 > m)
-            .map(|r| (r.0, r.1.count));
-        for (minute, count) in open_minutes.chain(closed_minutes) {
+        for (minute, sample) in minutes_back(open, &st.recent, m) {
             let age = m - minute;
             let mut any = false;
             for w in windows.iter_mut() {
                 if age < i64::from(w.minutes) {
-                    w.calls += u64::from(count);
+                    w.calls += u64::from(sample.count);
                     any = true;
                 }
             }
@@ -312,15 +323,7 @@ impl Detector {
             Some(h) => {
                 // Calls by the ended Insight's top callers in the window of `w` minutes.
                 let same_callers = |w: u32| -> u64 {
-                    let open_minutes = open.iter().rev().filter(|o| o.0 <= m).map(|o| (o.0, o.1));
-                    let closed = st
-                        .recent
-                        .iter()
-                        .rev()
-                        .skip_while(|r| r.0 > m)
-                        .map(|r| (r.0, &r.1));
-                    open_minutes
-                        .chain(closed)
+                    minutes_back(open, &st.recent, m)
                         .take_while(|(minute, _)| m - minute < i64::from(w))
                         .flat_map(|(_, s)| s.attributions.principal.iter())
                         .filter(|(p, _)| h.principals.contains(p))
@@ -329,6 +332,7 @@ impl Detector {
                 };
                 let mut k = 0;
                 for w in windows.iter() {
+                    // Large enough even if all were the same callers; else, are they?
                     if h.clears(m, w.minutes, w.calls, w.calls, stats.mean)
                         || h.clears(m, w.minutes, w.calls, same_callers(w.minutes), stats.mean)
                     {
