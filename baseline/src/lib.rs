@@ -5,6 +5,8 @@
 //!
 //! - [`rolling`]: [`RollingRate`], a bounded rolling window of per-minute counts
 //!   (hour-granular, sparse) giving the baseline mean and variance of the rate.
+//! - [`changepoint`]: where the current level of a count series began (binary
+//!   segmentation, quasi-Poisson likelihood ratio).
 //! - [`dispersion`]: [`Dispersion`], the index of dispersion of window sums at
 //!   1-, 15- and 60-minute scales, measured from a key's own history.
 //! - [`tail`]: tail probabilities `P(X >= observed)` of a count under a
@@ -22,6 +24,7 @@
 //! - [`topk`]: [`SpaceSaving`], a bounded heavy-hitters summary used for
 //!   baseline attributions.
 
+pub mod changepoint;
 pub mod dispersion;
 pub mod multiscale;
 pub mod robust;

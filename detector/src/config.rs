@@ -63,8 +63,10 @@ pub struct DetectorConfig {
     pub end_tail_probability: f64,
     /// An Insight ends after this many consecutive minutes back at baseline. Default 5.
     pub end_after_quiet_minutes: u32,
-    /// An Insight open this long is a level shift: it ends and its minutes join
-    /// the baseline, which becomes the new normal. Minutes; default 1440.
+    /// A level that has lasted this long inside an open Insight (from its last changepoint) is a
+    /// level shift: the Insight ends, its minutes from that level's start join the baseline and
+    /// the key's history is rebased to it (see `detect::level`); a rate still changing is taken
+    /// as a level shift after 3 × this. Minutes; default 1440.
     pub max_insight_minutes: u32,
     /// Decide a `Start` as soon as the records read make a (short) window unusual, before its
     /// minute closes: counts only grow as late records arrive, so the window would still be

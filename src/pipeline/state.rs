@@ -21,9 +21,10 @@ pub const STORE_FILE: &str = "insights.sqlite";
 /// Checkpoint file name inside the state folder.
 pub const STATE_FILE: &str = "state.bin";
 const MAGIC: &[u8; 16] = b"TRAILSIGHT-STATE";
-/// Current format version (5: the hold-off after an Insight; 4: 16-byte hour buckets with packed
+/// Current format version (6: the hour a key was rebased to after a level shift; 5: the
+/// hold-off after an Insight; 4: 16-byte hour buckets with packed
 /// hour, largest minute, calls and exclusions; 3: multi-scale dispersion and delayed learning).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Everything a restart needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ use crate::aggregate::{KeyId, MinuteSample, RateKey, Sym};
 
 use super::attribution::{Attribute, transition};
 use super::holdoff::{HOLDOFF_MINUTES, Holdoff};
+use super::level::{LEVEL_SHIFT_CAP_FACTOR, current_level_from};
 use super::open::{expectation, window_models};
 use super::{Detector, MAX_PAST_STARTS, RECURRENCE_TOLERANCE_MINUTES, Tolerance, Transition};
 
@@ -12,7 +13,7 @@ impl Detector {
     /// 5-minute or triggering window (at most an hour) ending at it is unusual against the key's
     /// *current* expectation (seasonal profile of this hour, at the lenient
     /// `end_tail_probability`, with the `min_ratio` gate); the Insight ends after enough quiet
-    /// minutes, or after `max_insight_minutes` as a level shift.
+    /// minutes, or as a lasting level shift (see [`super::level`]).
     pub(super) fn step_open(
         &mut self,
         id: KeyId,
@@ -39,10 +40,27 @@ impl Detector {
         let e = expectation(st, &cfg, prior, gamma, history_start, m, m);
         let (global, floor) = (e.global, e.floor);
         let (now_models, prev_models) = (e.now, e.prev);
+        let models_from = st.models_from(history_start);
         let insight = st.insight.as_mut()?;
         if sample.count > 0 {
             insight.minutes.push((m, sample.clone()));
         }
+        // A lasting level shift: checked at the end of each clock hour once the Insight has
+        // been open `max_insight_minutes`; `Some(minute its level began)` when accepted.
+        let age = m - insight.start + 1;
+        let max_minutes = i64::from(cfg.max_insight_minutes);
+        let level_shift_from = if age >= max_minutes && (m + 1).rem_euclid(60) == 0 {
+            let dispersion = now_models.strictest().unwrap_or(global).dispersion;
+            let st = &self.keys[id as usize];
+            let insight = st.insight.as_deref()?;
+            let from = current_level_from(st, insight, &e, models_from, &cfg, m, dispersion);
+            (m + 1 - from >= max_minutes || age >= LEVEL_SHIFT_CAP_FACTOR * max_minutes)
+                .then_some(from)
+        } else {
+            None
+        };
+        let st = &mut self.keys[id as usize];
+        let insight = st.insight.as_mut()?;
         let sum_over = |w: i64| -> u64 {
             insight
                 .minutes
@@ -70,7 +88,7 @@ impl Detector {
         if unusual {
             insight.last_active = m;
         }
-        let level_shift = m - insight.start + 1 >= i64::from(cfg.max_insight_minutes);
+        let level_shift = level_shift_from.is_some();
         // An Insight fed by late calls may get more of them: wait the allowed lateness too.
         // A slow burst (long triggering window) is back at baseline only after half that window.
         let mut quiet_needed = cfg.end_after_quiet_minutes.max(trigger / 2);
@@ -119,10 +137,10 @@ impl Detector {
                 until: i32::try_from(until).unwrap_or(i32::MAX),
             });
         }
-        let rejoin_from = if level_shift || recurring {
-            insight.start
-        } else {
-            end
+        let rejoin_from = match level_shift_from {
+            Some(from) => from,
+            None if recurring => insight.start,
+            None => end,
         };
         for minute in rejoin_from..=m {
             st.rate.include(minute);
@@ -133,6 +151,13 @@ impl Detector {
             }
         }
         st.learnt_through = st.learnt_through.max(m);
+        if let Some(from) = level_shift_from {
+            // The new level is the key's history from now on (see [`super::level`]).
+            let hour = from.div_euclid(60) * 60;
+            st.rate.evict_before(hour);
+            st.season = Default::default();
+            st.past.get_or_insert_with(Box::default).rebased_from = Some(hour);
+        }
         insight.minutes.retain(|r| r.0 < end);
         let counts: Vec<(i64, u64)> = insight
             .minutes

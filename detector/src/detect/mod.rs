@@ -28,7 +28,8 @@
 //! triggering window ([`open`]). While it is open its minutes are kept out of
 //! the baseline (a long attack cannot make itself normal) and each minute is
 //! judged against the key's *current* expectation ([`end`]); it ends after
-//! `end_after_quiet_minutes` with no unusual minute. Late calls ([`late`]) join
+//! `end_after_quiet_minutes` with no unusual minute, or as a lasting level shift, found by a
+//! changepoint test, to which the key's history is then rebased ([`level`]). Late calls ([`late`]) join
 //! the open Insight they fall in, or are tested as if on time.
 //!
 //! Recurring bursts are the key's behaviour, not news: when an Insight ends
@@ -42,6 +43,7 @@ mod end;
 pub mod holdoff;
 pub mod judgement;
 mod late;
+mod level;
 pub mod model;
 mod open;
 pub mod prior;
@@ -139,6 +141,9 @@ struct PastInsights {
     /// After the last Insight ended: a new one needs a clearly larger burst for a while (see
     /// [`holdoff`]).
     holdoff: Option<Holdoff>,
+    /// After a lasting level shift (see [`level`]): the hour the key's history was rebased to
+    /// (older hours are out of its models).
+    rebased_from: Option<i64>,
 }
 
 /// A [`prior::GammaPrior`] kept in single precision (per key).
@@ -227,6 +232,15 @@ impl Default for KeyState {
 }
 
 impl KeyState {
+    /// Where the key's models begin: the history start of its account and Region, or the hour
+    /// of its last level shift when later.
+    fn models_from(&self, history_start: i64) -> i64 {
+        self.past
+            .as_ref()
+            .and_then(|p| p.rebased_from)
+            .map_or(history_start, |r| r.max(history_start))
+    }
+
     fn attributions(&mut self) -> &mut [WindowedTopK<Sym>; 3] {
         self.attributions.get_or_insert_with(|| {
             Box::new([
@@ -485,7 +499,7 @@ impl Detector {
     /// [`Detector::close_minute`] called on each minute would.
     ///
     /// A minute without calls changes nothing but open Insights (which are stepped minute by
-    /// minute and end within `max_insight_minutes`) and the deployment pools (rebuilt at each
+    /// minute and end within [`level::LEVEL_SHIFT_CAP_FACTOR`] × `max_insight_minutes`) and the deployment pools (rebuilt at each
     /// [`POOL_PERIOD_MINUTES`] boundary from key state that empty minutes do not change, so
     /// only the last boundary of a run of empty minutes matters). Runs of empty minutes with
     /// no open Insight are therefore skipped in one step: time is linear in the minutes with
@@ -616,7 +630,7 @@ impl Detector {
         let mut own = Vec::with_capacity(self.keys.len());
         for (id, st) in self.keys.iter_mut().enumerate() {
             let key = keys.key(id as KeyId);
-            let start = keys.history_start(key.account, key.region).unwrap_or(m);
+            let start = st.models_from(keys.history_start(key.account, key.region).unwrap_or(m));
             let exposure = (m - start).min(span);
             if exposure < i64::from(cfg.warmup_minutes).max(1) {
                 own.push((key, None));
@@ -1092,6 +1106,89 @@ mod tests {
 
     /// Minute-by-minute closing against [`Detector::close_minutes`] over ranges with long
     /// empty stretches (an Insight open when one starts, pool periods crossed inside them).
+    /// Calls of a steady key: 3 to 7 a minute (a fixed pseudo-random pattern).
+    fn steady(m: i64) -> u32 {
+        3 + ((m.wrapping_mul(2_654_435_761) >> 7) % 5) as u32
+    }
+
+    /// One key, minute by minute: its transitions as `(start?, insight start, event minute)`.
+    fn transitions_of(
+        end: i64,
+        minute: impl Fn(i64) -> Option<MinuteSample>,
+    ) -> Vec<(bool, i64, i64)> {
+        let d = Deployment { starts: vec![0] };
+        let cfg = DetectorConfig::default();
+        let mut det = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        let mut out = Vec::new();
+        for m in 0..end {
+            let samples = minute(m).map(|s| (0, s)).into_iter().collect();
+            det.close_minute(&ClosedMinute { minute: m, samples }, &d, &mut out);
+        }
+        out.iter()
+            .map(|t| (t.start, t.insight_start, t.event_minute))
+            .collect()
+    }
+
+    #[test]
+    fn after_a_lasting_level_shift_bursts_on_the_new_level_are_caught() {
+        let day = 1440;
+        let shift = 10 * day;
+        // A steady key's rate steps up fivefold for good on day 10; on days 13, 16 and 20 someone
+        // else adds five times the new level for 20 minutes.
+        let bursts = [13 * day + 720, 16 * day + 300, 20 * day + 900];
+        let t = transitions_of(21 * day, |m| {
+            let usual = steady(m) * if m >= shift { 5 } else { 1 };
+            let burst = bursts.iter().any(|&b| (b..b + 20).contains(&m));
+            let mut s = by(7, usual);
+            if burst {
+                s.count += 4 * usual;
+                s.attributions.principal.push((11, 4 * usual));
+            }
+            Some(s)
+        });
+        // One Insight for the shift, ending a day later as a level shift; then one per burst.
+        let starts: Vec<i64> = t.iter().filter(|x| x.0).map(|x| x.1).collect();
+        assert_eq!(starts, [vec![shift], bursts.to_vec()].concat(), "{t:?}");
+        assert!(t.contains(&(false, shift, shift + day)), "{t:?}");
+    }
+
+    #[test]
+    fn a_burst_that_settles_into_a_new_level_becomes_normal_a_day_after_it_settled() {
+        let day = 1440;
+        let x = 10 * day;
+        // Three hours at 20 times the rate (a migration), then three times the rate for good.
+        let t = transitions_of(14 * day, |m| {
+            let f = match m - x {
+                t if t < 0 => 1,
+                t if t < 180 => 20,
+                _ => 3,
+            };
+            Some(by(7, steady(m) * f))
+        });
+        assert_eq!(t, vec![(true, x, x), (false, x, x + 180 + day)], "{t:?}");
+    }
+
+    #[test]
+    fn on_a_diurnal_key_a_level_shift_is_accepted_a_day_after_it_began() {
+        let day = 1440;
+        let x = 14 * day + 600;
+        // 5 to 35 calls a minute over the day; three times that from day 14, 10:00, for good.
+        let t = transitions_of(18 * day, |m| {
+            let hour = m.rem_euclid(day) as f64 / 60.0;
+            let cycle = 5.0 + 30.0 * (0.5 - 0.5 * (hour / 24.0 * std::f64::consts::TAU).cos());
+            let rate = cycle * if m >= x { 3.0 } else { 1.0 };
+            Some(by(
+                7,
+                (rate + f64::from(steady(m)) - 5.0).max(0.0).round() as u32,
+            ))
+        });
+        assert_eq!(t.len(), 2, "{t:?}");
+        let (start, end) = (t[0].1, t[1].2);
+        assert!((x..x + 60).contains(&start), "{t:?}");
+        // Accepted at the end of the clock hour a day after it began, not after the 3-day cap.
+        assert!(end - start <= day + 60, "{t:?}");
+    }
+
     #[test]
     fn skipping_empty_minutes_changes_no_decision() {
         let day = 1440;

@@ -121,6 +121,7 @@ pub(super) fn expectation(
     m: i64,
     baseline_end: i64,
 ) -> Expectation {
+    let history_start = st.models_from(history_start);
     let stats = st.rate.stats_cached(
         baseline_end,
         history_start,

@@ -1,0 +1,124 @@
+//! Lasting level shifts: where an open Insight's current level began, and when that level is
+//! the key's new normal.
+//!
+//! An Insight that does not end may be a lasting change of the key's rate (a deploy that
+//! triples an API's traffic) rather than an anomaly still under way. Once an Insight has been
+//! open for `max_insight_minutes`, at the end of each clock hour its hourly totals are
+//! divided by the key's expectation for each hour (the seasonal profile the end test uses, or
+//! the whole-window baseline) and segmented with
+//! [`trailsight_baseline::changepoint::current_level_start`]: the last significant change of
+//! that ratio is where the current level began. Dividing by the expectation keeps the daily
+//! cycle from reading as a change of level.
+//!
+//! **The level is accepted** when it has lasted `max_insight_minutes` itself: a burst that
+//! settles into a higher level is accepted a full `max_insight_minutes` after it settled, not
+//! after it started, and a rate still changing is not accepted until the Insight has lasted
+//! [`LEVEL_SHIFT_CAP_FACTOR`] × `max_insight_minutes`. The Insight then ends, its minutes from
+//! the level's start join the baseline, and **the key's history is rebased** to that hour:
+//! older hours leave its baseline and profiles. Without the rebase the old and new levels
+//! pooled in one profile read as a huge variance of the rate (a steady key that steps from 5 to
+//! 25 calls a minute shows a 1-minute dispersion of 15 and an hourly one of 800 for the four
+//! weeks of the profile), and a sixfold burst on the new level goes unseen for weeks.
+//!
+//! The cost: a new level that lasts `max_insight_minutes` becomes normal, whoever causes it (as
+//! before, an attack that keeps a steady rate for a whole day is reported once, by its `Start`);
+//! after the rebase the key has one day of history, so its profiles return only after
+//! `min_profile_days`.
+
+use trailsight_baseline::changepoint::current_level_start;
+use trailsight_baseline::{Dispersion, MINUTES_PER_HOUR};
+
+use crate::config::DetectorConfig;
+
+use super::model::{floored, seasonal_models};
+use super::open::Expectation;
+use super::{KeyState, OpenInsight};
+
+/// An Insight whose rate is still changing is taken as a level shift after this many times
+/// `max_insight_minutes`.
+pub const LEVEL_SHIFT_CAP_FACTOR: i64 = 3;
+
+/// Per clock hour of `insight` (the complete hours from its first complete hour through the
+/// hour of minute `m`): its calls and the calls the key's expectation gives it.
+fn hourly_calls_and_expected(
+    st: &KeyState,
+    insight: &OpenInsight,
+    e: &Expectation,
+    history_start: i64,
+    cfg: &DetectorConfig,
+    m: i64,
+) -> (i64, Vec<f64>, Vec<f64>) {
+    let first_hour = (insight.start + MINUTES_PER_HOUR - 1).div_euclid(MINUTES_PER_HOUR);
+    let last_hour = (m + 1).div_euclid(MINUTES_PER_HOUR) - 1;
+    let hours = usize::try_from(last_hour - first_hour + 1).unwrap_or(0);
+    let mut calls = vec![0.0; hours];
+    for (minute, sample) in &insight.minutes {
+        let h = minute.div_euclid(MINUTES_PER_HOUR) - first_hour;
+        if let Some(c) = usize::try_from(h).ok().and_then(|h| calls.get_mut(h)) {
+            *c += f64::from(sample.count);
+        }
+    }
+    let (within, minutes) = st
+        .rate
+        .within_hour(m, history_start, cfg.baseline_window_minutes);
+    let within_hour = within.upper_bound(minutes, 0.0);
+    let expected = (first_hour..=last_hour)
+        .map(|hour| {
+            let models = floored(
+                &seasonal_models(
+                    &st.rate,
+                    hour,
+                    history_start,
+                    cfg,
+                    e.floor,
+                    e.global,
+                    within_hour,
+                ),
+                e.floor,
+            );
+            let mean = models
+                .strictest()
+                .map_or(e.global.mean.max(e.floor), |s| s.mean);
+            mean * MINUTES_PER_HOUR as f64
+        })
+        .collect();
+    (first_hour, calls, expected)
+}
+
+/// The minute the open Insight's current level began: its start, or the clock hour of its
+/// last significant change of level relative to the key's expectation (see the module docs).
+/// `dispersion_now` is the dispersion of window sums of the key's current model (its
+/// seasonal profile's, which holds the day-to-day variation of an hour's level).
+pub(super) fn current_level_from(
+    st: &KeyState,
+    insight: &OpenInsight,
+    e: &Expectation,
+    history_start: i64,
+    cfg: &DetectorConfig,
+    m: i64,
+    dispersion_now: Dispersion,
+) -> i64 {
+    let (first_hour, calls, expected) =
+        hourly_calls_and_expected(st, insight, e, history_start, cfg, m);
+    // Hourly totals relative to the expectation, in calls of an average expected hour
+    // (`unit`): under a constant level `r` they have mean `r · unit` and, with the key's
+    // hourly dispersion `D(60)` taken at that level (`D − 1` grows with the rate), variance
+    // `(1 + (D(60) − 1) · r)` times the mean: the quasi-Poisson φ of the segmentation.
+    let total: f64 = calls.iter().sum();
+    let exp_total: f64 = expected.iter().sum();
+    if calls.is_empty() || exp_total <= 0.0 {
+        return insight.start;
+    }
+    let unit = exp_total / expected.len() as f64;
+    let level = total / exp_total;
+    let phi = 1.0 + (dispersion_now.at(60).max(1.0) - 1.0) * level.max(1.0);
+    let scaled: Vec<f64> = calls
+        .iter()
+        .zip(&expected)
+        .map(|(c, x)| c / x.max(f64::MIN_POSITIVE) * unit)
+        .collect();
+    match current_level_start(&scaled, phi) {
+        0 => insight.start,
+        i => (first_hour + i as i64) * MINUTES_PER_HOUR,
+    }
+}
