@@ -620,6 +620,29 @@ impl RollingRate {
         })
     }
 
+    /// The key's calls and baseline minutes in consecutive periods of `period_minutes` whole
+    /// hours ending at the hour of `until` (exclusive), oldest first, from the first whole hour
+    /// at or after `from` on (the caller's history start, no earlier than what it keeps:
+    /// hours without a bucket count as minutes without calls): `(calls, minutes)` per period,
+    /// minutes less those excluded (inside an Insight). Each retained hour is read once.
+    pub fn period_totals(&self, until: i64, from: i64, period_minutes: u32) -> Vec<(f64, f64)> {
+        let per = (i64::from(period_minutes) / MINUTES_PER_HOUR).max(1);
+        let end_hour = until.div_euclid(MINUTES_PER_HOUR);
+        let from = (from + MINUTES_PER_HOUR - 1).div_euclid(MINUTES_PER_HOUR);
+        let periods = usize::try_from((end_hour - from).div_euclid(per)).unwrap_or(0);
+        let start_hour = end_hour - per * periods as i64;
+        let mut out = vec![(0.0, (per * MINUTES_PER_HOUR) as f64); periods];
+        for b in self.buckets.iter().skip_while(|b| b.hour() < start_hour) {
+            let Ok(i) = usize::try_from((b.hour() - start_hour).div_euclid(per)) else {
+                continue;
+            };
+            let Some(p) = out.get_mut(i) else { break };
+            p.0 += f64::from(b.calls());
+            p.1 -= f64::from(b.excluded());
+        }
+        out
+    }
+
     /// Calls currently held (all retained hours).
     pub fn calls(&self) -> u64 {
         self.buckets.iter().map(|b| u64::from(b.calls())).sum()
@@ -674,6 +697,28 @@ mod tests {
         assert_eq!(r.calls(), 2);
         assert_eq!(s.calls, 2);
         assert!(s.minutes >= 10080 && s.minutes < 10080 + 60);
+    }
+
+    #[test]
+    fn period_totals_are_whole_periods_back_from_the_hour() {
+        let mut r = RollingRate::new();
+        let day = 1440;
+        // History from minute 30 (the first whole hour is hour 1); calls on days 0, 1 and 2.
+        r.record(90, 5);
+        r.record(day + 10, 7);
+        r.record(2 * day + 1439, 1);
+        for m in 0..10 {
+            r.exclude(2 * day + 600 + m);
+        }
+        // Until 3 days and 20 minutes: the hour of `until` ends the last period; the days
+        // start at hour 0 + 72 − 24k, and the oldest one would start before hour 1: dropped.
+        let t = r.period_totals(3 * day + 20, 30, 1440);
+        assert_eq!(t, vec![(7.0, 1440.0), (1.0, 1430.0)]);
+        // From minute 0: three whole days, the first with its calls.
+        let t = r.period_totals(3 * day, 0, 1440);
+        assert_eq!(t, vec![(5.0, 1440.0), (7.0, 1440.0), (1.0, 1430.0)]);
+        assert_eq!(RollingRate::new().period_totals(3 * day, 0, 1440).len(), 3);
+        assert!(r.period_totals(3 * day, 3 * day, 1440).is_empty());
     }
 
     #[test]

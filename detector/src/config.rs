@@ -66,7 +66,7 @@ pub struct DetectorConfig {
     /// A level that has lasted this long inside an open Insight (from its last changepoint) is a
     /// level shift: the Insight ends, its minutes from that level's start join the baseline and
     /// the key's history is rebased to it (see `detect::level`); a rate still changing is taken
-    /// as a level shift after 3 × this. Minutes; default 1440.
+    /// as a level shift after 3 × this, keeping at least this much of it. Minutes; default 1440.
     pub max_insight_minutes: u32,
     /// Decide a `Start` as soon as the records read make a (short) window unusual, before its
     /// minute closes: counts only grow as late records arrive, so the window would still be

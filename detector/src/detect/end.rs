@@ -54,8 +54,14 @@ impl Detector {
             let st = &self.keys[id as usize];
             let insight = st.insight.as_deref()?;
             let from = current_level_from(st, insight, &e, models_from, &cfg, m, dispersion);
-            (m + 1 - from >= max_minutes || age >= LEVEL_SHIFT_CAP_FACTOR * max_minutes)
-                .then_some(from)
+            if m + 1 - from >= max_minutes {
+                Some(from)
+            } else if age >= LEVEL_SHIFT_CAP_FACTOR * max_minutes {
+                // Still changing: at least a day of it becomes the key's history.
+                Some(from.min(m + 1 - max_minutes))
+            } else {
+                None
+            }
         } else {
             None
         };
@@ -153,10 +159,7 @@ impl Detector {
         st.learnt_through = st.learnt_through.max(m);
         if let Some(from) = level_shift_from {
             // The new level is the key's history from now on (see [`super::level`]).
-            let hour = from.div_euclid(60) * 60;
-            st.rate.evict_before(hour);
-            st.season = Default::default();
-            st.past.get_or_insert_with(Box::default).rebased_from = Some(hour);
+            st.rebase(from);
         }
         insight.minutes.retain(|r| r.0 < end);
         let counts: Vec<(i64, u64)> = insight
@@ -172,14 +175,20 @@ impl Detector {
             .filter(|a| a.attribute == Attribute::UserIdentityArn)
             .flat_map(|a| a.insight.iter().map(|v| v.0))
             .collect();
-        st.past.get_or_insert_with(Box::default).holdoff = Holdoff::after(
-            &counts,
-            &principals,
-            insight.baseline.mean,
-            &cfg.windows_minutes,
-            end,
-            m + HOLDOFF_MINUTES,
-        );
+        // No hold-off after a level shift: the new level is the key's baseline now, and bursts
+        // on it are judged against it.
+        st.past.get_or_insert_with(Box::default).holdoff = if level_shift {
+            None
+        } else {
+            Holdoff::after(
+                &counts,
+                &principals,
+                insight.baseline.mean,
+                &cfg.windows_minutes,
+                end,
+                m + HOLDOFF_MINUTES,
+            )
+        };
         st.recent.clear();
         Some(t)
     }

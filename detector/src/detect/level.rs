@@ -25,7 +25,7 @@
 //! after the rebase the key has one day of history, so its profiles return only after
 //! `min_profile_days`.
 
-use trailsight_baseline::changepoint::current_level_start;
+use trailsight_baseline::changepoint::{current_level_start, successive_difference_dispersion};
 use trailsight_baseline::{Dispersion, MINUTES_PER_HOUR};
 
 use crate::config::DetectorConfig;
@@ -37,6 +37,10 @@ use super::{KeyState, OpenInsight};
 /// An Insight whose rate is still changing is taken as a level shift after this many times
 /// `max_insight_minutes`.
 pub const LEVEL_SHIFT_CAP_FACTOR: i64 = 3;
+/// Days a lower level must have lasted (and the level before it too) to be a lasting drop.
+pub const DROP_DAYS: usize = 7;
+/// A lower level is a drop when its daily calls are at most this share of the level's before.
+pub const DROP_RATIO: f64 = 0.5;
 
 /// Per clock hour of `insight` (the complete hours from its first complete hour through the
 /// hour of minute `m`): its calls and the calls the key's expectation gives it.
@@ -100,25 +104,60 @@ pub(super) fn current_level_from(
 ) -> i64 {
     let (first_hour, calls, expected) =
         hourly_calls_and_expected(st, insight, e, history_start, cfg, m);
-    // Hourly totals relative to the expectation, in calls of an average expected hour
-    // (`unit`): under a constant level `r` they have mean `r · unit` and, with the key's
-    // hourly dispersion `D(60)` taken at that level (`D − 1` grows with the rate), variance
-    // `(1 + (D(60) − 1) · r)` times the mean: the quasi-Poisson φ of the segmentation.
+    // Calls against expected calls per hour (the exposures), with the key's hourly
+    // dispersion `D(60)` taken at the Insight's level `r` (`D − 1` grows with the rate).
     let total: f64 = calls.iter().sum();
     let exp_total: f64 = expected.iter().sum();
     if calls.is_empty() || exp_total <= 0.0 {
         return insight.start;
     }
-    let unit = exp_total / expected.len() as f64;
     let level = total / exp_total;
     let phi = 1.0 + (dispersion_now.at(60).max(1.0) - 1.0) * level.max(1.0);
-    let scaled: Vec<f64> = calls
-        .iter()
-        .zip(&expected)
-        .map(|(c, x)| c / x.max(f64::MIN_POSITIVE) * unit)
-        .collect();
-    match current_level_start(&scaled, phi) {
+    match current_level_start(&calls, &expected, phi) {
         0 => insight.start,
         i => (first_hour + i as i64) * MINUTES_PER_HOUR,
     }
+}
+
+/// A lasting **drop** of a key's rate (a service moved away, a job retired), checked for keys
+/// without an open Insight at each rebuild of the deployment's pools (every six hours, at
+/// aligned minutes, so a restart checks at the same minutes): the key's calls per baseline
+/// minute in whole UTC days before `m` (since `from`) are segmented as above, with the
+/// overdispersion of daily totals estimated from neighbouring days
+/// ([`successive_difference_dispersion`]: a weekly cycle or a step barely moves it). When the
+/// current level began at least [`DROP_DAYS`] days ago, after at least [`DROP_DAYS`] days of
+/// history, and is at most [`DROP_RATIO`] × the mean of the days before it, returns the minute
+/// it began: the key is rebased to it.
+///
+/// A drop makes no Insight (only rises are anomalies), but without the rebase the profiles
+/// keep the old level for their four weeks, and a test must be unusual under every model: a
+/// burst back to the old level by someone else went unseen for weeks. A week's wait keeps a
+/// weekend from reading as a drop; a holiday of a week or more does, and the return of the
+/// usual traffic then raises one Insight (as it would against CloudTrail's own seven-day
+/// baseline).
+pub(super) fn lasting_drop(st: &KeyState, m: i64, from: i64) -> Option<i64> {
+    // Whole UTC days, so every check of one day sees the same days.
+    let midnight = m.div_euclid(1440) * 1440;
+    if midnight - from < 1440 * 2 * DROP_DAYS as i64 {
+        return None;
+    }
+    let days = st.rate.period_totals(midnight, from, 1440);
+    if days.len() < 2 * DROP_DAYS {
+        return None;
+    }
+    let (calls, minutes): (Vec<f64>, Vec<f64>) = days.into_iter().unzip();
+    let daily: Vec<f64> = calls
+        .iter()
+        .zip(&minutes)
+        .map(|(c, n)| c * 1440.0 / n.max(1.0))
+        .collect();
+    let phi = successive_difference_dispersion(&daily);
+    let start = current_level_start(&calls, &minutes, phi);
+    if start < DROP_DAYS || daily.len() - start < DROP_DAYS {
+        return None;
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (before, after) = (mean(&daily[..start]), mean(&daily[start..]));
+    let first_day = midnight - 1440 * (daily.len() - start) as i64;
+    (after <= DROP_RATIO * before).then_some(first_day)
 }

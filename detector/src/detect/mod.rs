@@ -241,6 +241,15 @@ impl KeyState {
             .map_or(history_start, |r| r.max(history_start))
     }
 
+    /// Rebases the key's history to `minute`'s hour after a lasting level shift (see
+    /// [`level`]): older hours leave its baseline and profiles.
+    fn rebase(&mut self, minute: i64) {
+        let hour = minute.div_euclid(60) * 60;
+        self.rate.evict_before(hour);
+        self.season = Default::default();
+        self.past.get_or_insert_with(Box::default).rebased_from = Some(hour);
+    }
+
     fn attributions(&mut self) -> &mut [WindowedTopK<Sym>; 3] {
         self.attributions.get_or_insert_with(|| {
             Box::new([
@@ -251,8 +260,17 @@ impl KeyState {
         })
     }
 
-    /// The minute's calls join the baseline (rate and attributions).
+    /// The minute's calls join the baseline (rate and attributions); a (late) minute before the
+    /// hour the key was rebased to is not part of its history.
     fn learn(&mut self, minute: i64, sample: &MinuteSample) {
+        if self
+            .past
+            .as_ref()
+            .and_then(|p| p.rebased_from)
+            .is_some_and(|r| minute < r)
+        {
+            return;
+        }
         self.rate.record(minute, sample.count);
         self.learnt_through = self.learnt_through.max(minute);
         let a = self.attributions();
@@ -630,7 +648,14 @@ impl Detector {
         let mut own = Vec::with_capacity(self.keys.len());
         for (id, st) in self.keys.iter_mut().enumerate() {
             let key = keys.key(id as KeyId);
-            let start = st.models_from(keys.history_start(key.account, key.region).unwrap_or(m));
+            let mut start =
+                st.models_from(keys.history_start(key.account, key.region).unwrap_or(m));
+            if st.insight.is_none()
+                && let Some(from) = level::lasting_drop(st, m, start.max(m - span))
+            {
+                st.rebase(from);
+                start = st.models_from(start);
+            }
             let exposure = (m - start).min(span);
             if exposure < i64::from(cfg.warmup_minutes).max(1) {
                 own.push((key, None));
@@ -1104,8 +1129,6 @@ mod tests {
         assert!(ends[0].decided_minute <= end + 10, "{out:?}");
     }
 
-    /// Minute-by-minute closing against [`Detector::close_minutes`] over ranges with long
-    /// empty stretches (an Insight open when one starts, pool periods crossed inside them).
     /// Calls of a steady key: 3 to 7 a minute (a fixed pseudo-random pattern).
     fn steady(m: i64) -> u32 {
         3 + ((m.wrapping_mul(2_654_435_761) >> 7) % 5) as u32
@@ -1156,27 +1179,36 @@ mod tests {
     fn a_burst_that_settles_into_a_new_level_becomes_normal_a_day_after_it_settled() {
         let day = 1440;
         let x = 10 * day;
-        // Three hours at 20 times the rate (a migration), then three times the rate for good.
+        let end = x + 180 + day;
+        // Three hours at 20 times the rate (a migration), then three times the rate for good;
+        // two hours after the level is accepted, the usual caller sends six times the new rate
+        // for 20 minutes: judged against the new level (no hold-off from the level shift).
+        let burst = end + 120;
         let t = transitions_of(14 * day, |m| {
             let f = match m - x {
                 t if t < 0 => 1,
                 t if t < 180 => 20,
+                _ if (burst..burst + 20).contains(&m) => 18,
                 _ => 3,
             };
             Some(by(7, steady(m) * f))
         });
-        assert_eq!(t, vec![(true, x, x), (false, x, x + 180 + day)], "{t:?}");
+        assert_eq!(
+            t.iter().take(3).copied().collect::<Vec<_>>(),
+            vec![(true, x, x), (false, x, end), (true, burst, burst)],
+            "{t:?}"
+        );
     }
 
     #[test]
     fn on_a_diurnal_key_a_level_shift_is_accepted_a_day_after_it_began() {
         let day = 1440;
         let x = 14 * day + 600;
-        // 5 to 35 calls a minute over the day; three times that from day 14, 10:00, for good.
+        // 10 to 30 calls a minute over the day; six times that from day 14, 10:00, for good.
         let t = transitions_of(18 * day, |m| {
             let hour = m.rem_euclid(day) as f64 / 60.0;
-            let cycle = 5.0 + 30.0 * (0.5 - 0.5 * (hour / 24.0 * std::f64::consts::TAU).cos());
-            let rate = cycle * if m >= x { 3.0 } else { 1.0 };
+            let cycle = 10.0 + 20.0 * (0.5 - 0.5 * (hour / 24.0 * std::f64::consts::TAU).cos());
+            let rate = cycle * if m >= x { 6.0 } else { 1.0 };
             Some(by(
                 7,
                 (rate + f64::from(steady(m)) - 5.0).max(0.0).round() as u32,
@@ -1186,9 +1218,66 @@ mod tests {
         let (start, end) = (t[0].1, t[1].2);
         assert!((x..x + 60).contains(&start), "{t:?}");
         // Accepted at the end of the clock hour a day after it began, not after the 3-day cap.
-        assert!(end - start <= day + 60, "{t:?}");
+        assert!((day - 60..=day + 60).contains(&(end - start)), "{t:?}");
     }
 
+    #[test]
+    fn after_a_lasting_drop_a_burst_back_to_the_old_level_is_caught() {
+        let day = 1440;
+        let drop = 14 * day;
+        // 30 calls a minute, then 2 from day 14 for good; on days 17, 23, 27 and 33 (at other
+        // times of day) someone else adds 30 a minute for 20 minutes.
+        let bursts = [
+            17 * day + 600,
+            23 * day + 900,
+            27 * day + 240,
+            33 * day + 1200,
+        ];
+        let t = transitions_of(34 * day, |m| {
+            let usual = if m >= drop {
+                2 + (steady(m) - 3) / 3
+            } else {
+                25 + steady(m)
+            };
+            let mut s = by(7, usual);
+            if bursts.iter().any(|&b| (b..b + 20).contains(&m)) {
+                s.count += 30;
+                s.attributions.principal.push((11, 30));
+            }
+            Some(s)
+        });
+        let starts: Vec<i64> = t.iter().filter(|x| x.0).map(|x| x.1).collect();
+        // The first week after the drop is its cost (the drop must last a week); after it,
+        // every burst is caught.
+        assert_eq!(starts, bursts[1..].to_vec(), "{t:?}");
+    }
+
+    #[test]
+    fn weekends_are_not_a_drop() {
+        let day: i64 = 1440;
+        // A weekday-only API (7 to 11 calls a minute, none on days 5 and 6 of each week) for
+        // five weeks: no Insight, and its history is never rebased to a weekend (which would
+        // throw away the weekday level it is judged against).
+        let d = Deployment { starts: vec![0] };
+        let cfg = DetectorConfig::default();
+        let mut det = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        let mut out = Vec::new();
+        for m in 0..35 * day {
+            let weekday = m.div_euclid(day) % 7 < 5;
+            let samples = if weekday {
+                vec![(0, by(7, 6 + steady(m)))]
+            } else {
+                Vec::new()
+            };
+            det.close_minute(&ClosedMinute { minute: m, samples }, &d, &mut out);
+            let rebased = det.keys.first().and_then(|k| k.past.as_ref()?.rebased_from);
+            assert_eq!(rebased, None, "minute {m}");
+        }
+        assert_eq!(out, vec![]);
+    }
+
+    /// Minute-by-minute closing against [`Detector::close_minutes`] over ranges with long
+    /// empty stretches (an Insight open when one starts, pool periods crossed inside them).
     #[test]
     fn skipping_empty_minutes_changes_no_decision() {
         let day = 1440;
