@@ -996,17 +996,10 @@ mod tests {
 
     /// One key (API 0 of account 0, history from minute 0), minute by minute: its Starts.
     fn starts_of(end: i64, minute: impl Fn(i64) -> Option<MinuteSample>) -> Vec<i64> {
-        let d = Deployment { starts: vec![0] };
-        let cfg = DetectorConfig::default();
-        let mut det = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
-        let mut out = Vec::new();
-        for m in 0..end {
-            let samples = minute(m).map(|s| (0, s)).into_iter().collect();
-            det.close_minute(&ClosedMinute { minute: m, samples }, &d, &mut out);
-        }
-        out.iter()
-            .filter(|t| t.start)
-            .map(|t| t.insight_start)
+        transitions_of(end, minute)
+            .into_iter()
+            .filter(|t| t.0)
+            .map(|t| t.1)
             .collect()
     }
 
