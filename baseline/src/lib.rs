@@ -37,7 +37,7 @@ pub mod topk;
 pub use dispersion::{Dispersion, ScaleMoments};
 pub use multiscale::MultiScaleMean;
 pub use robust::SortedWindow;
-pub use rolling::{BaselineStats, HourProfile, RatePrior, RollingRate};
+pub use rolling::{BaselineStats, HourProfile, PhaseTotals, RatePrior, RollingRate};
 pub use seasonal::SlotProfile;
 pub use tail::{CountModel, count_tail_probability};
 pub use topk::{SpaceSaving, WindowedTopK};

@@ -290,6 +290,19 @@ impl PartialEq for SumsCache {
     }
 }
 
+/// One phase's totals (see [`RollingRate::phase_totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PhaseTotals {
+    /// Calls.
+    pub calls: f64,
+    /// Minutes, less those excluded (inside an Insight).
+    pub minutes: f64,
+    /// Elapsed hours.
+    pub hours: f64,
+    /// Σ (calls in an hour)² over the hours.
+    pub sum_sq: f64,
+}
+
 /// Rolling per-minute counts of one key (calls per minute, UTC minute buckets).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RollingRate {
@@ -643,6 +656,51 @@ impl RollingRate {
         out
     }
 
+    /// Totals per phase of a cycle of `period_hours` (24: per hour of the day), over the
+    /// complete hours of the last `profile_minutes` before `hour`, since `history_start`: index
+    /// `p` sums the hours with `hour_number mod period_hours == p`. One pass over the retained
+    /// hours of the window.
+    pub fn phase_totals(
+        &self,
+        hour: i64,
+        history_start: i64,
+        profile_minutes: u32,
+        period_hours: i64,
+    ) -> Vec<PhaseTotals> {
+        let period = period_hours.max(1);
+        let first_hour =
+            (hour * MINUTES_PER_HOUR - i64::from(profile_minutes)).div_euclid(MINUTES_PER_HOUR);
+        let history_hour = (history_start + MINUTES_PER_HOUR - 1).div_euclid(MINUTES_PER_HOUR);
+        let from = first_hour.max(history_hour);
+        let mut out = vec![PhaseTotals::default(); usize::try_from(period).unwrap_or(1)];
+        for (p, bin) in out.iter_mut().enumerate() {
+            let first = from + (p as i64 - from.rem_euclid(period)).rem_euclid(period);
+            if first < hour {
+                let hours = (hour - 1 - first) / period + 1;
+                bin.hours = hours as f64;
+                bin.minutes = (hours * MINUTES_PER_HOUR) as f64;
+            }
+        }
+        for b in self
+            .buckets
+            .iter()
+            .rev()
+            .skip_while(|b| b.hour() >= hour)
+            .take_while(|b| b.hour() >= from)
+        {
+            if let Some(bin) = usize::try_from(b.hour().rem_euclid(period))
+                .ok()
+                .and_then(|p| out.get_mut(p))
+            {
+                let calls = f64::from(b.calls());
+                bin.calls += calls;
+                bin.sum_sq += calls * calls;
+                bin.minutes -= f64::from(b.excluded());
+            }
+        }
+        out
+    }
+
     /// Calls currently held (all retained hours).
     pub fn calls(&self) -> u64 {
         self.buckets.iter().map(|b| u64::from(b.calls())).sum()
@@ -719,6 +777,31 @@ mod tests {
         assert_eq!(t, vec![(5.0, 1440.0), (7.0, 1440.0), (1.0, 1430.0)]);
         assert_eq!(RollingRate::new().period_totals(3 * day, 0, 1440).len(), 3);
         assert!(r.period_totals(3 * day, 3 * day, 1440).is_empty());
+    }
+
+    #[test]
+    fn phase_totals_sum_each_hour_of_the_day() {
+        let mut r = RollingRate::new();
+        let day = 1440;
+        // Two days: 2 calls at 00:10 each day, 5 at 13:30 on the first.
+        r.record(10, 2);
+        r.record(day + 10, 2);
+        r.record(13 * 60 + 30, 5);
+        r.exclude(day + 20);
+        let t: Vec<(f64, f64, f64, f64)> = r
+            .phase_totals(48, 0, 40_320, 24)
+            .iter()
+            .map(|p| (p.calls, p.minutes, p.hours, p.sum_sq))
+            .collect();
+        assert_eq!(t.len(), 24);
+        assert_eq!(t[0], (4.0, 119.0, 2.0, 8.0));
+        assert_eq!(t[13], (5.0, 120.0, 2.0, 25.0));
+        assert_eq!(t[5], (0.0, 120.0, 2.0, 0.0));
+        // Since minute 13 × 60: hour 0 once, hour 13 twice, hour 12 once, until hour 48.
+        let t = r.phase_totals(48, 13 * 60, 40_320, 24);
+        assert_eq!((t[0].calls, t[0].minutes), (2.0, 59.0));
+        assert_eq!((t[13].calls, t[13].hours), (5.0, 2.0));
+        assert_eq!((t[12].calls, t[12].minutes), (0.0, 60.0));
     }
 
     #[test]

@@ -88,9 +88,10 @@ pub struct DetectorConfig {
     pub min_profile_days: u32,
     /// Weeks of history an hour of the week needs before its weekly profile is used. Default 2.
     pub min_profile_weeks: u32,
-    /// Weight of the key's overall baseline in each hour's profile, minutes
-    /// (the profile is shrunk towards it as if the overall rate had been seen
-    /// for this many minutes in that hour). Default 1440.
+    /// Most weight of the key's overall baseline in each hour's profile, minutes (the profile
+    /// is shrunk towards it as if the overall rate had been seen for this many minutes in that
+    /// hour; keys whose hours of the day differ get less, see
+    /// `detect::model::profile_prior_weight`). Default 1440.
     pub profile_prior_minutes: f64,
     /// Floor of a seasonal profile as a fraction of the key's 7-day mean rate, so
     /// an hour that was always quiet is not infinitely sensitive. Default 0.05.

@@ -1094,13 +1094,15 @@ mod tests {
         let day = 1440;
         let d = Deployment { starts: vec![0] };
         // 5 to 35 calls a minute over the day (peak at 12:00), with a small repeating jitter;
-        // on day 5 a 20-minute burst of 60 more a minute on the afternoon's falling rate.
+        // on day 5 a 20-minute burst of 80 more a minute on the afternoon's falling rate (more
+        // than three times the busiest neighbouring hour's 33, the medium sensitivity's ratio
+        // gate: each hour is judged against its own profile, not a blend with the day's mean).
         let burst = 5 * day + 15 * 60;
         let calls = |_: u32, m: i64| {
             let phase = (m.rem_euclid(day) as f64 - 720.0) / day as f64 * std::f64::consts::TAU;
             let base = 20.0 + 15.0 * phase.cos() + f64::from((m % 7) as u32) - 3.0;
             let extra = if (burst..burst + 20).contains(&m) {
-                60.0
+                80.0
             } else {
                 0.0
             };
@@ -1212,6 +1214,27 @@ mod tests {
         assert!((x..x + 60).contains(&start), "{t:?}");
         // Accepted at the end of the clock hour a day after it began, not after the 3-day cap.
         assert!((day - 60..=day + 60).contains(&(end - start)), "{t:?}");
+    }
+
+    #[test]
+    fn on_a_diurnal_key_a_burst_at_night_is_judged_against_the_night() {
+        let day: i64 = 1440;
+        // 5 calls a minute at midnight, 35 at midday, for three weeks; then at 00:10 someone
+        // else adds 20 a minute for 20 minutes: five times the night's rate, about the day's
+        // mean.
+        let burst = 21 * day + 10;
+        let t = transitions_of(22 * day, |m| {
+            let hour = m.rem_euclid(day) as f64 / 60.0;
+            let cycle = 5.0 + 30.0 * (0.5 - 0.5 * (hour / 24.0 * std::f64::consts::TAU).cos());
+            let mut s = by(7, (cycle + f64::from(steady(m)) - 5.0).round() as u32);
+            if (burst..burst + 20).contains(&m) {
+                s.count += 20;
+                s.attributions.principal.push((11, 20));
+            }
+            Some(s)
+        });
+        let starts: Vec<i64> = t.iter().filter(|x| x.0).map(|x| x.1).collect();
+        assert_eq!(starts, vec![burst], "{t:?}");
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //! of window sums around it.
 
 use serde::{Deserialize, Serialize};
-use trailsight_baseline::{BaselineStats, CountModel, Dispersion, HourProfile, RollingRate};
+use trailsight_baseline::{
+    BaselineStats, CountModel, Dispersion, HourProfile, PhaseTotals, RollingRate,
+};
 
 use crate::config::DetectorConfig;
 
-/// Blocks of the key's whole-window dispersion that a profile's own estimate is weighed
-/// against (a profile of three days holds only three hour-blocks).
+/// Blocks of the key's seasonal dispersion prior ([`seasonal_dispersion_prior`]) that a
+/// profile's own estimate is weighed against (a profile of three days holds only three
+/// hour-blocks).
 const DISPERSION_PRIOR_BLOCKS: f64 = 8.0;
 
 /// A per-minute rate model: mean calls per minute, the dispersion of window sums, and how
@@ -115,10 +118,12 @@ pub struct SeasonCache {
 /// `min_profile_weeks` weeks are known). Empty when seasonality is off or the history is short.
 ///
 /// Each profile's mean is shrunk towards the key's whole-window mean `global` with the weight
-/// of `profile_prior_minutes` minutes (a gamma prior on the hour's rate): a few quiet hours of a
-/// sparse key are weak evidence that this hour is quieter than the rest of the day, while a
-/// month of nightly bursts outweighs it. Its dispersion is the hour's own, shrunk towards the
-/// key's whole-window dispersion by [`DISPERSION_PRIOR_BLOCKS`] blocks at each scale, and never
+/// of [`profile_prior_weight`] minutes (an empirical-Bayes gamma prior on the hour's rate, at
+/// most `profile_prior_minutes`): a few quiet hours of a sparse or flat key are weak evidence
+/// that this hour is quieter than the rest of the day, while a month of nightly bursts
+/// outweighs it, and a key with a strong daily cycle is judged against each hour's own rate.
+/// Its dispersion is the hour's own, shrunk towards the key's burstiness without its daily
+/// cycle ([`seasonal_dispersion_prior`]) by [`DISPERSION_PRIOR_BLOCKS`] blocks at each scale, and never
 /// below the key's within-hour dispersion `within_hour` (bursts are a property of the key, not
 /// of the hours they happened to fall in: a spike at an hour whose profile days had none is
 /// still as likely as the key's spikes elsewhere).
@@ -136,7 +141,9 @@ pub fn seasonal_models(
         return models;
     }
     let window = cfg.profile_window_minutes;
-    let k = cfg.profile_prior_minutes;
+    let phases = rate.phase_totals(hour, history_start, window, 24);
+    let k = profile_prior_weight(&phases, within_hour.at(60), cfg.profile_prior_minutes);
+    let dispersion_prior = seasonal_dispersion_prior(&phases, within_hour);
     let shrink = |p: HourProfile| {
         let n = p.minutes as f64;
         Model {
@@ -144,7 +151,7 @@ pub fn seasonal_models(
             evidence_minutes: n + k,
             dispersion: p
                 .dispersion
-                .shrink(p.minutes, global.dispersion, DISPERSION_PRIOR_BLOCKS)
+                .shrink(p.minutes, dispersion_prior, DISPERSION_PRIOR_BLOCKS)
                 .upper_bound(p.minutes, DISPERSION_PRIOR_BLOCKS)
                 .max(within_hour),
         }
@@ -177,6 +184,67 @@ pub fn seasonal_models(
     models
 }
 
+/// The weight, in minutes, of the key's overall rate in each hour's profile: an empirical-Bayes
+/// gamma prior on the hour-of-day rates, by the method of moments (as the deployment prior in
+/// [`super::prior`]). With `cₕ` calls over `nₕ` minutes in hour of the day `h` (`phases`),
+/// `μ = Σc / Σn`, the rates' weighted variance across the hours, less what sampling alone
+/// gives (`H · μ · D(60) / Σn` for `H` hours with minutes, `D(60)` the key's within-hour
+/// dispersion), is the variance `V` of the hours' true rates, and the prior weighs as
+/// `μ / V` minutes, at most `max_minutes` (the configured `profile_prior_minutes`).
+///
+/// A key whose rate is the same at every hour (a sparse key, a flat one) keeps the full
+/// weight: a few quiet hours are weak evidence that this hour is quieter. A key with a strong
+/// daily cycle gets almost none: its night is judged against its night, not against a blend
+/// of its day (with the full weight, a key at 5 calls a minute at night and 35 at midday had a
+/// 03:00 profile of 14, and a burst to 25 went unseen).
+pub fn profile_prior_weight(phases: &[PhaseTotals], d60: f64, max_minutes: f64) -> f64 {
+    let (calls, minutes) = phases.iter().fold((0.0, 0.0), |(c, n), p| {
+        (c + p.calls, n + p.minutes.max(0.0))
+    });
+    let used = phases.iter().filter(|p| p.minutes > 0.0).count() as f64;
+    if !(minutes > 0.0 && calls > 0.0 && used >= 2.0) {
+        return max_minutes;
+    }
+    let mu = calls / minutes;
+    let spread = phases
+        .iter()
+        .filter(|p| p.minutes > 0.0)
+        .map(|p| p.minutes * (p.calls / p.minutes - mu).powi(2))
+        .sum::<f64>()
+        / minutes;
+    let sampling = used * mu * d60.max(1.0) / minutes;
+    let between = spread - sampling;
+    if between > 0.0 && between.is_finite() {
+        (mu / between).min(max_minutes).max(0.0)
+    } else {
+        max_minutes
+    }
+}
+
+/// The prior a profile's dispersion is shrunk towards: the key's burstiness **without its
+/// daily cycle**. At 1 and 15 minutes, its within-hour dispersion; at 60 minutes, the pooled
+/// index of dispersion of hourly sums around their own hour of the day's mean (`phases`, per
+/// hour of the day: `Σₕ [ΣS² − (ΣS)²/kₕ] / Σₕ (kₕ − 1)·S̄ₕ` over the `kₕ` elapsed hours),
+/// i.e. how much an hour's level varies from day to day, at least the 15-minute index.
+/// (Shrinking towards the whole-window dispersion, which holds the daily cycle, gave a
+/// smooth diurnal key an hourly dispersion in the hundreds at every hour of the day.)
+pub fn seasonal_dispersion_prior(phases: &[PhaseTotals], within_hour: Dispersion) -> Dispersion {
+    let (mut num, mut den) = (0.0, 0.0);
+    for p in phases.iter().filter(|p| p.hours >= 2.0 && p.calls > 0.0) {
+        num += (p.sum_sq - p.calls * p.calls / p.hours).max(0.0);
+        den += (p.hours - 1.0) * p.calls / p.hours;
+    }
+    let [d1, d15, _] = within_hour.at_scales;
+    let d60 = if den > 0.0 && (num / den).is_finite() {
+        (num / den).max(d15)
+    } else {
+        d15
+    };
+    Dispersion {
+        at_scales: [d1, d15, d60],
+    }
+}
+
 /// Applies the floors to each model's mean: the prior floor (calls per minute) and, for
 /// seasonal models, `seasonal_floor` (a fraction of the whole-window mean), so an hour that
 /// was always quiet is not infinitely sensitive.
@@ -194,6 +262,7 @@ pub fn floored(models: &Models, floor: f64) -> Models {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn a_window_sum_is_wider_than_independent_minutes_when_bursty() {
@@ -224,6 +293,76 @@ mod tests {
         };
         // One call in 100 minutes of history vs a week's worth of the same rate.
         assert!(m(100.0).tail_probability(60, 5) > 10.0 * m(10_080.0).tail_probability(60, 5));
+    }
+
+    /// Hour-of-day totals over `days` days at per-minute rates `rate(h)`.
+    fn phases(days: f64, rate: impl Fn(usize) -> f64) -> Vec<PhaseTotals> {
+        (0..24)
+            .map(|h| PhaseTotals {
+                calls: rate(h) * 60.0 * days,
+                minutes: 60.0 * days,
+                hours: days,
+                // Every day the same hour total (no day-to-day variation).
+                sum_sq: (rate(h) * 60.0).powi(2) * days,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flat_key_keeps_the_full_prior_and_a_daily_cycle_gets_almost_none() {
+        assert_eq!(
+            profile_prior_weight(&phases(14.0, |_| 3.0), 1.0, 1440.0),
+            1440.0
+        );
+        assert_eq!(profile_prior_weight(&[], 1.0, 1440.0), 1440.0);
+        // Night 5, midday 35: the hours' rates vary by about 10 a minute around 20.
+        let cycle =
+            |h: usize| 5.0 + 30.0 * (0.5 - 0.5 * (h as f64 / 24.0 * std::f64::consts::TAU).cos());
+        let w = profile_prior_weight(&phases(14.0, cycle), 1.0, 1440.0);
+        assert!(w < 1.0, "{w}");
+        // A sparse key's few calls landing in a few hours: sampling noise, full weight.
+        let sparse = phases(3.0, |h| if h % 8 == 0 { 1.0 / 180.0 } else { 0.0 });
+        assert_eq!(profile_prior_weight(&sparse, 1.0, 1440.0), 1440.0);
+    }
+
+    #[test]
+    fn the_dispersion_prior_holds_the_day_to_day_variation_not_the_daily_cycle() {
+        let within = Dispersion {
+            at_scales: [1.2, 3.0, 3.0],
+        };
+        let cycle =
+            |h: usize| 5.0 + 30.0 * (0.5 - 0.5 * (h as f64 / 24.0 * std::f64::consts::TAU).cos());
+        // The same level every day: the 60-minute index is the 15-minute one.
+        let d = seasonal_dispersion_prior(&phases(14.0, cycle), within);
+        assert_eq!(d.at_scales, [1.2, 3.0, 3.0]);
+        // Hours whose level swings ±50 % from day to day: far more.
+        let mut swinging = phases(14.0, cycle);
+        for p in &mut swinging {
+            let mean = p.calls / p.hours;
+            p.sum_sq = mean * mean * 1.25 * p.hours;
+        }
+        let d = seasonal_dispersion_prior(&swinging, within);
+        assert!(d.at_scales[2] > 50.0, "{d:?}");
+    }
+
+    proptest! {
+        /// The weight is within [0, max], and a larger daily swing never raises it.
+        #[test]
+        fn the_prior_weight_is_bounded_and_falls_with_the_swing(
+            base in 0.01f64..100.0,
+            swing in 0.0f64..1.0,
+            more in 1.0f64..3.0,
+            days in 3.0f64..28.0,
+            d60 in 1.0f64..50.0,
+        ) {
+            let at = |s: f64| {
+                move |h: usize| base * (1.0 + s * (h as f64 / 24.0 * std::f64::consts::TAU).sin())
+            };
+            let w = profile_prior_weight(&phases(days, at(swing)), d60, 1440.0);
+            prop_assert!((0.0..=1440.0).contains(&w));
+            let w2 = profile_prior_weight(&phases(days, at((swing * more).min(1.0))), d60, 1440.0);
+            prop_assert!(w2 <= w * (1.0 + 1e-9));
+        }
     }
 
     #[test]
