@@ -1238,6 +1238,30 @@ mod tests {
     }
 
     #[test]
+    fn on_a_weekday_only_api_a_weekday_burst_is_caught() {
+        let day: i64 = 1440;
+        // 7 to 11 calls a minute on weekdays, none at weekends, for four weeks; then on a
+        // weekday someone else adds 60 a minute for 20 minutes. The weekends' silence is the
+        // weekly profile's to explain, not burstiness of the weekday hours.
+        let burst = 30 * day + 600;
+        let t = transitions_of(31 * day, |m| {
+            let weekday = m.div_euclid(day) % 7 < 5;
+            let mut s = by(7, 6 + steady(m));
+            if (burst..burst + 20).contains(&m) {
+                s.count += 60;
+                s.attributions.principal.push((11, 60));
+            }
+            weekday.then_some(s)
+        });
+        // One Insight, from the burst's first minutes (the window that decides it may start a
+        // few minutes in). Shrinking the profiles' dispersion towards the whole window's, which
+        // holds the weekends' silence, hid it.
+        let starts: Vec<i64> = t.iter().filter(|x| x.0).map(|x| x.1).collect();
+        assert_eq!(starts.len(), 1, "{t:?}");
+        assert!((burst..burst + 6).contains(&starts[0]), "{t:?}");
+    }
+
+    #[test]
     fn after_a_lasting_drop_a_burst_back_to_the_old_level_is_caught() {
         let day = 1440;
         let drop = 14 * day;
