@@ -65,9 +65,9 @@ fn threshold(candidates: usize) -> f64 {
         .unwrap_or(2.0 * (1.0 / level).ln())
 }
 
-/// Totals made finite and non-negative, and exposures made positive (floored at
-/// [`MIN_EXPOSURE_SHARE`] of their mean; all 1 when none is positive).
-fn clean(totals: &[f64], exposures: &[f64]) -> (Vec<f64>, Vec<f64>) {
+/// Totals made finite and non-negative, and exposures made non-negative (floored at
+/// `min_exposure_share` of their mean; all 1 when none is positive).
+fn clean(totals: &[f64], exposures: &[f64], min_exposure_share: f64) -> (Vec<f64>, Vec<f64>) {
     let x: Vec<f64> = totals
         .iter()
         .map(|&v| if v.is_finite() { v.max(0.0) } else { 0.0 })
@@ -86,7 +86,7 @@ fn clean(totals: &[f64], exposures: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let n = x.len();
         return (x, vec![1.0; n]);
     }
-    let floor = MIN_EXPOSURE_SHARE * mean;
+    let floor = min_exposure_share.max(0.0) * mean;
     (x, e.into_iter().map(|v| v.max(floor)).collect())
 }
 
@@ -117,12 +117,24 @@ fn best_split(totals: &[f64], exposures: &[f64], phi: f64) -> Option<(usize, f64
 }
 
 /// The block at which the current level of `totals` began (`0`: no significant change), for
-/// block totals with exposures `exposures` (expected calls per block; missing or
-/// non-positive ones count as the floor, see the module docs) and overdispersion `phi`
+/// block totals with exposures `exposures` (expected calls per block, floored at
+/// [`MIN_EXPOSURE_SHARE`] of their mean; an empty slice: all equal) and overdispersion `phi`
 /// (variance `phi ×` mean per block; values below 1 are taken as 1). Negative or non-finite
 /// totals count as 0.
 pub fn current_level_start(totals: &[f64], exposures: &[f64], phi: f64) -> usize {
-    let (x, e) = clean(totals, exposures);
+    current_level_start_floored(totals, exposures, phi, MIN_EXPOSURE_SHARE)
+}
+
+/// [`current_level_start`] with the exposures' floor given as a share of their mean (`0`: a
+/// block expected to hold nothing, such as a weekend day of a weekday-only API, carries no
+/// information; calls in it are ignored).
+pub fn current_level_start_floored(
+    totals: &[f64],
+    exposures: &[f64],
+    phi: f64,
+    min_exposure_share: f64,
+) -> usize {
+    let (x, e) = clean(totals, exposures, min_exposure_share);
     let phi = if phi.is_finite() { phi.max(1.0) } else { 1.0 };
     let mut from = 0;
     while let Some((tau, t)) = best_split(&x[from..], &e[from..], phi) {

@@ -297,9 +297,11 @@ pub struct PhaseTotals {
     pub calls: f64,
     /// Minutes, less those excluded (inside an Insight).
     pub minutes: f64,
-    /// Elapsed hours.
-    pub hours: f64,
-    /// Σ (calls in an hour)² over the hours.
+    /// Elapsed hours with no excluded minute (whole hours of baseline).
+    pub whole_hours: f64,
+    /// Calls in those hours.
+    pub whole_calls: f64,
+    /// Σ (calls in an hour)² over those hours.
     pub sum_sq: f64,
 }
 
@@ -677,7 +679,7 @@ impl RollingRate {
             let first = from + (p as i64 - from.rem_euclid(period)).rem_euclid(period);
             if first < hour {
                 let hours = (hour - 1 - first) / period + 1;
-                bin.hours = hours as f64;
+                bin.whole_hours = hours as f64;
                 bin.minutes = (hours * MINUTES_PER_HOUR) as f64;
             }
         }
@@ -694,8 +696,14 @@ impl RollingRate {
             {
                 let calls = f64::from(b.calls());
                 bin.calls += calls;
-                bin.sum_sq += calls * calls;
                 bin.minutes -= f64::from(b.excluded());
+                // An hour partly inside an Insight is not a whole hour of the key's level.
+                if b.excluded() > 0 {
+                    bin.whole_hours -= 1.0;
+                } else {
+                    bin.whole_calls += calls;
+                    bin.sum_sq += calls * calls;
+                }
             }
         }
         out
@@ -788,19 +796,20 @@ mod tests {
         r.record(day + 10, 2);
         r.record(13 * 60 + 30, 5);
         r.exclude(day + 20);
-        let t: Vec<(f64, f64, f64, f64)> = r
+        let t: Vec<(f64, f64, f64, f64, f64)> = r
             .phase_totals(48, 0, 40_320, 24)
             .iter()
-            .map(|p| (p.calls, p.minutes, p.hours, p.sum_sq))
+            .map(|p| (p.calls, p.minutes, p.whole_hours, p.whole_calls, p.sum_sq))
             .collect();
         assert_eq!(t.len(), 24);
-        assert_eq!(t[0], (4.0, 119.0, 2.0, 8.0));
-        assert_eq!(t[13], (5.0, 120.0, 2.0, 25.0));
-        assert_eq!(t[5], (0.0, 120.0, 2.0, 0.0));
+        // Hour 24 has an excluded minute: its 2 calls count, not as a whole hour.
+        assert_eq!(t[0], (4.0, 119.0, 1.0, 2.0, 4.0));
+        assert_eq!(t[13], (5.0, 120.0, 2.0, 5.0, 25.0));
+        assert_eq!(t[5], (0.0, 120.0, 2.0, 0.0, 0.0));
         // Since minute 13 × 60: hour 0 once, hour 13 twice, hour 12 once, until hour 48.
         let t = r.phase_totals(48, 13 * 60, 40_320, 24);
         assert_eq!((t[0].calls, t[0].minutes), (2.0, 59.0));
-        assert_eq!((t[13].calls, t[13].hours), (5.0, 2.0));
+        assert_eq!((t[13].calls, t[13].whole_hours), (5.0, 2.0));
         assert_eq!((t[12].calls, t[12].minutes), (0.0, 60.0));
     }
 

@@ -50,10 +50,9 @@ impl Detector {
         let age = m - insight.start + 1;
         let max_minutes = i64::from(cfg.max_insight_minutes);
         let level_shift_from = if age >= max_minutes && (m + 1).rem_euclid(60) == 0 {
-            let dispersion = now_models.strictest().unwrap_or(global).dispersion;
             let st = &self.keys[id as usize];
             let insight = st.insight.as_deref()?;
-            let from = current_level_from(st, insight, &e, models_from, &cfg, m, dispersion);
+            let from = current_level_from(st, insight, &e, models_from, &cfg, m);
             if m + 1 - from >= max_minutes {
                 Some(from)
             } else if age >= LEVEL_SHIFT_CAP_FACTOR * max_minutes {

@@ -4,11 +4,12 @@
 //! An Insight that does not end may be a lasting change of the key's rate (a deploy that
 //! triples an API's traffic) rather than an anomaly still under way. Once an Insight has been
 //! open for `max_insight_minutes`, at the end of each clock hour its hourly totals are
-//! divided by the key's expectation for each hour (the seasonal profile the end test uses, or
-//! the whole-window baseline) and segmented with
+//! segmented against the calls the key's own hour of the day held on average before (the
+//! exposures; the whole-window mean for an hour of the day without history) with
 //! [`trailsight_baseline::changepoint::current_level_start`]: the last significant change of
-//! that ratio is where the current level began. Dividing by the expectation keeps the daily
-//! cycle from reading as a change of level.
+//! their ratio is where the current level began, so the daily cycle does not read as a change
+//! of level. The overdispersion is the key's day-to-day variation of an hour's total
+//! ([`super::model::seasonal_dispersion_prior`]), taken at the Insight's level.
 //!
 //! **The level is accepted** when it has lasted `max_insight_minutes` itself: a burst that
 //! settles into a higher level is accepted a full `max_insight_minutes` after it settled, not
@@ -25,12 +26,12 @@
 //! after the rebase the key has one day of history, so its profiles return only after
 //! `min_profile_days`.
 
+use trailsight_baseline::MINUTES_PER_HOUR;
 use trailsight_baseline::changepoint::{current_level_start, successive_difference_dispersion};
-use trailsight_baseline::{Dispersion, MINUTES_PER_HOUR};
 
 use crate::config::DetectorConfig;
 
-use super::model::{floored, seasonal_models};
+use super::model::seasonal_dispersion_prior;
 use super::open::Expectation;
 use super::{KeyState, OpenInsight};
 
@@ -44,9 +45,14 @@ pub const DROP_DAYS: usize = 7;
 /// alternates a calm and a spiking regime) were rebased to the calm one, and the spikes' return
 /// raised false Insights.
 pub const DROP_RATIO: f64 = 0.25;
+/// The least day-to-day variation of a key's daily calls assumed by the drop test (coefficient
+/// of variation).
+pub const MIN_DAILY_CV: f64 = 0.1;
 
 /// Per clock hour of `insight` (the complete hours from its first complete hour through the
-/// hour of minute `m`): its calls and the calls the key's expectation gives it.
+/// hour of minute `m`): its calls and the calls the key's own hour of the day gives it (its
+/// mean over the profile window, before the Insight; the whole-window mean for an hour of the
+/// day without history), and the dispersion of hourly totals from day to day.
 fn hourly_calls_and_expected(
     st: &KeyState,
     insight: &OpenInsight,
@@ -54,7 +60,7 @@ fn hourly_calls_and_expected(
     history_start: i64,
     cfg: &DetectorConfig,
     m: i64,
-) -> (i64, Vec<f64>, Vec<f64>) {
+) -> (i64, Vec<f64>, Vec<f64>, f64) {
     let first_hour = (insight.start + MINUTES_PER_HOUR - 1).div_euclid(MINUTES_PER_HOUR);
     let last_hour = (m + 1).div_euclid(MINUTES_PER_HOUR) - 1;
     let hours = usize::try_from(last_hour - first_hour + 1).unwrap_or(0);
@@ -65,37 +71,29 @@ fn hourly_calls_and_expected(
             *c += f64::from(sample.count);
         }
     }
+    let phases = st
+        .rate
+        .phase_totals(first_hour, history_start, cfg.profile_window_minutes, 24);
     let (within, minutes) = st
         .rate
         .within_hour(m, history_start, cfg.baseline_window_minutes);
-    let within_hour = within.upper_bound(minutes, 0.0);
+    let d60 = seasonal_dispersion_prior(&phases, within.upper_bound(minutes, 0.0)).at_scales[2];
+    let fallback = e.global.mean.max(e.floor);
     let expected = (first_hour..=last_hour)
         .map(|hour| {
-            let models = floored(
-                &seasonal_models(
-                    &st.rate,
-                    hour,
-                    history_start,
-                    cfg,
-                    e.floor,
-                    e.global,
-                    within_hour,
-                ),
-                e.floor,
-            );
-            let mean = models
-                .strictest()
-                .map_or(e.global.mean.max(e.floor), |s| s.mean);
-            mean * MINUTES_PER_HOUR as f64
+            let rate = usize::try_from(hour.rem_euclid(24))
+                .ok()
+                .and_then(|p| phases.get(p))
+                .filter(|p| p.minutes > 0.0)
+                .map_or(fallback, |p| (p.calls / p.minutes).max(e.floor));
+            rate * MINUTES_PER_HOUR as f64
         })
         .collect();
-    (first_hour, calls, expected)
+    (first_hour, calls, expected, d60)
 }
 
 /// The minute the open Insight's current level began: its start, or the clock hour of its
 /// last significant change of level relative to the key's expectation (see the module docs).
-/// `dispersion_now` is the dispersion of window sums of the key's current model (its
-/// seasonal profile's, which holds the day-to-day variation of an hour's level).
 pub(super) fn current_level_from(
     st: &KeyState,
     insight: &OpenInsight,
@@ -103,9 +101,8 @@ pub(super) fn current_level_from(
     history_start: i64,
     cfg: &DetectorConfig,
     m: i64,
-    dispersion_now: Dispersion,
 ) -> i64 {
-    let (first_hour, calls, expected) =
+    let (first_hour, calls, expected, d60) =
         hourly_calls_and_expected(st, insight, e, history_start, cfg, m);
     // Calls against expected calls per hour (the exposures), with the key's hourly
     // dispersion `D(60)` taken at the Insight's level `r` (`D − 1` grows with the rate).
@@ -115,32 +112,34 @@ pub(super) fn current_level_from(
         return insight.start;
     }
     let level = total / exp_total;
-    let phi = 1.0 + (dispersion_now.at(60).max(1.0) - 1.0) * level.max(1.0);
+    let phi = 1.0 + (d60.max(1.0) - 1.0) * level.max(1.0);
     match current_level_start(&calls, &expected, phi) {
         0 => insight.start,
         i => (first_hour + i as i64) * MINUTES_PER_HOUR,
     }
 }
 
-/// A lasting **drop** of a key's rate (a service moved away, a job retired), checked for keys
-/// without an open Insight at each rebuild of the deployment's pools (every six hours, at
-/// aligned minutes, so a restart checks at the same minutes): the key's calls per baseline
-/// minute in whole UTC days before `m` (since `from`) are segmented as above, with the
-/// overdispersion of daily totals estimated from neighbouring days
-/// ([`successive_difference_dispersion`]: a weekly cycle or a step barely moves it). When the
-/// current level began at least [`DROP_DAYS`] days ago, after at least [`DROP_DAYS`] days of
-/// history, and is at most [`DROP_RATIO`] × the mean of the days before it, returns the minute
-/// it began: the key is rebased to it.
+/// A lasting **drop** of a key's rate (a service moved away, a job retired), checked once a
+/// UTC day per key (at its first call of the day, without an open Insight; the check reads only
+/// whole days before that day, so checking again the same day changes nothing): the key's calls
+/// in whole UTC days before `m` (since `from`) are segmented as above, against its baseline
+/// minutes, with the overdispersion of daily totals estimated from neighbouring days
+/// ([`successive_difference_dispersion`], at least [`MIN_DAILY_CV`]). When the current level began at least
+/// [`DROP_DAYS`] days ago, the level before it also lasted at least [`DROP_DAYS`] days (so a
+/// job that runs every few weeks and dominates a key's volume is not a level that dropped),
+/// and the current level (calls per minute) is at most [`DROP_RATIO`] × that one, returns the
+/// minute it began: the key is rebased to it.
 ///
 /// A drop makes no Insight (only rises are anomalies), but without the rebase the profiles
 /// keep the old level for their four weeks, and a test must be unusual under every model: a
 /// burst back to the old level by someone else went unseen for weeks. A week's wait keeps a
 /// weekend from reading as a drop; a holiday of a week or more does, and the return of the
-/// usual traffic then raises one Insight (as it would against CloudTrail's own seven-day
+/// usual traffic can then raise an Insight (as it would against CloudTrail's own seven-day
 /// baseline).
 pub(super) fn lasting_drop(st: &KeyState, m: i64, from: i64) -> Option<i64> {
     // Whole UTC days, so every check of one day sees the same days.
-    let midnight = m.div_euclid(1440) * 1440;
+    let today = m.div_euclid(1440);
+    let midnight = today * 1440;
     if midnight - from < 1440 * 2 * DROP_DAYS as i64 {
         return None;
     }
@@ -154,13 +153,23 @@ pub(super) fn lasting_drop(st: &KeyState, m: i64, from: i64) -> Option<i64> {
         .zip(&minutes)
         .map(|(c, n)| c * 1440.0 / n.max(1.0))
         .collect();
-    let phi = successive_difference_dispersion(&daily);
+    // Days of real traffic are never as alike as Poisson counts: at least a coefficient of
+    // variation of [`MIN_DAILY_CV`] (so one busier day does not restart the week's wait).
+    let mean_day = daily.iter().sum::<f64>() / daily.len() as f64;
+    let phi = successive_difference_dispersion(&daily).max(MIN_DAILY_CV.powi(2) * mean_day);
     let start = current_level_start(&calls, &minutes, phi);
-    if start < DROP_DAYS || daily.len() - start < DROP_DAYS {
+    if start < DROP_DAYS || calls.len() - start < DROP_DAYS {
         return None;
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let (before, after) = (mean(&daily[..start]), mean(&daily[start..]));
-    let first_day = midnight - 1440 * (daily.len() - start) as i64;
-    (after <= DROP_RATIO * before).then_some(first_day)
+    let before_start = current_level_start(&calls[..start], &minutes[..start], phi);
+    if start - before_start < DROP_DAYS {
+        return None;
+    }
+    let level = |r: std::ops::Range<usize>| {
+        let n: f64 = minutes[r.clone()].iter().sum();
+        calls[r].iter().sum::<f64>() / n.max(1.0)
+    };
+    let (before, after) = (level(before_start..start), level(start..calls.len()));
+    let began = midnight - 1440 * (calls.len() - start) as i64;
+    (after <= DROP_RATIO * before).then_some(began)
 }

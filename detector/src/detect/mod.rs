@@ -210,6 +210,10 @@ struct KeyState {
     /// Hour (hours since the epoch) of the last judgement recorded for the series tap.
     #[serde(skip)]
     judged_hour: i64,
+    /// UTC day (days since the epoch) of the last check for a lasting drop (see [`level`]; a
+    /// second check the same day, after a restart, finds the same).
+    #[serde(skip)]
+    drop_checked_day: i64,
 }
 
 impl Default for KeyState {
@@ -227,6 +231,7 @@ impl Default for KeyState {
             gamma_period: i32::MIN,
             policy: None,
             judged_hour: i64::MIN,
+            drop_checked_day: i64::MIN,
         }
     }
 }
@@ -622,6 +627,7 @@ impl Detector {
         }
         let short = i64::from(self.config.short_window());
         let max_window = i64::from(self.config.max_window());
+        let span = i64::from(self.config.evict_after_minutes());
         let st = self.state(id);
         if sample.count == 0 {
             st.age_recent(m, short, max_window, 0);
@@ -635,6 +641,15 @@ impl Detector {
             st.recent = VecDeque::with_capacity(1);
         }
         st.recent.push_back((m, sample.clone()));
+        // Once a UTC day, at the key's first call: has its rate dropped for good?
+        let day = m.div_euclid(1440);
+        if st.drop_checked_day != day {
+            st.drop_checked_day = day;
+            let from = st.models_from(history_start).max(m - span);
+            if let Some(began) = level::lasting_drop(st, m, from) {
+                st.rebase(began);
+            }
+        }
         self.test_at(id, key, history_start, m, m)
     }
 
@@ -648,14 +663,7 @@ impl Detector {
         let mut own = Vec::with_capacity(self.keys.len());
         for (id, st) in self.keys.iter_mut().enumerate() {
             let key = keys.key(id as KeyId);
-            let mut start =
-                st.models_from(keys.history_start(key.account, key.region).unwrap_or(m));
-            if st.insight.is_none()
-                && let Some(from) = level::lasting_drop(st, m, start.max(m - span))
-            {
-                st.rebase(from);
-                start = st.models_from(start);
-            }
+            let start = st.models_from(keys.history_start(key.account, key.region).unwrap_or(m));
             let exposure = (m - start).min(span);
             if exposure < i64::from(cfg.warmup_minutes).max(1) {
                 own.push((key, None));
@@ -1293,6 +1301,30 @@ mod tests {
     }
 
     #[test]
+    fn a_job_every_two_weeks_is_not_a_level_that_dropped() {
+        let day: i64 = 1440;
+        // A call every ten minutes, and a job of 60 calls a minute for an hour every 14 days
+        // (from day 3): after each run the key is quiet for 13 days, far below a mean that
+        // holds the job, but the job is no level that lasted a week. Only its first two runs
+        // are news (the second is the recurrence that teaches it).
+        let t = transitions_of(80 * day, |m| {
+            let d = m.div_euclid(day);
+            let job = d >= 3 && (d - 3) % 14 == 0 && (120..180).contains(&m.rem_euclid(day));
+            if job {
+                Some(by(7, 60))
+            } else {
+                (m % 10 == 0).then(|| by(7, 1))
+            }
+        });
+        let starts: Vec<i64> = t
+            .iter()
+            .filter(|x| x.0)
+            .map(|x| x.1.div_euclid(day))
+            .collect();
+        assert!(starts.iter().all(|&d| d < 20), "{t:?}");
+    }
+
+    #[test]
     fn weekends_are_not_a_drop() {
         let day: i64 = 1440;
         // A weekday-only API (7 to 11 calls a minute, none on days 5 and 6 of each week) for
@@ -1314,6 +1346,46 @@ mod tests {
             assert_eq!(rebased, None, "minute {m}");
         }
         assert_eq!(out, vec![]);
+    }
+
+    /// The drop check runs at a key's first call of a day, so a deployment silent for weeks
+    /// (a stopped trail) decides the same whether its empty minutes are closed one by one or
+    /// skipped.
+    #[test]
+    fn a_silent_month_decides_the_same_skipped_or_not() {
+        let day = 1440;
+        let d = Deployment { starts: vec![0] };
+        let end = 42 * day;
+        let minute = |m: i64| ClosedMinute {
+            minute: m,
+            samples: if m < 14 * day || m >= 40 * day {
+                vec![(0, by(7, 25 + steady(m)))]
+            } else {
+                Vec::new()
+            },
+        };
+        let cfg = DetectorConfig::default();
+        let mut one_by_one = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        let mut expected = Vec::new();
+        for m in 0..end {
+            one_by_one.close_minute(&minute(m), &d, &mut expected);
+        }
+        let mut ranged = Detector::new(cfg.clone(), cfg.policy().expect("policy"));
+        let mut got = Vec::new();
+        let mut from = 0;
+        for until in [14 * day + 5, 30 * day, end] {
+            let closed = ClosedMinutes {
+                from,
+                until,
+                minutes: (from..until)
+                    .map(minute)
+                    .filter(|c| !c.samples.is_empty())
+                    .collect(),
+            };
+            ranged.close_minutes(&closed, &d, &mut got);
+            from = until;
+        }
+        assert_eq!(got, expected);
     }
 
     /// Minute-by-minute closing against [`Detector::close_minutes`] over ranges with long

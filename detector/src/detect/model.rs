@@ -142,8 +142,12 @@ pub fn seasonal_models(
     }
     let window = cfg.profile_window_minutes;
     let phases = rate.phase_totals(hour, history_start, window, 24);
-    let k = profile_prior_weight(&phases, within_hour.at(60), cfg.profile_prior_minutes);
     let dispersion_prior = seasonal_dispersion_prior(&phases, within_hour);
+    let k = profile_prior_weight(
+        &phases,
+        dispersion_prior.at_scales[2],
+        cfg.profile_prior_minutes,
+    );
     let shrink = |p: HourProfile| {
         let n = p.minutes as f64;
         Model {
@@ -188,8 +192,10 @@ pub fn seasonal_models(
 /// gamma prior on the hour-of-day rates, by the method of moments (as the deployment prior in
 /// [`super::prior`]). With `cₕ` calls over `nₕ` minutes in hour of the day `h` (`phases`),
 /// `μ = Σc / Σn`, the rates' weighted variance across the hours, less what sampling alone
-/// gives (`H · μ · D(60) / Σn` for `H` hours with minutes, `D(60)` the key's within-hour
-/// dispersion), is the variance `V` of the hours' true rates, and the prior weighs as
+/// gives (`H · μ · D(60) / Σn` for `H` hours with minutes, `D(60)` the dispersion of an hour's
+/// total from day to day, [`seasonal_dispersion_prior`]: day-to-day noise is not a difference
+/// between the hours), is the variance `V` of the hours' true rates (the spread scaled by
+/// `H / (H − 1)`), and the prior weighs as
 /// `μ / V` minutes, at most `max_minutes` (the configured `profile_prior_minutes`).
 ///
 /// A key whose rate is the same at every hour (a sparse key, a flat one) keeps the full
@@ -212,6 +218,7 @@ pub fn profile_prior_weight(phases: &[PhaseTotals], d60: f64, max_minutes: f64) 
         .map(|p| p.minutes * (p.calls / p.minutes - mu).powi(2))
         .sum::<f64>()
         / minutes;
+    let spread = spread * used / (used - 1.0);
     let sampling = used * mu * d60.max(1.0) / minutes;
     let between = spread - sampling;
     if between > 0.0 && between.is_finite() {
@@ -224,15 +231,19 @@ pub fn profile_prior_weight(phases: &[PhaseTotals], d60: f64, max_minutes: f64) 
 /// The prior a profile's dispersion is shrunk towards: the key's burstiness **without its
 /// daily cycle**. At 1 and 15 minutes, its within-hour dispersion; at 60 minutes, the pooled
 /// index of dispersion of hourly sums around their own hour of the day's mean (`phases`, per
-/// hour of the day: `Σₕ [ΣS² − (ΣS)²/kₕ] / Σₕ (kₕ − 1)·S̄ₕ` over the `kₕ` elapsed hours),
+/// hour of the day: `Σₕ [ΣS² − (ΣS)²/kₕ] / Σₕ (kₕ − 1)·S̄ₕ` over the `kₕ` whole hours, those
+/// with no minute inside an Insight: an excluded hour's missing calls are not a swing),
 /// i.e. how much an hour's level varies from day to day, at least the 15-minute index.
 /// (Shrinking towards the whole-window dispersion, which holds the daily cycle, gave a
 /// smooth diurnal key an hourly dispersion in the hundreds at every hour of the day.)
 pub fn seasonal_dispersion_prior(phases: &[PhaseTotals], within_hour: Dispersion) -> Dispersion {
     let (mut num, mut den) = (0.0, 0.0);
-    for p in phases.iter().filter(|p| p.hours >= 2.0 && p.calls > 0.0) {
-        num += (p.sum_sq - p.calls * p.calls / p.hours).max(0.0);
-        den += (p.hours - 1.0) * p.calls / p.hours;
+    for p in phases
+        .iter()
+        .filter(|p| p.whole_hours >= 2.0 && p.whole_calls > 0.0)
+    {
+        num += (p.sum_sq - p.whole_calls * p.whole_calls / p.whole_hours).max(0.0);
+        den += (p.whole_hours - 1.0) * p.whole_calls / p.whole_hours;
     }
     let [d1, d15, _] = within_hour.at_scales;
     let d60 = if den > 0.0 && (num / den).is_finite() {
@@ -301,7 +312,8 @@ mod tests {
             .map(|h| PhaseTotals {
                 calls: rate(h) * 60.0 * days,
                 minutes: 60.0 * days,
-                hours: days,
+                whole_hours: days,
+                whole_calls: rate(h) * 60.0 * days,
                 // Every day the same hour total (no day-to-day variation).
                 sum_sq: (rate(h) * 60.0).powi(2) * days,
             })
@@ -338,11 +350,31 @@ mod tests {
         // Hours whose level swings ±50 % from day to day: far more.
         let mut swinging = phases(14.0, cycle);
         for p in &mut swinging {
-            let mean = p.calls / p.hours;
-            p.sum_sq = mean * mean * 1.25 * p.hours;
+            let mean = p.calls / p.whole_hours;
+            p.sum_sq = mean * mean * 1.25 * p.whole_hours;
         }
         let d = seasonal_dispersion_prior(&swinging, within);
         assert!(d.at_scales[2] > 50.0, "{d:?}");
+        // The same swings from day to day are not a difference between the hours: a flat key
+        // whose hours swing keeps the full prior weight.
+        let flat_swinging: Vec<PhaseTotals> = phases(14.0, |_| 20.0)
+            .into_iter()
+            .map(|p| PhaseTotals {
+                sum_sq: (p.calls / p.whole_hours).powi(2) * 1.25 * p.whole_hours,
+                ..p
+            })
+            .collect();
+        let d60 = seasonal_dispersion_prior(&flat_swinging, within).at_scales[2];
+        assert_eq!(profile_prior_weight(&flat_swinging, d60, 1440.0), 1440.0);
+        // Hours inside an Insight (whole hours fewer, their calls missing) are no swing.
+        let mut excluded = phases(14.0, cycle);
+        excluded[3].whole_hours -= 3.0;
+        excluded[3].whole_calls -= 3.0 * excluded[3].calls / 14.0;
+        excluded[3].sum_sq -= 3.0 * (excluded[3].calls / 14.0).powi(2);
+        assert_eq!(
+            seasonal_dispersion_prior(&excluded, within).at_scales,
+            [1.2, 3.0, 3.0]
+        );
     }
 
     proptest! {
