@@ -65,9 +65,9 @@ fn threshold(candidates: usize) -> f64 {
         .unwrap_or(2.0 * (1.0 / level).ln())
 }
 
-/// Totals made finite and non-negative, and exposures made non-negative (floored at
-/// `min_exposure_share` of their mean; all 1 when none is positive).
-fn clean(totals: &[f64], exposures: &[f64], min_exposure_share: f64) -> (Vec<f64>, Vec<f64>) {
+/// Totals made finite and non-negative, and exposures made positive (floored at
+/// [`MIN_EXPOSURE_SHARE`] of their mean; all 1 when none is positive).
+fn clean(totals: &[f64], exposures: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let x: Vec<f64> = totals
         .iter()
         .map(|&v| if v.is_finite() { v.max(0.0) } else { 0.0 })
@@ -86,7 +86,7 @@ fn clean(totals: &[f64], exposures: &[f64], min_exposure_share: f64) -> (Vec<f64
         let n = x.len();
         return (x, vec![1.0; n]);
     }
-    let floor = min_exposure_share.max(0.0) * mean;
+    let floor = MIN_EXPOSURE_SHARE * mean;
     (x, e.into_iter().map(|v| v.max(floor)).collect())
 }
 
@@ -122,19 +122,7 @@ fn best_split(totals: &[f64], exposures: &[f64], phi: f64) -> Option<(usize, f64
 /// (variance `phi ×` mean per block; values below 1 are taken as 1). Negative or non-finite
 /// totals count as 0.
 pub fn current_level_start(totals: &[f64], exposures: &[f64], phi: f64) -> usize {
-    current_level_start_floored(totals, exposures, phi, MIN_EXPOSURE_SHARE)
-}
-
-/// [`current_level_start`] with the exposures' floor given as a share of their mean (`0`: a
-/// block expected to hold nothing, such as a weekend day of a weekday-only API, carries no
-/// information; calls in it are ignored).
-pub fn current_level_start_floored(
-    totals: &[f64],
-    exposures: &[f64],
-    phi: f64,
-    min_exposure_share: f64,
-) -> usize {
-    let (x, e) = clean(totals, exposures, min_exposure_share);
+    let (x, e) = clean(totals, exposures);
     let phi = if phi.is_finite() { phi.max(1.0) } else { 1.0 };
     let mut from = 0;
     while let Some((tau, t)) = best_split(&x[from..], &e[from..], phi) {
