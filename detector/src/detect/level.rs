@@ -32,7 +32,7 @@ use trailsight_baseline::changepoint::{current_level_start, successive_differenc
 use crate::config::DetectorConfig;
 
 use super::model::seasonal_dispersion_prior;
-use super::open::Expectation;
+use super::open::{Expectation, within_hour_bound};
 use super::{KeyState, OpenInsight};
 
 /// An Insight whose rate is still changing is taken as a level shift after this many times
@@ -74,10 +74,8 @@ fn hourly_calls_and_expected(
     let phases = st
         .rate
         .phase_totals(first_hour, history_start, cfg.profile_window_minutes, 24);
-    let (within, minutes) = st
-        .rate
-        .within_hour(m, history_start, cfg.baseline_window_minutes);
-    let d60 = seasonal_dispersion_prior(&phases, within.upper_bound(minutes, 0.0)).at_scales[2];
+    let within = within_hour_bound(&st.rate, m, history_start, cfg);
+    let d60 = seasonal_dispersion_prior(&phases, within).at_scales[2];
     let fallback = e.global.mean.max(e.floor);
     let expected = (first_hour..=last_hour)
         .map(|hour| {

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use trailsight_baseline::{BaselineStats, RatePrior};
+use trailsight_baseline::{BaselineStats, Dispersion, RatePrior, RollingRate};
 
 use crate::aggregate::{KeyId, MinuteSample, RateKey};
 use crate::config::DetectorConfig;
@@ -35,6 +35,18 @@ fn minutes_back<'a>(
     open_minutes.chain(closed)
 }
 
+/// The key's within-hour burstiness over the baseline window ending before `end`, at its upper
+/// confidence bound for the minutes it was measured over.
+pub(super) fn within_hour_bound(
+    rate: &RollingRate,
+    end: i64,
+    history_start: i64,
+    cfg: &DetectorConfig,
+) -> Dispersion {
+    let (within, minutes) = rate.within_hour(end, history_start, cfg.baseline_window_minutes);
+    within.upper_bound(minutes, 0.0)
+}
+
 /// The seasonal models of `hour`, cached per hour in the key's state.
 pub(super) fn cached_seasonal(
     st: &mut KeyState,
@@ -51,12 +63,8 @@ pub(super) fn cached_seasonal(
     {
         return c.models;
     }
-    // Computed on a cache miss only (once an hour per key): the key's within-hour burstiness,
-    // at its upper confidence bound.
-    let (within, minutes) =
-        st.rate
-            .within_hour(baseline_end, history_start, cfg.baseline_window_minutes);
-    let within_hour = within.upper_bound(minutes, 0.0);
+    // Computed on a cache miss only (once an hour per key).
+    let within_hour = within_hour_bound(&st.rate, baseline_end, history_start, cfg);
     let models = seasonal_models(
         &st.rate,
         hour,
